@@ -1,0 +1,30 @@
+# One-command entry points. Each creates .venv on first use and installs everything into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch is pinned to 2.13.0 here because that CPU build is what this project's machines carry;
+# the package itself accepts any torch >= 2.4 (see pyproject.toml).
+TORCH  ?= torch==2.13.0
+
+.PHONY: run test bench setup clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m loopnets.cli demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,35 @@
+"""loopnets: neural networks with feedback connections (layer reuse) in PyTorch.
+
+The public API is exactly what this module re-exports; everything else is private.
+"""
+
+from loopnets.backprop import Combine, Couple, Tied
+from loopnets.checkpoint import CheckpointError, load, save
+from loopnets.dropout import Dropout
+from loopnets.loop import Loop, tie_
+from loopnets.network import Network
+from loopnets.probe import severed, unrolled
+from loopnets.train import History, TrainingDiverged, evaluate, fit
+from loopnets import layers
+
+__all__ = [
+    "Combine",
+    "Couple",
+    "Tied",
+    "Loop",
+    "tie_",
+    "Dropout",
+    "Network",
+    "layers",
+    "fit",
+    "evaluate",
+    "History",
+    "TrainingDiverged",
+    "severed",
+    "unrolled",
+    "save",
+    "load",
+    "CheckpointError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,244 @@
+"""Loop: a body applied `unroll` times, its output fed back into its input.
+
+This is a feedback connection in the sense of Lavik (2024, sec 3.1): the output of a later layer
+loops back into an earlier one, and the same weights process the input several times. The loop
+needs no new inputs; it runs a fixed number of passes (`unroll`, "x3" in the thesis, k = 3 in
+Caswell et al.), and `unroll=1` is the plain feedforward body.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from loopnets.backprop import (
+    Backprop,
+    Combine,
+    Couple,
+    Tied,
+    accumulation_weights,
+    combine_forward,
+    combine_stages,
+)
+from loopnets.dropout import pinned_masks, share_masks
+
+MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "replace": lambda fed, x: fed,  # linear unwrap (thesis Fig. 3.2)
+    "add": lambda fed, x: fed + x,  # input skip (Fig. 3.3); Caswell's additive merge
+    "sub": lambda fed, x: fed - x,
+    "mul": lambda fed, x: fed * x,  # Caswell's multiplicative merge
+    "mean": lambda fed, x: (fed + x) / 2,
+}
+OUTPUTS = ("last", "mean", "sum")
+
+
+class Loop(nn.Module):
+    """A body iterated `unroll` times, with a choice of backprop mode.
+
+    Pass 1 receives the loop's input x. Pass t >= 2 receives merge(feedback(h), x), where h is
+    the previous pass's output. The loop returns the last pass's output, or the mean / sum of all
+    passes' outputs (an output skip, thesis Fig. 3.4). COMBINE always returns its combined output.
+
+    Dropout inside the loop (use `loopnets.Dropout`) draws one mask per forward call and uses it
+    in every pass.
+
+    Args:
+        body: module whose output shape equals its input shape, (batch, *shape) -> (batch, *shape).
+        unroll: number of passes k >= 1 in training (and by default at inference).
+        backprop: `Tied()` (default), `Couple(...)` or `Combine(...)`; see `loopnets.backprop`.
+        merge: "replace" | "add" | "sub" | "mul" | "mean": how the fed-back value h enters the
+            next pass together with the original input x ("sub" is h - x, "mean" (h + x) / 2).
+        output: "last" | "mean" | "sum" (default "last"; must be left None for COMBINE).
+        feedback: optional module applied to h on the way back (a loop with parameters, Caswell
+            et al.); its weights are shared by all passes. COMBINE accepts only parameter-free ones.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        unroll: int = 2,
+        backprop: Backprop | None = None,
+        merge: str = "replace",
+        output: str | None = None,
+        feedback: nn.Module | None = None,
+    ):
+        super().__init__()
+        backprop = Tied() if backprop is None else backprop
+        if not isinstance(backprop, (Tied, Couple, Combine)):
+            raise TypeError(f"backprop must be ln.Tied(), ln.Couple() or ln.Combine(); got {backprop!r}")
+        if not isinstance(body, nn.Module):
+            raise TypeError(f"body must be an nn.Module; got {type(body).__name__}")
+        if feedback is not None and not isinstance(feedback, nn.Module):
+            raise TypeError(f"feedback must be an nn.Module or None; got {type(feedback).__name__}")
+        _check_unroll(unroll)
+        if merge not in MERGES:
+            raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGES)}")
+        if isinstance(backprop, Combine):
+            if output is not None:
+                raise ValueError(
+                    f"Loop(output={output!r}) with COMBINE: its output is always the combined value "
+                    "(accumulated over passes); set the rule with Combine(accumulate=...) and leave output=None"
+                )
+            if feedback is not None and any(True for _ in feedback.parameters()):
+                raise ValueError(
+                    "COMBINE cannot train a feedback module with parameters (thesis sec 3.1: learnable "
+                    "feedback is unsuitable for COMBINE); use backprop=ln.Tied() or ln.Couple()"
+                )
+        elif output is not None and output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
+        for where, module in (("body", body), ("feedback", feedback)):
+            if module is not None and any(isinstance(m, nn.Dropout) for m in module.modules()):
+                raise ValueError(
+                    f"nn.Dropout in the loop {where} would draw a new mask in every pass; "
+                    "use loopnets.Dropout(p), which keeps one mask for all passes of a forward call"
+                )
+
+        self.body = body
+        self.feedback = feedback
+        self.backprop = backprop
+        self.unroll = int(unroll)
+        self.merge = merge
+        self.output = output
+        self.probe_unroll: int | None = None
+        if isinstance(backprop, Couple):
+            # Deliberate copies: COUPLE trains k untied copies and re-ties them after every step.
+            self.couple_copies = nn.ModuleList(copy.deepcopy(body) for _ in range(self.unroll - 1))
+            for c in self.couple_copies:
+                share_masks(body, c)
+        if isinstance(backprop, Combine):
+            self._stages = combine_stages(body)
+
+    # -- forward ------------------------------------------------------------------------------
+
+    @property
+    def copies(self) -> list[nn.Module]:
+        """The body copies pass i uses (COUPLE: k copies; otherwise the one body)."""
+        if isinstance(self.backprop, Couple):
+            return [self.body, *self.couple_copies]
+        return [self.body]
+
+    def forward(self, x: torch.Tensor, unroll: int | None = None) -> torch.Tensor:
+        return self._run(x, self._passes_for(unroll), readout=None)
+
+    def passes(self, x: torch.Tensor, unroll: int | None = None) -> list[torch.Tensor]:
+        """The output of every pass (per-iteration readout). COMBINE's are detached raw passes."""
+        readout: list[torch.Tensor] = []
+        self._run(x, self._passes_for(unroll), readout=readout)
+        return readout
+
+    def _passes_for(self, unroll: int | None) -> int:
+        k = unroll if unroll is not None else self.probe_unroll if self.probe_unroll is not None else self.unroll
+        _check_unroll(k)
+        if self.training and isinstance(self.backprop, Couple) and k > self.unroll:
+            raise ValueError(
+                f"this COUPLE loop holds {self.unroll} copies and cannot train with unroll={k}; "
+                "evaluate with more passes in eval() mode, or build the loop with unroll >= k"
+            )
+        return k
+
+    def _run(self, x: torch.Tensor, k: int, readout: list | None) -> torch.Tensor:
+        with pinned_masks([*self.copies, self.feedback]):
+            if isinstance(self.backprop, Combine):
+                return combine_forward(self, x, k, readout)
+            copies = self.copies
+            outputs = []
+            h = x
+            for t in range(k):
+                v = x if t == 0 else self._merge(self._feed(h), x)
+                h = copies[min(t, len(copies) - 1)](v)
+                self._check_shape(x, h, "body output")
+                if readout is not None:
+                    readout.append(h)
+                if self.output in ("mean", "sum"):
+                    outputs.append(h)
+            if self.output == "mean":
+                return torch.stack(outputs).mean(0)
+            if self.output == "sum":
+                return torch.stack(outputs).sum(0)
+            return h
+
+    def _feed(self, h: torch.Tensor) -> torch.Tensor:
+        return h if self.feedback is None else self.feedback(h)
+
+    def _merge(self, fed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return MERGES[self.merge](fed, x)
+
+    @staticmethod
+    def _check_shape(x: torch.Tensor, h: torch.Tensor, what: str) -> None:
+        if h.shape != x.shape:
+            raise ValueError(
+                f"a loop body must keep the shape of its input: the loop input is {tuple(x.shape)}, the "
+                f"{what} is {tuple(h.shape)}; make the last layer of the loop produce {tuple(x.shape[1:])} per sample"
+            )
+
+    # -- COUPLE ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def retie_(self) -> None:
+        """COUPLE: set every copy to the accumulation of all copies (thesis eq 3.2). No-op otherwise."""
+        if not isinstance(self.backprop, Couple):
+            return
+        copies = self.copies
+        weights = accumulation_weights(self.backprop.accumulate, len(copies))
+        for tensors in zip(*(_state_tensors(c) for c in copies)):
+            if not tensors[0].is_floating_point():
+                continue
+            tied = sum(w * t for w, t in zip(weights, tensors))
+            for t in tensors:
+                t.copy_(tied)
+
+    def compact(self) -> "Loop":
+        """The equivalent single-body loop for inference and export.
+
+        COUPLE copies must be tied (they are after every `ln.fit` step or `ln.tie_`); the result
+        is a `Tied` loop with the same outputs. Tied and COMBINE loops are already compact and are
+        returned as a copy.
+        """
+        if not isinstance(self.backprop, Couple):
+            return copy.deepcopy(self)
+        body_state = _state_tensors(self.body)
+        for i, c in enumerate(self.couple_copies, start=1):
+            if any(not torch.equal(a, b) for a, b in zip(body_state, _state_tensors(c))):
+                raise ValueError(
+                    f"COUPLE copy {i} differs from copy 0, so no single body is equivalent; "
+                    "call ln.tie_(model) after optimizer.step() (ln.fit does this)"
+                )
+        return Loop(
+            copy.deepcopy(self.body),
+            unroll=self.unroll,
+            backprop=Tied(),
+            merge=self.merge,
+            output=self.output,
+            feedback=copy.deepcopy(self.feedback),
+        )
+
+    def config(self) -> dict:
+        """JSON-able settings (the body is not included)."""
+        return {
+            "unroll": self.unroll,
+            "backprop": self.backprop.config(),
+            "merge": self.merge,
+            "output": self.output,
+        }
+
+    def extra_repr(self) -> str:
+        return f"unroll={self.unroll}, backprop={self.backprop}, merge={self.merge!r}, output={self.output or 'last'!r}"
+
+
+def tie_(model: nn.Module) -> None:
+    """Re-tie the COUPLE copies of every loop in `model`; call after each `optimizer.step()`."""
+    for m in model.modules():
+        if isinstance(m, Loop):
+            m.retie_()
+
+
+def _state_tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()]
+
+
+def _check_unroll(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"unroll must be an integer >= 1 (the number of passes); got {k!r}")

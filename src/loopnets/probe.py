@@ -1,0 +1,60 @@
+"""Probing a trained model by severing pathways (thesis sec 4.4) or changing the number of passes.
+
+- `severed(model, skips=True)`: "skip off", every skip connection of every `ln.Network` in the
+  model contributes nothing (the thesis clears the `connect` attribute).
+- `severed(model, loops=True)`: "feedback off", every loop runs one pass, which turns the model
+  into its shallow, compact version (for COUPLE: the first copy only).
+- `unrolled(model, k)`: every loop runs k passes (evaluation at another depth).
+
+All three are context managers and restore the model on exit, also after an error.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
+
+from torch import nn
+
+from loopnets.loop import Loop, _check_unroll
+
+
+@contextmanager
+def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
+    """Within the block, every loop in `model` runs `k` passes."""
+    _check_unroll(k)
+    loops = [m for m in model.modules() if isinstance(m, Loop)]
+    before = [loop.probe_unroll for loop in loops]
+    for loop in loops:
+        loop.probe_unroll = k
+    try:
+        yield model
+    finally:
+        for loop, value in zip(loops, before):
+            loop.probe_unroll = value
+
+
+@contextmanager
+def _skips_off(model: nn.Module) -> Iterator[nn.Module]:
+    holders = [m for m in model.modules() if hasattr(m, "skips_enabled")]
+    before = [m.skips_enabled for m in holders]
+    for m in holders:
+        m.skips_enabled = False
+    try:
+        yield model
+    finally:
+        for m, value in zip(holders, before):
+            m.skips_enabled = value
+
+
+@contextmanager
+def severed(model: nn.Module, skips: bool = False, loops: bool = False) -> Iterator[nn.Module]:
+    """Within the block, the model runs with its skips and / or loops severed (thesis probes)."""
+    if not (skips or loops):
+        raise ValueError("severed(model, ...) needs skips=True and/or loops=True")
+    with ExitStack() as stack:
+        if skips:
+            stack.enter_context(_skips_off(model))
+        if loops:
+            stack.enter_context(unrolled(model, 1))
+        yield model
