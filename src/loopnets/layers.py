@@ -222,7 +222,8 @@ class Dropout(_Spec):
 
 
 Spec = Union[Dense, Conv, Deconv, MaxPool, Dropout]
-SPECS: dict[str, type] = {cls.kind: cls for cls in (Dense, Conv, Deconv, MaxPool, Dropout)}
+SPEC_TYPES = (Dense, Conv, Deconv, MaxPool, Dropout)
+SPECS: dict[str, type] = {cls.kind: cls for cls in SPEC_TYPES}
 
 
 def spec_from_config(cfg: dict) -> Spec:
@@ -238,15 +239,24 @@ def spec_from_config(cfg: dict) -> Spec:
     return cls(**{k: v for k, v in cfg.items() if k != "kind"})
 
 
-def describe(spec: Spec) -> str:
-    """Short text for tables, e.g. 'dense 25', 'conv 5 (3, 3)', 'maxpool 2'."""
+def describe(spec: Spec, kind: str | None = None) -> str:
+    """Short text for tables, e.g. 'dense 25', 'conv2d 5, kernel 3x3', 'maxpool2d 2'.
+
+    Args:
+        kind: the layer kind to print (e.g. 'conv2d' from `layer_kind`); default the spec's kind.
+    """
+    kind = kind or spec.kind
+
+    def size(value) -> str:
+        return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
     if isinstance(spec, Dense):
-        return f"dense {spec.units}"
+        return f"{kind} {spec.units}"
     if isinstance(spec, (Conv, Deconv)):
-        return f"{spec.kind} {spec.filters} k{spec.kernel}"
+        return f"{kind} {spec.filters}, kernel {size(spec.kernel)}"
     if isinstance(spec, MaxPool):
-        return f"maxpool k{spec.kernel}"
-    return f"dropout {spec.p}"
+        return f"{kind} {size(spec.kernel)}" + ("" if spec.stride is None else f", stride {size(spec.stride)}")
+    return f"{kind} {spec.p}"
 
 
 # ----------------------------------------------------------------------------- shape inference
@@ -311,11 +321,13 @@ def _per_dim(value: IntOrTuple, dims: int, name: str, where: str) -> tuple[int, 
     return (value,) * dims
 
 
-def _check_output(where: str, in_shape: Shape, out: tuple[int, ...], detail: str) -> None:
+def _check_output(
+    where: str, in_shape: Shape, out: tuple[int, ...], detail: str, fix: str = "a smaller kernel, stride or dilation, or more padding"
+) -> None:
     if any(o <= 0 for o in out):
         raise ValueError(
             f"{where}: {detail} does not fit the input {in_shape}: the output size would be "
-            f"{tuple(out)}; use a smaller kernel, stride or dilation, or more padding"
+            f"{tuple(out)}; use {fix}"
         )
 
 
@@ -358,7 +370,7 @@ def build(spec: Spec, input_shape: Shape, where: str | None = None) -> tuple[nn.
     if isinstance(spec, MaxPool):
         stride = kernel if spec.stride is None else _per_dim(spec.stride, dims, "stride", where)
         out = tuple((s - k) // st + 1 for s, k, st in zip(spatial, kernel, stride))
-        _check_output(f"{where} (maxpool{dims}d)", shape, out, f"kernel {kernel} with stride {stride}")
+        _check_output(f"{where} (maxpool{dims}d)", shape, out, f"kernel {kernel} with stride {stride}", "a smaller kernel")
         parts.append((nn.MaxPool1d if dims == 1 else nn.MaxPool2d)(kernel, stride))
         return nn.Sequential(*parts), (channels, *out)
 

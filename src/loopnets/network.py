@@ -1,0 +1,526 @@
+"""Network: the seed framework's builder API (`neurons`, Lavik 2024 sec 3.2) on PyTorch.
+
+    net = Network(input_shape=(4,))
+    net.dense(25, activation="relu")                  # layer 0
+    net.dense(25, activation="relu")                  # layer 1
+    net.dense(25, activation="relu")                  # layer 2
+    net.dense(3, activation="softmax")                # layer 3
+    net.loopback(outof=2, into=1, unroll=2)           # COMBINE loop over layers 1..2
+    net.connect(1, 3)                                 # bypassing skip (thesis Fig. 3.5)
+
+Layers are numbered from 0 in the order they are added; shapes are inferred (see `layers.py`).
+The network runs a list of units: a unit is one layer, or a `Loop` over a contiguous range of
+layers (`loopback`) or over a new block (`feedback`, which counts as one layer, as in `neurons`).
+A skip `connect(a, b)` accumulates the input of layer a (0: the network input) into the input of
+layer b, as in `neurons`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from loopnets import layers
+from loopnets.backprop import Backprop, Combine, Couple, backprop_from_config
+from loopnets.loop import Loop
+
+Shape = tuple[int, ...]
+
+ACCUMULATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "add": lambda target, source: target + source,
+    "sub": lambda target, source: target - source,
+    "mul": lambda target, source: target * source,
+    "mean": lambda target, source: (target + source) / 2,
+    "overwrite": lambda target, source: source,
+}
+
+OVERLAP_HELP = (
+    "overlapping or nested loops are not supported (thesis sec 5.5.1, the overlapping-loop "
+    "problem: the shared layers' values would be accumulated twice, an uneven weighting)"
+)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The input of layer `source` (0: the network input) accumulated into the input of `target`."""
+
+    source: int
+    target: int
+    accumulation: str | None  # None: the network's skip_accumulation
+
+
+@dataclass
+class _Layer:
+    kind: str  # "dense", "conv2d", "maxpool1d", "dropout", "feedback", ...
+    label: str  # for the table: "dense 25", "feedback [dense 25, dense 25]"
+    in_shape: Shape
+    out_shape: Shape
+    activation: str  # "linear" for pooling and dropout
+    module: nn.Module  # the layer's nn.Sequential, or the feedback block's Loop
+
+
+class Network(nn.Module):
+    """A feedforward network with skips and feedback loops, built layer by layer.
+
+    Args:
+        input_shape: per-sample input shape: (n,), (C, L) or (C, H, W); an int n means (n,).
+        skip_accumulation: default accumulation of skips: "add", "sub" (target - source), "mul",
+            "mean" ((target + source) / 2) or "overwrite" (source replaces target).
+
+    Attributes:
+        skips_enabled: when False every skip contributes nothing (the thesis probe "skip off";
+            `ln.severed(model, skips=True)` sets it).
+    """
+
+    def __init__(self, input_shape: int | Sequence[int], skip_accumulation: str = "add"):
+        super().__init__()
+        self.input_shape = _check_input_shape(input_shape)
+        _check_accumulation(skip_accumulation, "skip_accumulation")
+        self.skip_accumulation = skip_accumulation
+        self.skips_enabled = True
+        self.units = nn.ModuleList()
+        self._spans: list[tuple[int, int]] = []  # (first, last) layer index of each unit
+        self._layers: list[_Layer] = []
+        self._skips: list[Skip] = []
+        self._calls: list[tuple[str, dict]] = []  # builder calls, replayed by from_config
+
+    # -- layers -----------------------------------------------------------------------------
+
+    def dense(self, units: int, activation: str = "linear", bias: bool = True, dropout: float | None = None) -> int:
+        """Add a fully connected layer (flattening a multi-dimensional input); returns its index."""
+        return self._add(layers.Dense, units, activation, bias, dropout)
+
+    def conv(
+        self,
+        filters: int,
+        kernel: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] = 0,
+        dilation: int | tuple[int, ...] = 1,
+        activation: str = "linear",
+        bias: bool = True,
+        dropout: float | None = None,
+        dims: int | None = None,
+    ) -> int:
+        """Add a 1-D or 2-D convolution; returns its index.
+
+        It is 2-D when `dims=2` or the kernel is a pair, 1-D when `dims=1` or the kernel is a
+        1-tuple; otherwise it follows the input, (C, L) -> 1-D, (C, H, W) -> 2-D, and a vector
+        becomes a square image (1, s, s) as in `neurons` (or (1, n) with dims=1).
+        """
+        return self._add(layers.Conv, filters, kernel, stride, padding, dilation, activation, bias, dropout, dims)
+
+    def deconv(
+        self,
+        filters: int,
+        kernel: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] = 0,
+        output_padding: int | tuple[int, ...] = 0,
+        dilation: int | tuple[int, ...] = 1,
+        activation: str = "linear",
+        bias: bool = True,
+        dropout: float | None = None,
+        dims: int | None = None,
+    ) -> int:
+        """Add a 1-D or 2-D transposed convolution (dimensions chosen as for `conv`); returns its index."""
+        return self._add(
+            layers.Deconv, filters, kernel, stride, padding, output_padding, dilation, activation, bias, dropout, dims
+        )
+
+    def maxpool(self, kernel: int | tuple[int, ...], stride: int | tuple[int, ...] | None = None) -> int:
+        """Add max-pooling (stride defaults to the kernel); returns its index."""
+        return self._add(layers.MaxPool, kernel, stride)
+
+    def dropout(self, p: float) -> int:
+        """Add a dropout layer (`loopnets.Dropout`, one mask for all passes of a loop); returns its index."""
+        return self._add(layers.Dropout, p)
+
+    def _add(self, spec_type: type, *args) -> int:
+        index = len(self._layers)
+        try:
+            spec = spec_type(*args)
+        except ValueError as err:
+            raise ValueError(f"layer {index}: {err}") from None
+        in_shape = self.output_shape
+        module, out_shape = layers.build(spec, in_shape, where=f"layer {index}")
+        act = getattr(spec, "activation", "linear")
+        kind = layers.layer_kind(spec, in_shape)
+        self._layers.append(_Layer(kind, layers.describe(spec, kind), in_shape, out_shape, act, module))
+        self.units.append(module)
+        self._spans.append((index, index))
+        self._calls.append((spec.kind, {"spec": spec}))
+        return index
+
+    # -- skips ------------------------------------------------------------------------------
+
+    def connect(self, source: int, target: int, accumulation: str | None = None) -> None:
+        """Skip: accumulate the input of layer `source` (0: the network input) into the input of
+        layer `target`, source < target.
+
+        Several skips into one layer apply in the order added; the accumulated value is what the
+        layer (and a skip leaving from it) sees. Shapes that differ but hold the same number of
+        elements are reshaped. A skip may not start or end strictly inside a `loopback` range;
+        skipping over a loop (source = into, target = outof + 1) is the thesis's bypassing skip.
+
+        Args:
+            accumulation: "add", "sub" (target - source), "mul", "mean" or "overwrite";
+                None: the network's `skip_accumulation`.
+        """
+        what = f"connect({source}, {target})"
+        self._check_index(source, "source", what)
+        self._check_index(target, "target", what)
+        if source >= target:
+            raise ValueError(f"{what}: a skip goes forward, so source must be < target; got {source} >= {target}")
+        if accumulation is not None:
+            _check_accumulation(accumulation, "accumulation")
+        src, dst = self._layers[source].in_shape, self._layers[target].in_shape
+        if src != dst and math.prod(src) != math.prod(dst):
+            raise ValueError(
+                f"{what}: the input of layer {source} has shape {src} and the input of layer {target} has "
+                f"shape {dst}; a skip needs equal shapes or the same number of elements "
+                f"({math.prod(src)} vs {math.prod(dst)})"
+            )
+        skip = Skip(source, target, accumulation)
+        for first, last in self._loop_spans():
+            _check_skip_outside_loop(skip, first, last)
+        self._skips.append(skip)
+        self._calls.append(("connect", {"source": source, "target": target, "accumulation": accumulation}))
+
+    def skips(self) -> list[Skip]:
+        """The skips, in the order they were added (and are applied)."""
+        return list(self._skips)
+
+    # -- loops ------------------------------------------------------------------------------
+
+    def loopback(
+        self,
+        outof: int,
+        into: int,
+        unroll: int = 2,
+        backprop: Backprop | None = None,
+        merge: str = "replace",
+        output: str | None = None,
+    ) -> None:
+        """Loop the output of layer `outof` back into the input of layer `into` (into <= outof).
+
+        Layers into..outof become one `Loop` run `unroll` times (passes; "COMBINE x3" is
+        unroll=3). Layer outof's output shape must equal layer into's input shape.
+
+        Args:
+            backprop: default `Combine()` (the thesis's loopback is COMBINE).
+            merge, output: as for `Loop`.
+        """
+        what = f"loopback {outof} -> {into}"
+        self._check_index(outof, "outof", what)
+        self._check_index(into, "into", what)
+        if into > outof:
+            raise ValueError(f"{what}: a loop feeds a later layer back into an earlier one, so into <= outof; got into={into}")
+        out_shape, in_shape = self._layers[outof].out_shape, self._layers[into].in_shape
+        if out_shape != in_shape:
+            raise ValueError(
+                f"{what} needs layer {outof}'s output shape {in_shape} to equal layer {into}'s input "
+                f"shape; got {out_shape}"
+            )
+        for first, last in self._loop_spans():
+            if first <= outof and into <= last:
+                other = f"the feedback block (layer {first})" if self._layers[first].kind == "feedback" else (
+                    f"the loop over layers {first}..{last}"
+                )
+                raise ValueError(f"{what} overlaps {other}: {OVERLAP_HELP}")
+        for skip in self._skips:
+            _check_skip_outside_loop(skip, into, outof)
+        backprop = Combine() if backprop is None else backprop
+        start = next(u for u, (first, _) in enumerate(self._spans) if first == into)
+        end = next(u for u, (_, last) in enumerate(self._spans) if last == outof)
+        body = nn.Sequential(*self.units[start : end + 1])
+        loop = _loop(what, body, unroll, backprop, merge, output)
+        units = list(self.units)
+        self.units = nn.ModuleList([*units[:start], loop, *units[end + 1 :]])
+        self._spans[start : end + 1] = [(into, outof)]
+        for i, module in zip(range(into, outof + 1), loop.body):
+            self._layers[i].module = module  # the compact body (copy 0 for COUPLE)
+        self._calls.append(("loopback", dict(outof=outof, into=into, unroll=unroll, backprop=backprop, merge=merge, output=output)))
+
+    def feedback(
+        self,
+        specs: Sequence[layers.Spec],
+        unroll: int = 2,
+        backprop: Backprop | None = None,
+        merge: str = "replace",
+        output: str | None = None,
+    ) -> int:
+        """Add a block of new layers, looped `unroll` times; returns its (single) layer index.
+
+        The block acts as one layer, as in `neurons`: its inner layers cannot be addressed by
+        skips or loopbacks. Its output shape must equal its input shape.
+
+        Args:
+            specs: the block's layers, e.g. [layers.Dense(25, "relu"), layers.Dense(25, "relu")].
+            backprop: default `Couple()` (the thesis's feedback block is COUPLE).
+            merge, output: as for `Loop`.
+        """
+        index = len(self._layers)
+        if isinstance(specs, layers.SPEC_TYPES) or not isinstance(specs, Sequence) or not specs:
+            raise ValueError(f"feedback needs a non-empty list of layer specs (loopnets.layers.Dense, ...); got {specs!r}")
+        for spec in specs:
+            if not isinstance(spec, layers.SPEC_TYPES):
+                raise ValueError(
+                    f"feedback block (layer {index}): {spec!r} is not a layer spec; use "
+                    f"{', '.join('layers.' + c.__name__ for c in layers.SPEC_TYPES)}"
+                )
+        in_shape = shape = self.output_shape
+        modules = []
+        for j, spec in enumerate(specs):
+            module, shape = layers.build(spec, shape, where=f"feedback block (layer {index}), part {j}")
+            modules.append(module)
+        if shape != in_shape:
+            raise ValueError(
+                f"feedback block (layer {index}) needs its output shape to equal its input shape "
+                f"{in_shape}; got {shape}"
+            )
+        backprop = Couple() if backprop is None else backprop
+        loop = _loop(f"feedback block (layer {index})", nn.Sequential(*modules), unroll, backprop, merge, output)
+        label = "feedback [" + "; ".join(layers.describe(s) for s in specs) + "]"
+        act = getattr(specs[-1], "activation", "linear")
+        self._layers.append(_Layer("feedback", label, in_shape, shape, act, loop))
+        self.units.append(loop)
+        self._spans.append((index, index))
+        self._calls.append(("feedback", dict(specs=list(specs), unroll=unroll, backprop=backprop, merge=merge, output=output)))
+        return index
+
+    def loops(self) -> list[Loop]:
+        """The loops (loopbacks and feedback blocks), in layer order."""
+        return [unit for unit in self.units if isinstance(unit, Loop)]
+
+    def _loop_spans(self) -> list[tuple[int, int]]:
+        return [span for unit, span in zip(self.units, self._spans) if isinstance(unit, Loop)]
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def output_shape(self) -> Shape:
+        """Per-sample output shape (the input shape while there are no layers)."""
+        return self._layers[-1].out_shape if self._layers else self.input_shape
+
+    @property
+    def output_activation(self) -> str:
+        """The last layer's activation name ("linear" while there are no layers)."""
+        return self._layers[-1].activation if self._layers else "linear"
+
+    def layer_shapes(self) -> list[tuple[Shape, Shape]]:
+        """(input shape, output shape) of every layer, per sample."""
+        return [(layer.in_shape, layer.out_shape) for layer in self._layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, *input_shape) -> (batch, *output_shape)."""
+        return self._run(x, logits=False)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output before a final softmax / sigmoid (equal to forward(x) otherwise).
+
+        Exact when the last layer is outside a loop (its activation is skipped). When it is
+        inside a loop the activation ran in every pass, so the result is its inverse applied to
+        the output: log(p) for softmax (valid logits: softmax(log p) = p), logit(p) for sigmoid;
+        correct up to rounding but not as stable for saturated outputs.
+        """
+        return self._run(x, logits=True)
+
+    def _run(self, x: torch.Tensor, logits: bool) -> torch.Tensor:
+        self._check_input(x)
+        saved: dict[int, torch.Tensor] = {}  # layer index -> its input, for skips leaving it
+        skips = self._skips if self.skips_enabled else []
+        last_unit = len(self.units) - 1
+        for u, (unit, (first, _)) in enumerate(zip(self.units, self._spans)):
+            for skip in skips:
+                if skip.target == first:
+                    x = self._accumulate(x, saved[skip.source], skip)
+            if any(skip.source == first for skip in skips):
+                saved[first] = x
+            if logits and u == last_unit and self.output_activation in ("softmax", "sigmoid"):
+                x = self._logits_of(unit, x)
+            else:
+                x = unit(x)
+        return x
+
+    def _accumulate(self, target: torch.Tensor, source: torch.Tensor, skip: Skip) -> torch.Tensor:
+        if source.shape != target.shape:
+            source = source.reshape(target.shape)  # same number of elements, checked in connect
+        return ACCUMULATIONS[skip.accumulation or self.skip_accumulation](target, source)
+
+    def _logits_of(self, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(unit, Loop):
+            y = unit(x)
+            if self.output_activation == "softmax":
+                return y.clamp_min(torch.finfo(y.dtype).tiny).log()
+            return torch.logit(y, eps=torch.finfo(y.dtype).eps)
+        for module in unit:
+            if not isinstance(module, (nn.Softmax, nn.Sigmoid)):
+                x = module(x)
+        return x
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Network expects a torch.Tensor; got {type(x).__name__}")
+        if not self._layers:
+            raise ValueError("this Network has no layers yet; add some with dense, conv, ...")
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            expected = ", ".join(["batch", *map(str, self.input_shape)])
+            hint = "; add a batch dimension, e.g. x.unsqueeze(0)" if tuple(x.shape) == self.input_shape else ""
+            raise ValueError(f"Network expects input of shape ({expected}); got {tuple(x.shape)}{hint}")
+
+    def _check_index(self, value, name: str, what: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{what}: {name} must be a layer index (int); got {value!r}")
+        if not 0 <= value < len(self._layers):
+            have = f"layers 0..{len(self._layers) - 1}" if self._layers else "no layers yet"
+            raise ValueError(f"{what}: {name} {value} is out of range; the network has {have}")
+
+    # -- config -----------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """JSON-able description: input shape, skip accumulation and the builder calls in order."""
+        calls = []
+        for op, args in self._calls:
+            if "spec" in args:
+                spec_cfg = args["spec"].config()
+                del spec_cfg["kind"]
+                calls.append({"op": op, **spec_cfg})
+            else:
+                calls.append({"op": op, **{k: _to_json(v) for k, v in args.items()}})
+        return {"input_shape": list(self.input_shape), "skip_accumulation": self.skip_accumulation, "calls": calls}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Network":
+        """Rebuild a network from `config()` by replaying its builder calls."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"a Network config is a dict; got {type(cfg).__name__}")
+        _check_keys("Network config", cfg, ("input_shape", "skip_accumulation", "calls"), required=("input_shape",))
+        net = cls(**{k: v for k, v in cfg.items() if k != "calls"})
+        calls = cfg.get("calls", [])
+        if not isinstance(calls, list):
+            raise ValueError(f"Network config: calls must be a list of builder calls; got {type(calls).__name__}")
+        for n, call in enumerate(calls):
+            if not isinstance(call, dict) or call.get("op") not in _OPS:
+                op = call.get("op") if isinstance(call, dict) else call
+                raise ValueError(f"Network config call {n}: unknown op {op!r}; choose one of {', '.join(_OPS)}")
+            method = getattr(net, call["op"])
+            params = [p for p in inspect.signature(method).parameters]
+            _check_keys(f"Network config call {n} ({call['op']})", call, ("op", *params))
+            args = {k: v for k, v in call.items() if k != "op"}
+            if args.get("backprop") is not None:
+                args["backprop"] = backprop_from_config(args["backprop"])
+            if "specs" in args:
+                if not isinstance(args["specs"], list):
+                    raise ValueError(f"Network config call {n} (feedback): specs must be a list of layer configs")
+                args["specs"] = [layers.spec_from_config(s) for s in args["specs"]]
+            method(**args)
+        return net
+
+    # -- printing ---------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        head = f"Network(input_shape={self.input_shape}, skip_accumulation={self.skip_accumulation!r})"
+        rows = [("#", "layer", "input", "output", "activation", "params")]
+        compact = 0
+        for i, layer in enumerate(self._layers):
+            body = layer.module.body if isinstance(layer.module, Loop) else layer.module
+            count = _count(body)
+            compact += count
+            act = "-" if layer.kind in ("dropout",) or layer.kind.startswith("maxpool") else layer.activation
+            rows.append((str(i), layer.label, str(layer.in_shape), str(layer.out_shape), act, f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = [head]
+        for r in rows:
+            cells = [r[c].rjust(widths[c]) if c in (0, 5) else r[c].ljust(widths[c]) for c in range(len(r))]
+            lines.append("  " + "  ".join(cells).rstrip())
+        extra = 0
+        if self.loops():
+            lines.append("loops:")
+            for unit, (first, last) in zip(self.units, self._spans):
+                if not isinstance(unit, Loop):
+                    continue
+                where = f"feedback block, layer {first}" if self._layers[first].kind == "feedback" else (
+                    f"loopback {last} -> {first} (layers {first}..{last})"
+                )
+                copies = _count(unit) - _count(unit.body)
+                extra += copies
+                note = f"; COUPLE trains {len(unit.copies)} copies ({copies:,} parameters beyond the compact body)" if copies else ""
+                lines.append(
+                    f"  {where}: unroll {unit.unroll}, {unit.backprop}, merge {unit.merge}, "
+                    f"output {unit.output or ('combined' if isinstance(unit.backprop, Combine) else 'last')}{note}"
+                )
+        if self._skips:
+            lines.append("skips:" + ("" if self.skips_enabled else " (disabled)"))
+            for s in self._skips:
+                lines.append(f"  input of {s.source} -> input of {s.target} ({s.accumulation or self.skip_accumulation})")
+        total = f"total parameters: {compact:,}"
+        if extra:
+            total += f" compact ({compact + extra:,} in parameters() with the COUPLE copies)"
+        lines.append(total)
+        return "\n".join(lines)
+
+
+_OPS = ("dense", "conv", "deconv", "maxpool", "dropout", "connect", "loopback", "feedback")
+
+
+def _loop(what: str, body: nn.Sequential, unroll, backprop, merge, output) -> Loop:
+    try:
+        return Loop(body, unroll=unroll, backprop=backprop, merge=merge, output=output)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _check_skip_outside_loop(skip: Skip, first: int, last: int) -> None:
+    for end, index in (("ends", skip.target), ("starts", skip.source)):
+        if first < index <= last:
+            raise ValueError(
+                f"skip {skip.source} -> {skip.target} {end} at layer {index}, strictly inside the loop over "
+                f"layers {first}..{last}, where a layer's input differs in every pass; a skip may start or end "
+                f"at the loop's first layer ({first}) or after its last ({last + 1})"
+            )
+
+
+def _check_input_shape(shape) -> Shape:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if (
+        not isinstance(shape, (tuple, list))
+        or not 1 <= len(shape) <= 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise ValueError(f"input_shape must be (n,), (C, L) or (C, H, W) with positive ints; got {shape!r}")
+    return tuple(shape)
+
+
+def _check_accumulation(name, what: str) -> None:
+    if name not in ACCUMULATIONS:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(ACCUMULATIONS)}")
+
+
+def _check_keys(what: str, cfg: dict, valid: Sequence[str], required: Sequence[str] = ()) -> None:
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {unknown}; valid keys: {', '.join(valid)}")
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise ValueError(f"{what}: missing keys {missing}; valid keys: {', '.join(valid)}")
+
+
+def _to_json(value):
+    if isinstance(value, layers.SPEC_TYPES):
+        return value.config()
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if hasattr(value, "config") and callable(value.config):
+        return value.config()  # a backprop mode
+    return value
