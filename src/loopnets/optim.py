@@ -1,0 +1,79 @@
+"""Optimizers by name: sgd, sgdm, adam, adamw, rmsprop (PyTorch's own classes).
+
+`make_optimizer(spec, params)` accepts
+- a name: `"adam"` (PyTorch's defaults; "sgdm" is SGD with momentum 0.9),
+- a `(name, kwargs)` pair: `("adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-7})`,
+  kwargs override the defaults and are checked against the class's signature,
+- a callable `params -> torch.optim.Optimizer`, for anything else:
+  `lambda params: torch.optim.Adagrad(params, lr=0.01)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Union
+
+import torch
+
+OptimizerSpec = Union[str, tuple, list, Callable[[list], torch.optim.Optimizer]]
+
+# name -> (class, defaults that differ from the class's own)
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+    "sgd": (torch.optim.SGD, {}),
+    "sgdm": (torch.optim.SGD, {"momentum": 0.9}),
+    "adam": (torch.optim.Adam, {}),
+    "adamw": (torch.optim.AdamW, {}),
+    "rmsprop": (torch.optim.RMSprop, {}),
+}
+
+_FORMS = (
+    'a name ("adam"), a (name, kwargs) pair (("adam", {"lr": 1e-3})), '
+    "or a callable params -> torch.optim.Optimizer"
+)
+
+
+def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Build the optimizer described by `spec` over `params`.
+
+    Args:
+        spec: a name in OPTIMIZERS, a (name, kwargs) tuple or list, or a callable
+            params -> optimizer (called with the parameters as a list).
+        params: the parameters to optimize (e.g. `model.parameters()`).
+
+    Raises:
+        ValueError: unknown name, unknown keyword argument (lists the valid ones), a malformed
+            spec, or a callable that does not return a torch.optim.Optimizer.
+    """
+    params = list(params)
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    elif isinstance(spec, (tuple, list)):
+        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
+            raise ValueError(f"optimizer must be {_FORMS}; got {spec!r}")
+        name, kwargs = spec[0], dict(spec[1])
+    elif callable(spec):
+        optimizer = spec(params)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                f"the optimizer callable must return a torch.optim.Optimizer; it returned {type(optimizer).__name__}"
+            )
+        return optimizer
+    else:
+        hint = ""
+        if isinstance(spec, torch.optim.Optimizer):
+            hint = " (an optimizer instance is already bound to parameters: pass lambda params: YourOptimizer(params, ...))"
+        raise ValueError(f"optimizer must be {_FORMS}; got {type(spec).__name__}{hint}")
+
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    cls, defaults = OPTIMIZERS[key]
+    valid = [p for p in inspect.signature(cls).parameters if p != "params"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown argument(s) {', '.join(map(repr, unknown))} for optimizer {key!r} "
+            f"({cls.__module__}.{cls.__name__}); valid arguments: {', '.join(valid)}"
+        )
+    return cls(params, **{**defaults, **kwargs})

@@ -1,0 +1,395 @@
+"""fit / evaluate: the one training loop, for any torch.nn.Module (loopnets models or not).
+
+`fit` reads top to bottom: seed, build the optimizer, loop over epochs and minibatches of the
+in-memory tensors (index shuffling, no DataLoader: the data sets are small and per-batch Python
+overhead dominates), forward, loss, backward, step, re-tie COUPLE copies, validate, log.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from loopnets.loop import tie_
+from loopnets.losses import Loss, get_loss
+from loopnets.optim import OptimizerSpec, make_optimizer
+
+EVAL_BATCH_SIZE = 1024  # validation batch size inside fit; results do not depend on it
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of training. Losses are over the whole (train / val) set; see `fit`."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float | None  # None without val data
+    val_accuracy: float | None  # None without val data or for a non-classification loss
+    train_seconds: float
+    val_seconds: float  # 0.0 without val data
+
+
+@dataclass
+class History:
+    """Per-epoch records of one `fit` call, plus how it ended.
+
+    `history["val_loss"]` gives a column as a list (columns: EpochRecord's fields),
+    `history[-1]` the last EpochRecord, `len(history)` the number of finished epochs.
+
+    Attributes:
+        records: one EpochRecord per finished epoch.
+        stopped_early: early stopping ended training before `epochs`.
+        best_epoch: the epoch with the lowest validation loss (None without val data).
+        diverged: training raised TrainingDiverged (the records are the epochs before it).
+    """
+
+    records: list[EpochRecord] = field(default_factory=list)
+    stopped_early: bool = False
+    best_epoch: int | None = None
+    diverged: bool = False
+
+    COLUMNS: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(EpochRecord))
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            if key not in self.COLUMNS:
+                raise KeyError(f"unknown history column {key!r}; columns: {', '.join(self.COLUMNS)}")
+            return [getattr(record, key) for record in self.records]
+        return self.records[key]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (`json.dumps(history.to_dict())`); inverse of `History.from_dict`."""
+        return {
+            "records": [asdict(record) for record in self.records],
+            "stopped_early": self.stopped_early,
+            "best_epoch": self.best_epoch,
+            "diverged": self.diverged,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(
+            records=[EpochRecord(**record) for record in data["records"]],
+            stopped_early=data["stopped_early"],
+            best_epoch=data["best_epoch"],
+            diverged=data["diverged"],
+        )
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became nan or inf. `.history` holds the epochs finished before it."""
+
+    def __init__(self, message: str, history: History | None = None):
+        super().__init__(message)
+        self.history = history
+
+    def __reduce__(self):  # picklable with its history (runs in worker processes raise it)
+        return (type(self), (str(self), self.history))
+
+
+def fit(
+    model: nn.Module,
+    train: tuple,
+    val: tuple | None = None,
+    *,
+    loss: str | Loss,
+    optimizer: OptimizerSpec = ("adam", {"lr": 1e-3}),
+    epochs: int = 100,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+    early_stopping: int | None = None,
+    restore_best: bool = True,
+    shuffle: bool = True,
+) -> History:
+    """Train `model` on in-memory data with minibatch gradient descent; return its History.
+
+    Each epoch visits every sample once, in a fresh random order (a torch.Generator seeded with
+    `seed`), in minibatches of `batch_size` (the last one may be smaller). Per batch: forward,
+    the mean loss over the batch, backward, one optimizer step, then `loopnets.tie_(model)`, which
+    re-ties COUPLE copies (a no-op for models without COUPLE loops). The model is in train() mode
+    while training and eval() mode while validating; every submodule's mode is restored at the end.
+
+    Predictions: for cross_entropy / kl_divergence on a model with `output_activation == "softmax"`
+    (binary_cross_entropy: "sigmoid"), the loss is computed from `model.logits(x)` in its
+    numerically stable form (exact gradient p - t for softmax + cross-entropy); otherwise from
+    `model(x)`, where cross_entropy treats the output as logits (PyTorch convention: a generic
+    model must not end in a softmax). See `loopnets.losses`.
+
+    Logged numbers: train_loss is the loss over all the epoch's batches as they were trained
+    (sums and counts accumulated, so rmse is the root of the epoch's mean squared error);
+    val_loss / val_accuracy are computed after the epoch over the whole validation set.
+
+    Differences from the seed framework (`neurons` 2.6.2), on purpose (standard PyTorch semantics):
+    - the batch loss is the *mean* over the batch (neurons sums per-sample gradients), so learning
+      rates tuned there for batch size B correspond to about B times larger ones here;
+    - the data are reshuffled every epoch (neurons uses fixed consecutive batches; pass
+      `shuffle=False` for fixed batches in the original order);
+    - Adam's bias correction counts optimizer steps (neurons counts epochs);
+    - the softmax + cross-entropy gradient is the exact p - t (neurons multiplies it by a constant);
+    - early stopping waits for `early_stopping` epochs without a new best validation loss
+      (neurons stops after `tol` epochs of strictly increasing validation loss);
+    - a batch runs as one vectorized forward pass, not one thread per sample.
+
+    Args:
+        model: any nn.Module mapping (B, *in) -> (B, *out). The data are moved to the device and
+            floating dtype of its first parameter.
+        train: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out), or (N,) integer class
+            indices for cross_entropy.
+        val: optional (X, y) validation data, same layout.
+        loss: a name in `loopnets.losses.LOSSES` (or a Loss).
+        optimizer: a name, a (name, kwargs) pair or a callable params -> optimizer; see
+            `loopnets.optim.make_optimizer`.
+        epochs: number of passes over `train` (0 returns an empty History).
+        batch_size: samples per optimizer step.
+        seed: seeds torch's global RNG (dropout, ...) and the shuffling generator. Weights are
+            initialized when the model is built, before fit: seed that yourself.
+        progress: show a tqdm bar over epochs with the losses; False prints nothing.
+        early_stopping: patience: stop when the validation loss has not improved (strictly
+            decreased) for this many epochs. Needs `val`.
+        restore_best: with early_stopping, load the weights of the best epoch (lowest validation
+            loss) into the model before returning, whether or not training stopped early, and
+            also when TrainingDiverged is raised. Without early_stopping it has no effect: the
+            model keeps its last weights.
+        shuffle: reshuffle the samples every epoch (False: the same consecutive batches each epoch).
+
+    Returns:
+        The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
+
+    Raises:
+        TrainingDiverged: a training batch loss or a validation loss is nan / inf. Its message
+            names the epoch and batch; `.history` holds the finished epochs.
+        ValueError: malformed data or arguments (the message says how to fix them).
+    """
+    loss = get_loss(loss)
+    _check_int("epochs", epochs, minimum=0)
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("seed", seed, minimum=None)
+    epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
+    if early_stopping is not None:
+        _check_int("early_stopping", early_stopping, minimum=1)
+        if val is None:
+            raise ValueError(
+                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
+                "or early_stopping=None"
+            )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
+    device, dtype = _device_and_dtype(model)
+    X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
+    X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
+    opt = make_optimizer(optimizer, model.parameters())
+
+    history = History()
+    modes = {module: module.training for module in model.modules()}
+    n, batches = len(X), math.ceil(len(X) / batch_size)
+    best_loss, best_state = math.inf, None
+    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress)
+    try:
+        for epoch in bar:
+            model.train()
+            start = time.perf_counter()
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            order = order.to(device)
+            total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+            for batch in range(batches):
+                index = order[batch * batch_size : (batch + 1) * batch_size]  # (B,)
+                pred, from_logits = _predict(model, X[index], loss)  # (B, *out)
+                batch_sum, batch_count = loss.parts(pred, y[index], from_logits)
+                value = loss.finish(batch_sum / batch_count)  # mean over the batch
+                if not torch.isfinite(value):
+                    history.diverged = True
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}, batch {batch + 1} of {batches}: the {loss.name} "
+                        f"loss is {value.item()}. Try a lower learning rate (e.g. optimizer=('adam', "
+                        "{'lr': 1e-4})) and check the data for nan / inf; "
+                        f"the {len(history)} finished epochs are in the exception's .history",
+                        history,
+                    )
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                tie_(model)  # COUPLE: copies trained apart for one step are re-tied here
+                total += batch_sum.detach().double()
+                count += batch_count
+            train_loss = loss.finish(total / count).item()  # .item() waits for the device
+            train_seconds = time.perf_counter() - start
+
+            val_loss = val_accuracy = None
+            val_seconds = 0.0
+            if X_val is not None:
+                model.eval()
+                start = time.perf_counter()
+                metrics = _evaluate(model, X_val, y_val, loss, EVAL_BATCH_SIZE)
+                val_seconds = time.perf_counter() - start
+                val_loss, val_accuracy = metrics["loss"], metrics.get("accuracy")
+                if not math.isfinite(val_loss):
+                    history.diverged = True
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}: the validation {loss.name} loss is {val_loss} "
+                        f"(the train loss was {train_loss}). Try a lower learning rate (e.g. optimizer=('adam', "
+                        "{'lr': 1e-4})) and check the validation data for nan / inf; "
+                        f"the {len(history)} finished epochs are in the exception's .history",
+                        history,
+                    )
+
+            history.records.append(
+                EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
+            )
+            bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
+            if val_loss is not None and val_loss < best_loss:
+                best_loss, history.best_epoch = val_loss, epoch
+                if early_stopping is not None and restore_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        for module, training in modes.items():
+            module.train(training)
+    return history
+
+
+def evaluate(model: nn.Module, data: tuple, *, loss: str | Loss, batch_size: int = 1024) -> dict:
+    """The loss (and accuracy, for classification losses) of `model` over the whole of `data`.
+
+    Runs in eval() mode without gradients (modes restored afterwards). Losses are accumulated as
+    sums and counts over the batches, so the result does not depend on `batch_size` (rmse is
+    the root of the mean squared error over the whole set).
+
+    Args:
+        model: any nn.Module; predictions as in `fit` (logits when the model declares a
+            softmax / sigmoid output for a classification loss).
+        data: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out) or (N,) class indices.
+        loss: a name in `loopnets.losses.LOSSES` (or a Loss).
+        batch_size: samples per forward pass (memory only).
+
+    Returns:
+        {"loss": float} and, for classification losses, "accuracy": the fraction of correct
+        predictions (argmax for multi-class, threshold 0.5 per element for binary).
+    """
+    loss = get_loss(loss)
+    _check_int("batch_size", batch_size, minimum=1)
+    device, dtype = _device_and_dtype(model)
+    X, y = _tensors(data, "data", device, dtype)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        return _evaluate(model, X, y, loss, batch_size)
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+def _evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: Loss, batch_size: int) -> dict:
+    """evaluate() on tensors already checked and on the model's device; the caller sets the mode."""
+    device = X.device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    hits = torch.zeros((), dtype=torch.int64, device=device)
+    count = seen = 0
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            pred, from_logits = _predict(model, X[start : start + batch_size], loss)
+            target = y[start : start + batch_size]
+            batch_sum, batch_count = loss.parts(pred, target, from_logits)
+            total += batch_sum.double()
+            count += batch_count
+            if loss.classification:
+                correct, predictions = loss.correct(pred, target, from_logits)
+                hits += correct
+                seen += predictions
+    metrics = {"loss": loss.finish(total / count).item()}
+    if loss.classification:
+        metrics["accuracy"] = hits.item() / seen
+    return metrics
+
+
+def _predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
+    """(prediction, from_logits): the model's logits when the loss can use them stably."""
+    activation = getattr(model, "output_activation", None)
+    if loss.logits_activation is None or activation != loss.logits_activation:
+        return model(x), False
+    if not callable(getattr(model, "logits", None)):
+        raise ValueError(
+            f"{type(model).__name__} declares output_activation={activation!r}, so the {loss.name} loss needs "
+            f"its logits (the values before the {activation}) for a stable loss: give it a logits(x) method"
+        )
+    return model.logits(x), True
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first parameter (CPU / default dtype without any)."""
+    for p in model.parameters():
+        return p.device, (p.dtype if p.is_floating_point() else torch.get_default_dtype())
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Check an (X, y) pair and return it as tensors on `device`; floating data cast to `dtype`."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
+        raise ValueError(f"{name} must be a pair (X, y) of tensors or numpy arrays; got {got}")
+    pair = []
+    for part, value in zip(("X", "y"), data):
+        if isinstance(value, np.ndarray):
+            try:
+                value = torch.tensor(value)
+            except TypeError as error:
+                raise ValueError(
+                    f"{name} {part} is a numpy array of dtype {value.dtype}, which torch cannot hold: "
+                    f"convert it to numbers, e.g. {part}.astype(np.float32) ({error})"
+                ) from None
+        elif not isinstance(value, Tensor):
+            raise ValueError(
+                f"{name} {part} must be a torch.Tensor or numpy.ndarray; got {type(value).__name__}: "
+                f"convert it with torch.as_tensor({part})"
+            )
+        if value.dim() == 0:
+            raise ValueError(f"{name} {part} is a scalar; it needs a first dimension of samples, shape (N, ...)")
+        value = value.to(device, dtype) if value.is_floating_point() else value.to(device)
+        pair.append(value)
+    X, y = pair
+    if len(X) != len(y):
+        raise ValueError(
+            f"{name} X has {len(X)} samples but y has {len(y)}; their first dimensions must match "
+            f"(X: {tuple(X.shape)}, y: {tuple(y.shape)})"
+        )
+    if len(X) == 0:
+        raise ValueError(f"{name} is empty (X has shape {tuple(X.shape)}); it needs at least one sample")
+    return X, y
+
+
+def _check_int(name: str, value: Any, minimum: int | None) -> None:
+    """ValueError unless `value` is an int (not a bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")
+
+
+def _postfix(train_loss: float, val_loss: float | None, val_accuracy: float | None) -> dict:
+    postfix = {"train_loss": f"{train_loss:.4g}"}
+    if val_loss is not None:
+        postfix["val_loss"] = f"{val_loss:.4g}"
+    if val_accuracy is not None:
+        postfix["val_acc"] = f"{val_accuracy:.3f}"
+    return postfix
