@@ -9,12 +9,15 @@ from torch import nn
 import loopnets as ln
 from loopnets.backprop import accumulation_weights
 
-torch.set_default_dtype(torch.float64)
-
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _float64_and_seed():
+    """Gradients are compared in float64; the default dtype is restored for other test files."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(before)
 
 
 def mlp_body(width=4):
@@ -448,3 +451,26 @@ def test_combine_eval_output_equals_training_output():
     with torch.no_grad():
         eval_out = loop.eval()(x)
     assert torch.allclose(train_out, eval_out)
+
+
+def test_couple_copies_are_equal_before_every_fit_step():
+    """ln.fit re-ties after each optimizer step: every forward in training sees equal copies."""
+    loop = ln.Loop(mlp_body(), unroll=3, backprop=ln.Couple())
+    model = nn.Sequential(loop, nn.Linear(4, 2))
+    seen = []
+
+    def check(module, args):
+        if module.training:
+            ref = list(module.body.parameters())
+            seen.append(all(torch.equal(a, b) for c in module.copies[1:] for a, b in zip(ref, c.parameters())))
+
+    loop.register_forward_pre_hook(check)
+    x, y = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    ln.fit(model, (x, y), loss="cross_entropy", optimizer=("adam", {"lr": 0.05}), epochs=3, batch_size=8,
+           progress=False)
+    assert len(seen) == 15 and all(seen)
+    # without re-tying, Adam's per-copy updates drift apart: the check above can fail
+    opt = torch.optim.Adam(loop.parameters(), lr=0.05)
+    (loop(x) ** 2).sum().backward()
+    opt.step()
+    assert not torch.equal(loop.copies[0][0].weight, loop.copies[2][0].weight)

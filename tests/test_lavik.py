@@ -1,0 +1,60 @@
+"""The thesis's base models, the iris loader and the `loopnets demo` main job."""
+
+import torch
+
+import loopnets as ln
+from loopnets.cli import main
+from loopnets.data import load_iris
+from loopnets.lavik import thesis_mlp
+
+
+def test_iris_split_is_stratified_standardised_and_seeded():
+    a, b = load_iris(seed=0), load_iris(seed=1)
+    assert a.x_train.shape == (120, 4) and a.x_val.shape == (30, 4)
+    assert torch.bincount(a.y_val).tolist() == [10, 10, 10]
+    assert torch.allclose(a.x_train.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(a.x_train.std(0, unbiased=False), torch.ones(4), atol=1e-4)
+    assert not torch.equal(a.x_val, b.x_val)
+    assert torch.equal(a.x_val, load_iris(seed=0).x_val)
+
+
+def test_thesis_mlp_variants_have_the_thesis_structure():
+    ffn = thesis_mlp(4, (25, 25, 25), 3)
+    assert ffn.loops() == []
+    combine = thesis_mlp(4, (25, 25, 25), 3, variant="combine", unroll=3, skip=True)
+    (loop,) = combine.loops()
+    assert isinstance(loop.backprop, ln.Combine) and loop.unroll == 3
+    couple = thesis_mlp(4, (25, 25, 25), 3, variant="couple", unroll=2)
+    (block,) = couple.loops()
+    assert isinstance(block.backprop, ln.Couple) and len(block.copies) == 2
+    # compact parameter count is the same for every variant: the loop reuses h2, h3
+    compact = lambda net: sum(p.numel() for p in net.parameters()) - sum(
+        p.numel() for lp in net.loops() for c in lp.copies[1:] for p in c.parameters()
+    )
+    assert compact(ffn) == compact(combine) == compact(couple) == 4 * 25 + 25 * 25 * 2 + 25 * 3
+    x = torch.randn(5, 4)
+    for net in (ffn, combine, couple):
+        assert torch.allclose(net(x).sum(1), torch.ones(5))
+
+
+def test_bypassing_skip_changes_the_output_and_can_be_severed():
+    net = thesis_mlp(4, (25, 25, 25), 3, variant="couple", skip=True)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        with_skip = net(x)
+        with ln.severed(net, skips=True):
+            without = net(x)
+        first, block, out = net.units[0], net.units[1], net.units[2]
+        h = first(x)
+        manual = out(block(h))
+    assert torch.allclose(without, manual)
+    assert not torch.allclose(with_skip, without)
+
+
+def test_demo_main_job_trains_and_prints_the_comparison(capsys):
+    assert main(["demo", "--seeds", "2", "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("FFN", "COMBINE x2", "COUPLE x2"):
+        assert name in out
+    assert out.count("feedback off") >= 4  # per-run lines for the two loop variants
+    assert "±" in out
