@@ -2,7 +2,7 @@
 
 Two measurements per (mode, unroll), each in a fresh subprocess so that allocations of one
 configuration cannot hide those of another:
-- saved: bytes autograd keeps for backward (exact, from saved-tensor hooks);
+- saved: bytes of the distinct storages autograd keeps for backward (exact, from saved-tensor hooks);
 - peak: growth of the process's peak resident memory during the step (ru_maxrss), which also
   counts transient buffers. On a CUDA device, torch.cuda.max_memory_allocated instead.
 
@@ -31,11 +31,11 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str) -> dict
     x = torch.randn(batch, width, device=device)
     with torch.no_grad():  # warm up kernels and allocator outside the measurement
         loop(x)
-    saved = 0
+    storages: dict[int, int] = {}  # unique storages autograd keeps (weights are saved once per pass)
 
     def pack(t):
-        nonlocal saved
-        saved += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     if device == "cuda":
@@ -52,7 +52,7 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str) -> dict
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"mode": mode, "unroll": unroll, "saved_bytes": saved, "peak_bytes": max(peak, 0)}
+    return {"mode": mode, "unroll": unroll, "saved_bytes": sum(storages.values()), "peak_bytes": max(peak, 0)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -399,17 +399,16 @@ def test_combine_refuses_output_rule_and_trainable_feedback():
 
 
 def _saved_bytes(fn):
-    """Bytes autograd saves for backward while building the graph of fn()."""
-    total = 0
+    """Bytes of the distinct storages autograd saves for backward while building fn()'s graph."""
+    storages = {}
 
     def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
-    return total, out
+    return sum(storages.values()), out
 
 
 def test_combine_memory_does_not_grow_with_unroll():
@@ -474,3 +473,14 @@ def test_couple_copies_are_equal_before_every_fit_step():
     (loop(x) ** 2).sum().backward()
     opt.step()
     assert not torch.equal(loop.copies[0][0].weight, loop.copies[2][0].weight)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.LeakyReLU(0.1), nn.ELU(), nn.Identity()])
+def test_combine_activation_slopes_equal_autograd(act):
+    from loopnets.backprop import _activation_slope
+
+    pre = torch.randn(50) * 3
+    p = pre.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(act(p).sum(), p)
+    slope = _activation_slope(act, pre)
+    assert torch.allclose(expected, torch.ones_like(pre) if slope is None else slope)

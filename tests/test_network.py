@@ -227,7 +227,7 @@ def test_loopback_shape_error():
     with pytest.raises(ValueError) as err:
         net.loopback(3, 1)
     assert str(err.value) == (
-        "loopback 3 -> 1 needs layer 3's output shape (25,) to equal layer 1's input shape; got (24,)"
+        "loopback 3 -> 1 needs layer 3's output shape to equal layer 1's input shape (25,); got (24,)"
     )
 
 

@@ -232,6 +232,16 @@ def _activation_slope(activation: nn.Module | None, pre: torch.Tensor) -> torch.
     """Element-wise derivative of `activation` at `pre` (None for the identity)."""
     if activation is None or isinstance(activation, nn.Identity):
         return None
+    # Closed forms for the common activations (the autograd fallback below costs a graph per step).
+    if type(activation) is nn.ReLU:
+        return (pre > 0).to(pre.dtype)
+    if type(activation) is nn.Tanh:
+        return 1 - torch.tanh(pre) ** 2
+    if type(activation) is nn.Sigmoid:
+        s = torch.sigmoid(pre)
+        return s * (1 - s)
+    if type(activation) is nn.LeakyReLU:
+        return torch.where(pre > 0, 1.0, activation.negative_slope).to(pre.dtype)
     with torch.enable_grad():
         p = pre.detach().requires_grad_(True)
         (slope,) = torch.autograd.grad(activation(p).sum(), p)

@@ -224,8 +224,8 @@ class Network(nn.Module):
         out_shape, in_shape = self._layers[outof].out_shape, self._layers[into].in_shape
         if out_shape != in_shape:
             raise ValueError(
-                f"{what} needs layer {outof}'s output shape {in_shape} to equal layer {into}'s input "
-                f"shape; got {out_shape}"
+                f"{what} needs layer {outof}'s output shape to equal layer {into}'s input shape "
+                f"{in_shape}; got {out_shape}"
             )
         for first, last in self._loop_spans():
             if first <= outof and into <= last:
