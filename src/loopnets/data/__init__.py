@@ -1,5 +1,6 @@
 """Data sets, offline: each loader returns tensors with a documented split and normalisation."""
 
-from loopnets.data.iris import Split, load_iris
+from loopnets.data.iris import load_iris
+from loopnets.data.split import Split
 
 __all__ = ["Split", "load_iris"]

@@ -8,28 +8,9 @@ Normalisation: each feature standardised with the training split's mean and stan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class Split:
-    """Training and validation tensors of one data set."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    classes: tuple[str, ...] = ()
-
-    @property
-    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x_train, self.y_train
-
-    @property
-    def val(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x_val, self.y_val
+from loopnets.data.split import Split
 
 
 def load_iris(seed: int = 0, n_val: int = 30, dtype: torch.dtype = torch.float32) -> Split:
@@ -44,4 +25,4 @@ def load_iris(seed: int = 0, n_val: int = 30, dtype: torch.dtype = torch.float32
     mean, std = x_train.mean(0), x_train.std(0)
     to_x = lambda a: torch.as_tensor((a - mean) / std, dtype=dtype)
     to_y = lambda a: torch.as_tensor(a, dtype=torch.long)
-    return Split(to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), tuple(data.target_names))
+    return Split(to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), tuple(data.target_names), "classification")
