@@ -3,7 +3,6 @@
 import torch
 
 import loopnets as ln
-from loopnets.cli import main
 from loopnets.data import load_iris
 from loopnets.lavik import thesis_mlp
 
@@ -49,12 +48,3 @@ def test_bypassing_skip_changes_the_output_and_can_be_severed():
         manual = out(block(h))
     assert torch.allclose(without, manual)
     assert not torch.allclose(with_skip, without)
-
-
-def test_demo_main_job_trains_and_prints_the_comparison(capsys):
-    assert main(["demo", "--seeds", "2", "--epochs", "2", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    for name in ("FFN", "COMBINE x2", "COUPLE x2"):
-        assert name in out
-    assert out.count("feedback off") >= 4  # per-run lines for the two loop variants
-    assert "±" in out

@@ -1,6 +1,35 @@
 """Data sets, offline: each loader returns tensors with a documented split and normalisation."""
 
+from loopnets.data.bike import load_bike
+from loopnets.data.digits import load_digits
 from loopnets.data.iris import load_iris
+from loopnets.data.meats import load_meats
+from loopnets.data.mnist import load_mnist
+from loopnets.data.registry import (
+    DATASETS,
+    MissingPackageError,
+    check_dataset_options,
+    dataset_options,
+    default_loss,
+    describe_dataset,
+    load_dataset,
+)
+from loopnets.data.spectra import load_spectra
 from loopnets.data.split import Split
 
-__all__ = ["Split", "load_iris"]
+__all__ = [
+    "DATASETS",
+    "MissingPackageError",
+    "Split",
+    "check_dataset_options",
+    "dataset_options",
+    "default_loss",
+    "describe_dataset",
+    "load_bike",
+    "load_dataset",
+    "load_digits",
+    "load_iris",
+    "load_meats",
+    "load_mnist",
+    "load_spectra",
+]

@@ -40,3 +40,32 @@ class Split:
     @property
     def val(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x_val, self.y_val
+
+
+IMAGE_LAYOUTS = ("dense", "image")
+
+
+def image_classification_split(
+    name: str,
+    x,  # (n, pixels) numpy array, already scaled
+    y,  # (n,) integer labels
+    classes: tuple[str, ...],
+    image_shape: tuple[int, ...],
+    *,
+    seed: int,
+    layout: str,
+    val_fraction: float,
+    dtype: torch.dtype,
+) -> Split:
+    """A stratified, seeded split of an image data set, as flat vectors ("dense") or (n, *image_shape)."""
+    if layout not in IMAGE_LAYOUTS:
+        raise ValueError(f"{name} layout must be one of {IMAGE_LAYOUTS}; got {layout!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"{name} val_fraction must lie strictly between 0 and 1; got {val_fraction}")
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+    shape = (-1, x.shape[1]) if layout == "dense" else (-1, *image_shape)
+    to_x = lambda a: torch.as_tensor(a, dtype=dtype).reshape(shape)
+    to_y = lambda a: torch.as_tensor(a, dtype=torch.long)
+    return Split(to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), classes, "classification")
