@@ -1,0 +1,396 @@
+"""Read an experiment's run folders (docs/contract-runs.md) into tidy per-variant structures.
+
+Reads only what `loopnets run` leaves on disk, so a report can be rebuilt without retraining:
+
+    runs/<experiment>/experiment.toml
+    runs/<experiment>/<variant>/seed=<n>/{summary.json, metrics.csv}
+
+Runs of different lengths (early stopping) and diverged runs are expected: per-epoch curves use
+the seeds that reached that epoch, tables use the finished seeds only. Interrupted runs
+(`seed=<n>.partial-<id>`) and unreadable folders are listed as problems, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
+PROBES = ("original", "skip_off", "feedback_off")
+TIMINGS = ("train_ms_per_epoch", "val_ms_per_epoch")
+METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow
+METHOD_NAMES = {"ffn": "FFN", "combine": "COMBINE", "couple": "COUPLE", "tied": "Tied"}
+_SEED_DIR = re.compile(r"^seed=(\d+)$")
+_PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample sd (n - 1; 0 for a single value) of `values` over seeds."""
+
+    mean: float
+    sd: float
+    n: int
+    values: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"mean": _json_float(self.mean), "sd": _json_float(self.sd), "n": self.n,
+                "values": [_json_float(v) for v in self.values]}
+
+
+def mean_sd(values: Sequence[float]) -> Stat | None:
+    """Mean ± sample sd (ddof=1, as the thesis's μ ± σ over runs); one value gives sd 0; none gives None."""
+    values = tuple(float(v) for v in values)
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(arr)):  # e.g. an inf probe loss: mean inf (or nan), sd undefined
+        with np.errstate(invalid="ignore"):
+            return Stat(float(np.mean(arr)), math.nan, len(values), values)
+    sd = float(np.std(arr, ddof=1)) if len(values) > 1 else 0.0
+    return Stat(float(np.mean(arr)), sd, len(values), values)
+
+
+@dataclass(frozen=True)
+class Band:
+    """Per-epoch mean and percentile band over seeds; `n[i]` seeds reached `epochs[i]`."""
+
+    epochs: np.ndarray  # (E,) epoch numbers as written in metrics.csv (1-based)
+    mean: np.ndarray  # (E,)
+    low: np.ndarray  # (E,) 20th percentile by default
+    high: np.ndarray  # (E,) 80th percentile by default
+    n: np.ndarray  # (E,) number of seeds with a finite value at that epoch
+
+
+def band(curves: Sequence[tuple[Sequence[float], Sequence[float]]], low: float = 20.0,
+         high: float = 80.0) -> Band:
+    """Aggregate per-seed curves `(epochs, values)` by epoch: mean and [low, high] percentiles.
+
+    Each epoch uses the seeds that reached it (early stopping, divergence) and have a finite
+    value there. Percentiles interpolate linearly between order statistics (numpy's default).
+    """
+    by_epoch: dict[int, list[float]] = {}
+    for epochs, values in curves:
+        for epoch, value in zip(epochs, values):
+            if math.isfinite(value):
+                by_epoch.setdefault(int(epoch), []).append(float(value))
+    order = sorted(by_epoch)
+    stacks = [np.asarray(by_epoch[e]) for e in order]
+    return Band(
+        epochs=np.asarray(order, dtype=int),
+        mean=np.asarray([s.mean() for s in stacks], dtype=float),
+        low=np.asarray([np.percentile(s, low) for s in stacks], dtype=float),
+        high=np.asarray([np.percentile(s, high) for s in stacks], dtype=float),
+        n=np.asarray([len(s) for s in stacks], dtype=int),
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (variant, seed) folder: its summary.json and its metrics.csv columns."""
+
+    seed: int
+    summary: dict
+    metrics: dict[str, np.ndarray]  # column -> (epochs_run,) float array; NaN where empty
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    def probe(self, probe: str, metric: str) -> float | None:
+        probes = self.summary.get("probes") or {}  # null for a diverged run
+        entry = probes.get(probe) or {}  # null when not applicable
+        value = entry.get(metric)
+        return None if value is None else float(value)
+
+    def train_seconds_per_epoch(self) -> float | None:
+        """The summary's train ms per epoch in seconds, else the mean of metrics.csv's column."""
+        ms = (self.summary.get("timing") or {}).get("train_ms_per_epoch")
+        if ms is not None:
+            return float(ms) / 1000.0
+        seconds = self.metrics["train_seconds"]
+        seconds = seconds[np.isfinite(seconds)]
+        return float(seconds.mean()) if seconds.size else None
+
+
+@dataclass
+class Variant:
+    """All seeds of one variant folder, with the method / unroll / skip from its summaries."""
+
+    name: str
+    method: str
+    unroll: int
+    skip: bool
+    runs: list[Run] = field(default_factory=list)  # sorted by seed
+    missing: list[int] = field(default_factory=list)  # expected seeds without a finished folder
+    label: str = ""  # table name as in the thesis, e.g. "COUPLE x2 w. skip"
+    legend: str = ""  # figure legend name (the column says the skip), e.g. "COUPLE x2"
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def diverged(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "diverged"]
+
+    @property
+    def family(self) -> str:
+        """Method name as in the thesis legends: FFN, COMBINE, COUPLE, Tied."""
+        return METHOD_NAMES.get(self.method, self.method)
+
+    def status_line(self) -> str:
+        """E.g. "3 of 5 seeds finished, 2 diverged"."""
+        total = len(self.runs) + len(self.missing)
+        parts = [f"{len(self.finished)} of {total} seeds finished"]
+        if self.diverged:
+            parts.append(f"{len(self.diverged)} diverged")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing")
+        return ", ".join(parts)
+
+    def probe_applies(self, probe: str) -> bool:
+        """skip_off needs a bypassing skip, feedback_off a loop; "original" always applies."""
+        return {"original": True, "skip_off": self.skip, "feedback_off": self.method != "ffn"}[probe]
+
+    def probe_stat(self, probe: str, metric: str) -> Stat | None:
+        """Mean ± sd of a probe over the finished seeds; None if not applicable or no values."""
+        if not self.probe_applies(probe):
+            return None
+        return mean_sd([v for r in self.finished if (v := r.probe(probe, metric)) is not None])
+
+    def timing_stat(self, key: str) -> Stat | None:
+        """Mean ± sd of a summary timing (ms per epoch) over the finished seeds."""
+        return mean_sd([(r.summary.get("timing") or {})[key] for r in self.finished
+                        if (r.summary.get("timing") or {}).get(key) is not None])
+
+    def train_seconds_per_epoch(self) -> float | None:
+        """The time-weighted x unit: mean over seeds of train seconds per epoch (thesis App. D).
+
+        Uses the finished seeds (the timing table's numbers); all runs if none finished.
+        """
+        runs = self.finished or self.runs
+        seconds = [s for r in runs if (s := r.train_seconds_per_epoch()) is not None]
+        return float(np.mean(seconds)) if seconds else None
+
+    def curves(self, column: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(epochs, values) per seed for a metrics.csv column, diverged runs' finished epochs included."""
+        return [(r.metrics["epoch"], r.metrics[column]) for r in self.runs if r.metrics["epoch"].size]
+
+    def band(self, column: str) -> Band:
+        return band(self.curves(column))
+
+
+@dataclass
+class Experiment:
+    """An experiment folder: its config (experiment.toml) and variants in thesis table order."""
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+    task: str  # "classification" | "regression"
+    loss: str
+    variants: list[Variant]
+    expected_seeds: list[int]
+    absent_variants: list[str] = field(default_factory=list)  # in experiment.toml, no folder on disk
+    problems: list[str] = field(default_factory=list)  # unreadable or interrupted run folders
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for v in self.variants for r in v.runs]
+
+    def status_line(self) -> str:
+        finished = sum(len(v.finished) for v in self.variants)
+        diverged = sum(len(v.diverged) for v in self.variants)
+        missing = sum(len(v.missing) for v in self.variants)
+        total = sum(len(v.runs) + len(v.missing) for v in self.variants)
+        parts = [f"{finished} of {total} runs finished"]
+        if diverged:
+            parts.append(f"{diverged} diverged")
+        if missing:
+            parts.append(f"{missing} missing")
+        return ", ".join(parts)
+
+    def relative_to_ffn(self, variant: Variant, key: str) -> float | None:
+        """Percent change of a timing mean against the FFN with the same skip setting, if any."""
+        if variant.method == "ffn":
+            return None
+        ffn = next((v for v in self.variants if v.method == "ffn" and v.skip == variant.skip), None)
+        mine, base = variant.timing_stat(key), ffn.timing_stat(key) if ffn else None
+        if mine is None or base is None or base.mean == 0:
+            return None
+        return 100.0 * (mine.mean / base.mean - 1.0)
+
+    def to_dict(self) -> dict:
+        """The aggregated numbers behind the tables (results.json); non-finite numbers are null."""
+        variants = []
+        for v in self.variants:
+            metrics = ("accuracy", "loss") if self.task == "classification" else ("loss",)
+            probes = {p: ({m: _stat_dict(v.probe_stat(p, m)) for m in metrics} if v.probe_applies(p) else None)
+                      for p in PROBES}
+            timing = {k: _stat_dict(v.timing_stat(k)) for k in TIMINGS}
+            timing.update({f"{k}_vs_ffn_percent": _json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
+            epochs = [len(r.metrics["epoch"]) for r in v.runs]
+            variants.append({
+                "variant": v.name, "label": v.label, "method": v.method, "unroll": v.unroll, "skip": v.skip,
+                "status": v.status_line(),
+                "seeds": {"finished": [r.seed for r in v.finished], "diverged": [r.seed for r in v.diverged],
+                          "missing": v.missing},
+                "errors": {str(r.seed): r.summary.get("error") for r in v.diverged},
+                "epochs_run": {str(r.seed): n for r, n in zip(v.runs, epochs)},
+                "train_seconds_per_epoch": _json_float(v.train_seconds_per_epoch()),
+                "probes": probes, "timing": timing,
+            })
+        return {"experiment": self.name, "task": self.task, "loss": self.loss,
+                "expected_seeds": self.expected_seeds, "status": self.status_line(),
+                "absent_variants": self.absent_variants, "problems": self.problems, "variants": variants}
+
+
+def load_experiment(experiment_dir: Path | str) -> Experiment:
+    """Read `experiment_dir` (runs/<experiment>/) into an Experiment.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no `<variant>/seed=<n>/summary.json`.
+    """
+    root = Path(experiment_dir)
+    expected_layout = ("expected run folders <variant>/seed=<n>/summary.json (written by `loopnets run`, "
+                       "see docs/contract-runs.md)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"experiment folder {root} does not exist; {expected_layout}")
+    problems: list[str] = []
+    config = _read_config(root, problems)
+    by_variant: dict[str, list[Run]] = {}
+    for variant_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "report"):
+        for seed_dir in sorted(p for p in variant_dir.iterdir() if p.is_dir()):
+            if _PARTIAL_DIR.match(seed_dir.name):
+                problems.append(f"{variant_dir.name}/{seed_dir.name}: interrupted run (no summary), ignored")
+                continue
+            match = _SEED_DIR.match(seed_dir.name)
+            if not match:
+                continue
+            try:
+                run = _read_run(seed_dir, int(match.group(1)))
+            except (OSError, ValueError, KeyError) as error:
+                problems.append(f"{variant_dir.name}/{seed_dir.name}: unreadable ({error}), ignored")
+                continue
+            by_variant.setdefault(variant_dir.name, []).append(run)
+    if not by_variant:
+        raise FileNotFoundError(f"no runs in {root}: {expected_layout}")
+
+    found_seeds = sorted({r.seed for runs in by_variant.values() for r in runs})
+    configured_variants, configured_seeds = _configured_runs(root, config, problems)
+    expected = sorted(set(configured_seeds) | set(found_seeds))
+    variants = []
+    for name, runs in by_variant.items():
+        first = runs[0].summary
+        runs.sort(key=lambda r: r.seed)
+        seeds = {r.seed for r in runs}
+        variants.append(Variant(name=name, method=str(first["method"]), unroll=int(first.get("unroll") or 1),
+                                skip=bool(first.get("skip")), runs=runs,
+                                missing=[s for s in expected if s not in seeds]))
+    variants.sort(key=_table_order)
+    _assign_labels(variants)
+    summaries = [r.summary for v in variants for r in v.runs]
+    task = "classification" if any(s.get("task") == "classification" for s in summaries) else "regression"
+    loss = next((str(s["loss"]) for s in summaries if s.get("loss")), "loss")
+    return Experiment(path=root, name=str(config.get("name") or summaries[0].get("experiment") or root.name),
+                      config=config, task=task, loss=loss, variants=variants, expected_seeds=expected,
+                      absent_variants=[n for n in configured_variants if n not in by_variant], problems=problems)
+
+
+def _read_run(seed_dir: Path, seed: int) -> Run:
+    summary = json.loads((seed_dir / "summary.json").read_text())
+    for key in ("method", "status"):
+        if key not in summary:
+            raise KeyError(f"summary.json has no {key!r}")
+    metrics_path = seed_dir / "metrics.csv"
+    rows: list[dict[str, str]] = []
+    if metrics_path.exists():
+        with metrics_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    metrics = {c: np.asarray([_float(row.get(c)) for row in rows], dtype=float) for c in METRIC_COLUMNS}
+    return Run(seed=seed, summary=summary, metrics=metrics)
+
+
+def _read_config(root: Path, problems: list[str]) -> dict[str, Any]:
+    path = root / "experiment.toml"
+    if not path.exists():
+        problems.append("experiment.toml is missing; the summary lacks the experiment's settings")
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        problems.append(f"experiment.toml is not valid TOML ({error}); settings not shown")
+        return {}
+
+
+def _configured_runs(root: Path, config: dict[str, Any], problems: list[str]) -> tuple[list[str], list[int]]:
+    """Variant names and seeds that experiment.toml asks for, to tell missing runs from absent ones.
+
+    Read through the experiment schema (`loopnets.experiments.load_config`, which expands
+    `unroll` / `skip` lists into named variants). A file the current schema rejects still gets a
+    report: its seeds are read as written and absent variants are not listed.
+    """
+    if not config:
+        return [], []
+    # Imported here: the runner may import the report, and the report needs only this function.
+    from loopnets.experiments.config import ConfigError, expand_variants, load_config
+
+    try:
+        experiment = load_config(root / "experiment.toml")
+        return [v.name for v in expand_variants(experiment)], list(experiment.train.seeds)
+    except ConfigError as error:
+        problems.append(f"experiment.toml does not match the current config schema ({error}); "
+                        "variants never run are not listed")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    seeds = train.get("seeds")
+    if isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return [], list(seeds)
+    return [], []
+
+
+def _table_order(v: Variant) -> tuple:
+    """Without skip before with skip; then ffn, combine, couple, tied (others after); then unroll."""
+    rank = METHOD_ORDER.index(v.method) if v.method in METHOD_ORDER else len(METHOD_ORDER)
+    return (v.skip, rank, v.method, v.unroll, v.name)
+
+
+def _assign_labels(variants: list[Variant]) -> None:
+    """Thesis-style names; variants that would share one (other loop options) add their folder name."""
+    short = {id(v): v.family if v.method == "ffn" else f"{v.family} x{v.unroll}" for v in variants}
+    counts: dict[tuple[str, bool], int] = {}
+    for v in variants:
+        counts[short[id(v)], v.skip] = counts.get((short[id(v)], v.skip), 0) + 1
+    for v in variants:
+        v.legend = short[id(v)] if counts[short[id(v)], v.skip] == 1 else f"{short[id(v)]} ({v.name})"
+        v.label = short[id(v)] + (" w. skip" if v.skip else "")
+        if counts[short[id(v)], v.skip] > 1:
+            v.label += f" ({v.name})"
+
+
+def _float(text: str | None) -> float:
+    return float(text) if text not in (None, "") else math.nan
+
+
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
+
+
+def _stat_dict(stat: Stat | None) -> dict | None:
+    return None if stat is None else stat.to_dict()

@@ -1,0 +1,373 @@
+"""Reports from run folders: tables equal the numbers in the summaries, bands, layout, outputs.
+
+The run folders are written here by hand in the docs/contract-runs.md format, with made-up but
+internally consistent numbers: the probes' "original" equals the last epoch's validation
+metrics, train_seconds in metrics.csv equals the summary's train ms per epoch.
+"""
+
+import csv
+import json
+import re
+import statistics
+
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+
+from loopnets.report import build_report
+from loopnets.report.figures import columns, curve_figure
+from loopnets.report.results import band, load_experiment, mean_sd
+from loopnets.report.tables import format_stat, format_value
+
+EXPERIMENT_TOML = """\
+name = "toy"
+description = "Toy comparison of feedback variants on made-up numbers."
+notes = "The thesis gives no batch size; we chose 8."
+
+[data]
+name = "iris"
+
+[train]
+epochs = 6
+seeds = [0, 1, 2]
+
+[[variants]]
+method = "ffn"
+skip = [false, true]
+
+[[variants]]
+method = "combine"
+unroll = 2
+
+[[variants]]
+method = "couple"
+unroll = [2, 3]
+skip = [false, true]
+
+[[variants]]
+method = "tied"
+unroll = 2
+"""
+# Configured but never run: couple-x2, couple-x3-skip, tied-x2.
+
+# variant -> (method, unroll, skip, {seed: (epochs run, status)}); folder names sort differently
+# from the thesis order (ffn, combine, couple, tied; without skip first), so ordering is tested.
+VARIANTS = {
+    "ffn": ("ffn", 1, False, {0: (6, "finished"), 1: (6, "finished"), 2: (4, "finished")}),
+    "combine-x2": ("combine", 2, False, {0: (6, "finished"), 1: (5, "finished"), 2: (6, "finished")}),
+    "couple-x3": ("couple", 3, False, {0: (6, "finished"), 1: (6, "finished"), 2: (3, "diverged")}),
+    "ffn-skip": ("ffn", 1, True, {0: (6, "finished"), 1: (6, "finished"), 2: (6, "finished")}),
+    "couple-x2-skip": ("couple", 2, True, {0: (6, "finished"), 1: (4, "finished")}),  # seed 2 missing
+}
+
+
+def val_loss(vi, seed, epoch):
+    return 1.0 / epoch + 0.1 * seed + 0.03 * vi
+
+
+def val_accuracy(vi, seed, epoch):
+    return min(1.0, 0.4 + 0.07 * epoch + 0.02 * seed - 0.01 * vi)
+
+
+def write_run(root, variant, vi, seed, method, unroll, skip, epochs, status, task="classification"):
+    """One run folder in the contract format; returns its summary."""
+    folder = root / variant / f"seed={seed}"
+    folder.mkdir(parents=True)
+    train_ms, val_ms = 10.0 * (1 + vi) + 1.5 * seed, 1.0 + 0.25 * seed + 0.1 * vi
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds"])
+        for e in range(1, epochs + 1):
+            acc = val_accuracy(vi, seed, e) if task == "classification" else ""
+            w.writerow([e, val_loss(vi, seed, e) * 0.9, val_loss(vi, seed, e), acc, train_ms / 1000, val_ms / 1000])
+    finished = status == "finished"
+
+    def probe(shift):
+        entry = {"loss": val_loss(vi, seed, epochs) + shift}
+        if task == "classification":
+            entry["accuracy"] = val_accuracy(vi, seed, epochs) - shift / 10
+        return entry
+
+    summary = {
+        "experiment": "toy", "variant": variant, "seed": seed, "method": method, "unroll": unroll, "skip": skip,
+        "status": status, "task": task, "loss": "cross_entropy" if task == "classification" else "rmse",
+        "epochs_run": epochs, "best_epoch": epochs, "stopped_early": finished and epochs < 6,
+        "error": None if finished else "loss is nan at epoch 4",
+        "probes": {"original": probe(0.0), "skip_off": probe(0.5 + 0.1 * seed) if skip else None,
+                   "feedback_off": probe(2.0 + 0.3 * seed) if method != "ffn" else None} if finished else None,
+        "timing": {"train_ms_per_epoch": train_ms, "val_ms_per_epoch": val_ms, "wall_seconds": 1.0},
+        "parameters": 100,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """runs/toy with five variants; returns (folder, {variant: [summaries]})."""
+    root = tmp_path / "toy"
+    root.mkdir()
+    (root / "experiment.toml").write_text(EXPERIMENT_TOML)
+    written = {}
+    for vi, (variant, (method, unroll, skip, seeds)) in enumerate(VARIANTS.items()):
+        written[variant] = [write_run(root, variant, vi, seed, method, unroll, skip, epochs, status)
+                            for seed, (epochs, status) in seeds.items()]
+    (root / "couple-x2-skip" / "seed=2.partial-1234").mkdir()  # an interrupted run
+    return root, written
+
+
+def table_rows(markdown, column):
+    """{model: {column: cell}} of the first Markdown table with a header cell `column`."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Model |") and f"| {column} |" in line)
+    header = [c.strip() for c in lines[start].strip("|").split(" | ")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_build_report_writes_all_files(experiment):
+    root, _ = experiment
+    out = build_report(root)
+    assert out == root / "report"
+    names = {"report.html", "report.md", "probes.tex", "timing.tex", "probes.md", "results.json", "val_loss.png",
+             "val_loss_time.png", "val_accuracy.png", "val_accuracy_time.png"}
+    assert names <= {p.name for p in out.iterdir()}
+    for name in names:
+        assert (out / name).stat().st_size > 0
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    for png in ("val_loss.png", "val_loss_time.png", "val_accuracy.png", "val_accuracy_time.png"):
+        assert f"]({png})" in md  # relative links beside the Markdown file
+    build_report(root)  # rebuilding over an existing report works
+
+
+def test_probe_table_is_mean_and_sample_sd_of_finished_seeds(experiment):
+    root, written = experiment
+    out = build_report(root)
+    results = {v["variant"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
+    rows = table_rows((out / "report.md").read_text(), "Original acc.")
+    labels = {"ffn": "FFN", "combine-x2": "COMBINE x2", "couple-x3": "COUPLE x3", "ffn-skip": "FFN w. skip",
+              "couple-x2-skip": "COUPLE x2 w. skip"}
+    titles = {"original": "Original", "skip_off": "Skip off", "feedback_off": "Feedback off"}
+    checked = 0
+    for variant, summaries in written.items():
+        finished = [s for s in summaries if s["status"] == "finished"]
+        row = rows[labels[variant]]
+        assert row["Seeds"] == f"{len(finished)}/3"
+        for probe, title in titles.items():
+            applies = (probe != "skip_off" or summaries[0]["skip"]) and (probe != "feedback_off"
+                                                                        or summaries[0]["method"] != "ffn")
+            for metric, short in (("accuracy", "acc."), ("loss", "loss")):
+                cell = row[f"{title} {short}"]
+                if not applies:
+                    assert cell == "—" and results[variant]["probes"][probe] is None
+                    continue
+                values = [s["probes"][probe][metric] for s in finished]
+                mean, sd = statistics.mean(values), statistics.stdev(values)  # n - 1
+                stat = results[variant]["probes"][probe][metric]
+                assert stat["n"] == len(finished)
+                assert stat["mean"] == pytest.approx(mean, abs=1e-12)
+                assert stat["sd"] == pytest.approx(sd, abs=1e-12)
+                assert cell == f"{mean:.4f} ± {sd:.4f}"
+                checked += 1
+    assert checked == 2 * (5 + 2 + 3)  # original x5, skip off x2, feedback off x3
+    assert results["couple-x3"]["seeds"] == {"finished": [0, 1], "diverged": [2], "missing": []}
+
+
+def test_band_is_mean_and_20_80_percentiles_of_seeds_that_reached_the_epoch():
+    curves = [([1, 2, 3], [1.0, 10.0, 7.0]), ([1, 2], [2.0, 20.0]), ([1, 2, 3, 4], [3.0, 30.0, float("nan"), 9.0]),
+              ([1], [4.0]), ([1], [5.0])]
+    b = band(curves)
+    np.testing.assert_array_equal(b.epochs, [1, 2, 3, 4])
+    np.testing.assert_array_equal(b.n, [5, 3, 1, 1])  # epoch 3: the NaN is not a value
+    np.testing.assert_allclose(b.mean, [3.0, 20.0, 7.0, 9.0])
+    # [1..5]: rank 0.2 * 4 = 0.8 -> 1.8 and rank 3.2 -> 4.2; [10, 20, 30]: rank 0.4 -> 14, rank 1.6 -> 26
+    np.testing.assert_allclose(b.low, [1.8, 14.0, 7.0, 9.0])
+    np.testing.assert_allclose(b.high, [4.2, 26.0, 7.0, 9.0])
+
+
+def test_variant_curves_use_every_seed_up_to_its_last_epoch(experiment):
+    root, _ = experiment
+    exp = load_experiment(root)
+    ffn = next(v for v in exp.variants if v.name == "ffn")
+    b = ffn.band("val_loss")
+    np.testing.assert_array_equal(b.n, [3, 3, 3, 3, 2, 2])  # seed 2 stopped early after 4 epochs
+    np.testing.assert_allclose(b.mean[4], statistics.mean([val_loss(0, 0, 5), val_loss(0, 1, 5)]))
+    couple = next(v for v in exp.variants if v.name == "couple-x3")
+    np.testing.assert_array_equal(couple.band("val_loss").n, [3, 3, 3, 2, 2, 2])  # diverged seed: 3 epochs
+
+
+def test_sd_is_sample_sd_and_zero_for_one_seed():
+    assert mean_sd([2.0, 4.0, 9.0]).sd == pytest.approx(statistics.stdev([2.0, 4.0, 9.0]))
+    assert mean_sd([0.7]).sd == 0.0 and mean_sd([0.7]).mean == 0.7
+    assert mean_sd([]) is None
+    assert format_value(2453.2) == "2.45e+03" and format_value(0.93333) == "0.9333"
+    assert format_stat(mean_sd([61.0, 62.0]), ms=True) == "61.50 ± 0.71"
+
+
+def test_time_weighted_x_is_epoch_times_mean_train_seconds(experiment):
+    root, written = experiment
+    exp = load_experiment(root)
+    fig = curve_figure(exp, "val_loss", time_weighted=True)
+    left = fig.axes[0]
+    line = next(l for l in left.get_lines() if l.get_label() == "COUPLE x3")
+    seconds = statistics.mean(s["timing"]["train_ms_per_epoch"] for s in written["couple-x3"]
+                              if s["status"] == "finished") / 1000
+    np.testing.assert_allclose(line.get_xdata(), np.arange(1, 7) * seconds)
+    assert left.get_xlabel() == "training time (s)"
+    assert not any(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)  # no bands
+    epoch_fig = curve_figure(exp, "val_loss")
+    np.testing.assert_array_equal(next(l for l in epoch_fig.axes[0].get_lines()
+                                       if l.get_label() == "COUPLE x3").get_xdata(), np.arange(1, 7))
+    assert sum(isinstance(c, PolyCollection) for c in epoch_fig.axes[0].collections) == 3  # one band each
+
+
+def test_two_columns_without_skip_left_with_skip_right_shared_y(experiment, tmp_path):
+    root, _ = experiment
+    exp = load_experiment(root)
+    assert [(title, [v.name for v in group]) for title, group in columns(exp.variants)] == [
+        ("without bypassing skip", ["ffn", "combine-x2", "couple-x3"]),
+        ("with bypassing skip", ["ffn-skip", "couple-x2-skip"])]
+    fig = curve_figure(exp, "val_accuracy")
+    left, right = fig.axes
+    assert (left.get_title(), right.get_title()) == ("without bypassing skip", "with bypassing skip")
+    assert [l.get_label() for l in left.get_lines()] == ["FFN", "COMBINE x2", "COUPLE x3"]
+    assert [l.get_label() for l in right.get_lines()] == ["FFN", "COUPLE x2"]
+    assert left.get_shared_y_axes().joined(left, right)
+    # one color per family, one line style per unroll
+    lines = {l.get_label(): l for l in left.get_lines() + right.get_lines()}
+    assert lines["COMBINE x2"].get_color() != lines["COUPLE x3"].get_color()
+    assert lines["COUPLE x3"].get_linestyle() != right.get_lines()[1].get_linestyle()
+    assert right.get_lines()[1].get_color() == lines["COUPLE x3"].get_color()
+
+    only = tmp_path / "only-no-skip"
+    for vi, variant in enumerate(("ffn", "combine-x2")):
+        method, unroll, skip, _ = VARIANTS[variant]
+        write_run(only, variant, vi, 0, method, unroll, skip, 3, "finished")
+    single = curve_figure(load_experiment(only), "val_loss")
+    assert len(single.axes) == 1 and single.axes[0].get_title() == "without bypassing skip"
+
+
+def test_html_is_self_contained(experiment):
+    root, _ = experiment
+    page = (build_report(root) / "report.html").read_text()
+    refs = re.findall(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", page)
+    assert refs and all(ref.startswith("data:image/png;base64,") for ref in refs)
+    assert len(refs) == 4  # the four figures, embedded
+    assert "<table>" in page and "<link" not in page and "url(" not in page
+
+
+def test_missing_and_diverged_runs_are_reported(experiment):
+    root, _ = experiment
+    out = build_report(root)
+    for text in ((out / "report.md").read_text(), (out / "report.html").read_text()):
+        assert "2 of 3 seeds finished, 1 diverged" in text  # couple-x3
+        assert "2 of 3 seeds finished, 1 missing" in text  # couple-x2-skip
+        assert "loss is nan at epoch 4" in text
+        for absent in ("couple-x2", "couple-x3-skip", "tied-x2"):  # configured, never run
+            assert f"variant `{absent}` is in experiment.toml but has no run folder" in text.replace(
+                "<code>", "`").replace("</code>", "`")
+        assert "seed=2.partial-1234" in text
+        assert "13 of 15 runs finished, 1 diverged, 1 missing" in text
+
+
+def test_summary_paragraph_has_description_notes_data_seeds_epochs(experiment):
+    root, _ = experiment
+    md = (build_report(root) / "report.md").read_text()
+    assert "Toy comparison of feedback variants on made-up numbers." in md
+    assert "The thesis gives no batch size; we chose 8." in md
+    assert 'name = "iris"' in md and "[train] epochs = 6, seeds = [0, 1, 2]" in md
+    assert "Seeds: 3 (0-2)" in md
+    assert "Epochs: at most 6; runs lasted 3-6 epochs (3 stopped early)." in md
+
+
+def test_timing_table_and_change_against_ffn_with_same_skip(experiment):
+    root, written = experiment
+    out = build_report(root)
+    rows = table_rows((out / "report.md").read_text(), "Train ms/epoch")
+    mean = {v: statistics.mean(s["timing"]["train_ms_per_epoch"] for s in summaries if s["status"] == "finished")
+            for v, summaries in written.items()}
+    train = [s["timing"]["train_ms_per_epoch"] for s in written["combine-x2"]]
+    assert rows["COMBINE x2"]["Train ms/epoch"] == f"{statistics.mean(train):.2f} ± {statistics.stdev(train):.2f}"
+    assert rows["COMBINE x2"]["Train vs FFN"] == f"{100 * (mean['combine-x2'] / mean['ffn'] - 1):+.1f} %"
+    assert rows["COUPLE x2 w. skip"]["Train vs FFN"] == f"{100 * (mean['couple-x2-skip'] / mean['ffn-skip'] - 1):+.1f} %"
+    assert rows["FFN"]["Train vs FFN"] == "—"
+    results = {v["variant"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
+    assert results["combine-x2"]["timing"]["train_ms_per_epoch_vs_ffn_percent"] == pytest.approx(
+        100 * (mean["combine-x2"] / mean["ffn"] - 1))
+
+
+def test_tables_follow_thesis_order_and_latex_uses_booktabs(experiment):
+    root, _ = experiment
+    out = build_report(root)
+    order = ["FFN", "COMBINE x2", "COUPLE x3", "FFN w. skip", "COUPLE x2 w. skip"]
+    md = (out / "report.md").read_text()
+    assert list(table_rows(md, "Original acc.")) == order
+    assert list(table_rows(md, "Train ms/epoch")) == order
+    for name in ("probes.tex", "timing.tex"):
+        tex = (out / name).read_text()
+        assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+        assert tex.count("\\midrule") == 2  # under the header, between the skip blocks
+        table = tex[tex.index("\\begin{tabular}"):]
+        assert "$\\pm$" in table and "±" not in table
+        body = [line.split(" & ")[0] for line in table.splitlines() if line.endswith("\\\\")][1:]
+        assert body == order
+    assert "---" in (out / "probes.tex").read_text()  # not applicable
+
+
+def test_regression_report_has_loss_only(tmp_path):
+    root = tmp_path / "reg"
+    for vi, variant in enumerate(("ffn", "combine-x2")):
+        method, unroll, skip, _ = VARIANTS[variant]
+        for seed in (0, 1):
+            write_run(root, variant, vi, seed, method, unroll, skip, 5, "finished", task="regression")
+    out = build_report(root)
+    assert not (out / "val_accuracy.png").exists() and (out / "val_loss.png").exists()
+    md = (out / "report.md").read_text()
+    assert "| Model | Original (rmse) | Feedback off (rmse) | Seeds |" in md  # no skip variant: no skip column
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["variants"][0]["probes"]["original"]) == {"loss"}
+
+
+def test_loss_axis_goes_log_when_a_run_blows_up(tmp_path):
+    root = tmp_path / "blowup"
+    write_run(root, "ffn", 0, 0, "ffn", 1, False, 4, "finished")
+    write_run(root, "combine-x2", 1, 0, "combine", 2, False, 4, "finished")
+    assert curve_figure(load_experiment(root), "val_loss").axes[0].get_yscale() == "linear"
+    metrics = root / "combine-x2" / "seed=0" / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    cells = lines[-1].split(",")
+    cells[2] = "1e8"  # val_loss of the last epoch
+    metrics.write_text("\n".join(lines[:-1] + [",".join(cells)]) + "\n")
+    assert curve_figure(load_experiment(root), "val_loss").axes[0].get_yscale() == "log"
+
+
+def test_variant_whose_seeds_all_diverged_still_reports(tmp_path):
+    root = tmp_path / "bad"
+    write_run(root, "ffn", 0, 0, "ffn", 1, False, 4, "finished")
+    write_run(root, "combine-x2", 1, 0, "combine", 2, False, 0, "diverged")  # diverged in epoch 1
+    write_run(root, "combine-x2", 1, 1, "combine", 2, False, 2, "diverged")
+    out = build_report(root)
+    md = (out / "report.md").read_text()
+    assert "0 of 2 seeds finished, 2 diverged" in md
+    row = table_rows(md, "Original acc.")["COMBINE x2"]
+    assert row["Original acc."] == "n/a" and row["Feedback off loss"] == "n/a" and row["Seeds"] == "0/2"
+    combine = json.loads((out / "results.json").read_text())["variants"][1]
+    assert combine["probes"]["original"]["accuracy"] is None and combine["epochs_run"] == {"0": 0, "1": 2}
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "experiment.toml").write_text(EXPERIMENT_TOML)
+    (empty / "ffn").mkdir()  # a variant folder with no finished seed
+    with pytest.raises(FileNotFoundError, match=r"no runs in .*empty.*<variant>/seed=<n>/summary\.json"):
+        build_report(empty)
+    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+        build_report(tmp_path / "nowhere")
