@@ -10,15 +10,14 @@ TORCH  ?= torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m loopnets.cli demo
+	$(PY) -m loopnets.cli run
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,75 +1,119 @@
-"""Command line: `loopnets demo` trains the thesis's iris comparison and prints the probes."""
+"""Command line.
+
+    loopnets run [CONFIG] [key=value ...] [--workers N | --ray ADDRESS] [--runs-dir runs]
+    loopnets report RUNS_DIR
+    loopnets check CONFIG [CONFIG ...]
+
+`loopnets run` with no CONFIG runs the bundled default experiment (iris; see
+`loopnets.experiments.config.Experiment`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
+from pathlib import Path
 
-import torch
-
-from loopnets.data import load_iris
-from loopnets.lavik import thesis_mlp
-from loopnets.probe import severed
-from loopnets.train import evaluate, fit
-
-# Thesis Table 4.2 (iris): Adam(lr 1e-4, betas 0.95 / 0.999, eps 1e-7); batch 1 as in `neurons`'s
-# iris example. The thesis gives no epoch count for iris; `neurons`'s example trains up to 100.
-IRIS_OPTIMIZER = ("adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-7})
-DEMO_VARIANTS = (("FFN", "ffn", 1), ("COMBINE x2", "combine", 2), ("COUPLE x2", "couple", 2))
+from loopnets.experiments.config import ConfigError, expand_variants, load_config
 
 
-def demo(seeds: int, epochs: int, batch_size: int, progress: bool) -> dict[str, list[dict]]:
-    """Train FFN, COMBINE x2 and COUPLE x2 on iris for each seed; print accuracy and probes."""
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in DEMO_VARIANTS}
-    started = time.perf_counter()
-    print(f"iris 4-25-25-25-3 (thesis Table 4.1), {seeds} seeds x {epochs} epochs, batch {batch_size}")
-    for seed in range(seeds):
-        data = load_iris(seed=seed)
-        for name, variant, unroll in DEMO_VARIANTS:
-            torch.manual_seed(seed)
-            model = thesis_mlp(4, (25, 25, 25), 3, variant=variant, unroll=unroll)
-            history = fit(model, data.train, data.val, loss="cross_entropy", optimizer=IRIS_OPTIMIZER,
-                          epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
-            row = {"accuracy": evaluate(model, data.val, loss="cross_entropy")["accuracy"],
-                   "ms_per_epoch": 1000 * statistics.mean(history["train_seconds"])}
-            if variant != "ffn":
-                with severed(model, loops=True):
-                    row["feedback_off"] = evaluate(model, data.val, loss="cross_entropy")["accuracy"]
-            results[name].append(row)
-            print(f"  seed {seed} {name:11} val acc {row['accuracy']:.4f}"
-                  + (f"  feedback off {row['feedback_off']:.4f}" if "feedback_off" in row else ""))
-    print(f"\nvalidation accuracy over {seeds} seeds (mean ± sd), iris, 30 validation samples")
-    print(f"{'model':12} {'original':>16} {'feedback off':>16} {'train ms/epoch':>15}")
-    for name, rows in results.items():
-        acc = _mean_sd([r["accuracy"] for r in rows])
-        off = _mean_sd([r["feedback_off"] for r in rows]) if "feedback_off" in rows[0] else "—"
-        ms = _mean_sd([r["ms_per_epoch"] for r in rows], digits=1)
-        print(f"{name:12} {acc:>16} {off:>16} {ms:>15}")
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
-    return results
+def _run(args: argparse.Namespace) -> int:
+    from loopnets.experiments.runner import run_experiment
+
+    config, overrides = _split_config_and_overrides(args.items)
+    exp = load_config(config, overrides)
+    experiment_dir = run_experiment(exp, args.runs_dir, workers=args.workers, ray_address=args.ray,
+                                    progress=not args.no_progress, fresh=args.fresh)
+    if not args.no_report:
+        _report(experiment_dir)
+    return 0
 
 
-def _mean_sd(values: list[float], digits: int = 4) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+def _report(experiment_dir: Path) -> Path:
+    from loopnets.report import build_report
+
+    report_dir = build_report(experiment_dir)
+    probes = report_dir / "probes.md"
+    if probes.is_file():
+        print("\n" + probes.read_text())
+    print(f"report: {report_dir / 'report.html'} (and report.md, figures, LaTeX tables)")
+    return report_dir
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; give runs/<experiment> as written by `loopnets run`")
+    folders = [root] if (root / "experiment.toml").is_file() else sorted(p.parent for p in root.glob("*/experiment.toml"))
+    if not folders:
+        raise ConfigError(f"{root} holds no experiment (no experiment.toml in it or its subfolders)")
+    for folder in folders:
+        _report(folder)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from loopnets.experiments.runner import validate
+
+    for path in args.configs:
+        exp = load_config(path)
+        variants = validate(exp)
+        print(f"{path}: ok, experiment {exp.name!r}: {len(variants)} variants x {len(exp.train.seeds)} seeds "
+              f"({', '.join(v.name for v in expand_variants(exp))})")
+    return 0
+
+
+def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    config = None
+    overrides = []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise ConfigError(f"two config files given ({config}, {item}); run them one at a time")
+    return config, overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loopnets", description="Neural networks with feedback connections.")
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="train FFN / COMBINE x2 / COUPLE x2 on iris and print the probes")
-    d.add_argument("--seeds", type=int, default=5, help="networks per variant (default 5, as in the thesis)")
-    d.add_argument("--epochs", type=int, default=100)
-    d.add_argument("--batch-size", type=int, default=1)
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.seeds < 1 or args.epochs < 1 or args.batch_size < 1:
-            parser.error("--seeds, --epochs and --batch-size must be >= 1")
-        demo(args.seeds, args.epochs, args.batch_size, progress=not args.no_progress)
-    return 0
+
+    run = sub.add_parser("run", help="train every (variant, seed) of an experiment and write its report")
+    run.add_argument("items", nargs="*", metavar="CONFIG | key=value",
+                     help="a TOML experiment (default: the bundled iris experiment) and key=value overrides, "
+                          "e.g. train.epochs=20 'train.seeds=[0,1]'")
+    run.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    backend = run.add_mutually_exclusive_group()
+    backend.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    backend.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS, or 'local' to start one here")
+    run.add_argument("--fresh", action="store_true", help="delete this experiment's earlier runs first")
+    run.add_argument("--no-report", action="store_true", help="do not build the report afterwards")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+    report = sub.add_parser("report", help="rebuild the report of runs/<experiment> from its run folders")
+    report.add_argument("runs_dir", metavar="RUNS_DIR", help="runs/<experiment>, or runs/ for every experiment in it")
+    report.set_defaults(func=_report_command)
+
+    check = sub.add_parser("check", help="validate configs (and build every variant) without training")
+    check.add_argument("configs", nargs="+", metavar="CONFIG")
+    check.set_defaults(func=_check)
+
+    # config and key=value items may come after options too (`run --workers 2 train.epochs=5`)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "run" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.items = [*args.items, *extra]
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be >= 1")
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"loopnets: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

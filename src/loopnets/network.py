@@ -142,11 +142,17 @@ class Network(nn.Module):
         return self._add(layers.Dropout, p)
 
     def _add(self, spec_type: type, *args) -> int:
-        index = len(self._layers)
         try:
             spec = spec_type(*args)
         except ValueError as err:
-            raise ValueError(f"layer {index}: {err}") from None
+            raise ValueError(f"layer {len(self._layers)}: {err}") from None
+        return self.add(spec)
+
+    def add(self, spec: layers.Spec) -> int:
+        """Add a layer from a spec (`layers.Dense(25, activation="relu")`, ...); returns its index."""
+        if not isinstance(spec, layers.SPEC_TYPES):
+            raise ValueError(f"add needs a layer spec ({', '.join('layers.' + c.__name__ for c in layers.SPEC_TYPES)}); got {spec!r}")
+        index = len(self._layers)
         in_shape = self.output_shape
         module, out_shape = layers.build(spec, in_shape, where=f"layer {index}")
         act = getattr(spec, "activation", "linear")

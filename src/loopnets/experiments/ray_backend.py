@@ -1,0 +1,41 @@
+"""Send runs to a Ray cluster (`loopnets run --ray ADDRESS`, or `--ray local`).
+
+Each run is one Ray task needing one CPU; it returns its files as bytes, which the driver writes
+into the runs folder, so the cluster needs no shared file system. With a remote ADDRESS
+(e.g. `ray://head:10001` or `auto`), the loopnets package is shipped to the workers through
+Ray's runtime environment (`py_modules`); torch and the data packages must be installed there.
+Ray is an optional extra: `pip install 'loopnets[ray]'`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def run_on_ray(todo: list, address: str, train_one: Callable) -> Iterator[tuple[object, dict[str, bytes]]]:
+    """Yield (spec, files) for every spec in `todo` as the cluster finishes them."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray needs the Ray package: pip install 'loopnets[ray]' (or pip install ray)") from None
+    import loopnets
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            package = str(Path(loopnets.__file__).parent)
+            ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(train_one)
+        pending = {task.remote(spec, 1): spec for spec in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()

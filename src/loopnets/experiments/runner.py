@@ -1,0 +1,339 @@
+"""Run an experiment: every (variant, seed) trained into its own folder, resumable.
+
+    runs/<experiment>/<variant>/seed=<n>/{config.toml, metrics.csv, summary.json, model.lnet}
+
+A run trains in a worker (this process, a local process pool, or a Ray cluster) and returns its
+files as bytes; the driver writes them to `seed=<n>.partial-<id>/` and renames that folder to
+`seed=<n>/`. So a run folder exists only once its run finished, a re-run skips it, and an
+interrupted sweep resumes where it stopped without repeating or losing finished runs. A run
+whose loss turns NaN / inf is recorded as diverged (with the epochs it finished) and the sweep
+goes on. Workers need no shared file system: Ray workers on other machines only return bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from loopnets import layers
+from loopnets.backprop import Combine, Couple
+from loopnets.checkpoint import save
+from loopnets.data import load_dataset
+from loopnets.data.split import Split
+from loopnets.experiments.config import (
+    TASK_LOSSES,
+    TASK_OUTPUT_ACTIVATIONS,
+    ConfigError,
+    Experiment,
+    Variant,
+    dumps,
+    expand_variants,
+    from_dict,
+    to_dict,
+)
+from loopnets.lavik import init_uniform_, loop_network
+from loopnets.network import Network
+from loopnets.optim import make_optimizer
+from loopnets.probe import severed
+from loopnets.train import History, TrainingDiverged, evaluate, fit
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
+FINISHED = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (variant, seed) of an experiment; plain data, so it can travel to a worker."""
+
+    experiment: dict  # to_dict(Experiment)
+    variant: Variant
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.variant.name}/seed={self.seed}"
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _load_split(name: str, split_seed: int, options: str) -> Split:
+    return load_dataset(name, seed=split_seed, **json.loads(options))
+
+
+def load_split(exp: Experiment) -> Split:
+    """The experiment's data (cached per process: every run of a sweep uses the same split)."""
+    try:
+        return _load_split(exp.data.name, exp.data.split_seed, json.dumps(exp.data.options, sort_keys=True))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config key data: {err}") from None
+
+
+def loss_name(exp: Experiment, split: Split) -> str:
+    return TASK_LOSSES[split.task] if exp.train.loss == "auto" else exp.train.loss
+
+
+def build_model(exp: Experiment, variant: Variant, split: Split) -> Network:
+    """The variant's network for this data; errors name the config key at fault."""
+    specs = []
+    for i, table in enumerate(exp.model.layers):
+        if not isinstance(table, dict) or "type" not in table:
+            raise ConfigError(f"config key model.layers[{i}] must be a table with a type, e.g. {{type = \"dense\", units = 25}}")
+        try:
+            specs.append(layers.spec_from_config({"kind": table["type"], **{k: v for k, v in table.items() if k != "type"}}))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"config key model.layers[{i}]: {err}") from None
+    where = f"variant {variant.name!r} (config [[variants]] method = {variant.method!r})"
+    backprop = None
+    if variant.method in ("ffn", "tied") and (variant.accumulate is not None or variant.grad_scale is not None):
+        raise ConfigError(f"{where}: accumulate and grad_scale apply only to combine / couple")
+    if variant.method == "couple" and variant.grad_scale is not None:
+        raise ConfigError(f"{where}: grad_scale applies only to combine")
+    try:
+        if variant.method == "combine":
+            backprop = Combine(accumulate=variant.accumulate or "mean", grad_scale=1.0 if variant.grad_scale is None else variant.grad_scale)
+        elif variant.method == "couple":
+            backprop = Couple(accumulate=variant.accumulate or "mean")
+        output_activation = exp.model.output_activation
+        if output_activation == "auto":
+            output_activation = TASK_OUTPUT_ACTIVATIONS[split.task]
+        net = loop_network(
+            split.input_shape, specs, tuple(exp.model.loop), split.outputs,
+            method=variant.method, unroll=variant.unroll, skip=variant.skip,
+            output_activation=output_activation, output_bias=exp.model.output_bias,
+            backprop=backprop, merge=variant.merge, output=variant.output,
+        )
+    except ValueError as err:
+        raise ConfigError(f"{where} cannot be built: {err} (check model.layers, model.loop and the variant's options)") from None
+    if exp.model.init == "uniform":
+        init_uniform_(net)
+    return net
+
+
+def validate(exp: Experiment) -> list[Variant]:
+    """Check everything that can be checked without training; return the expanded variants."""
+    variants = expand_variants(exp)
+    split = load_split(exp)
+    loss = loss_name(exp, split)
+    from loopnets.losses import get_loss
+
+    try:
+        get_loss(loss)
+    except ValueError as err:
+        raise ConfigError(f"config key train.loss: {err}") from None
+    if (loss in ("cross_entropy", "binary_cross_entropy")) != (split.task == "classification"):
+        raise ConfigError(f"config key train.loss = {loss!r} does not fit the {split.task} data {exp.data.name!r}; use \"auto\"")
+    for variant in variants:
+        net = build_model(exp, variant, split)
+        try:
+            make_optimizer((exp.train.optimizer, _optimizer_args(exp)), net.parameters())
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"config keys train.optimizer / train.optimizer_args: {err}") from None
+    return variants
+
+
+def _optimizer_args(exp: Experiment) -> dict:
+    # TOML has arrays, torch wants tuples (betas)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in exp.train.optimizer_args.items()}
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
+    """Train one (variant, seed) and return its folder's files as bytes (runs in any worker)."""
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    exp = from_dict(spec.experiment)
+    variant, seed = spec.variant, spec.seed
+    split = load_split(exp)
+    loss = loss_name(exp, split)
+    torch.manual_seed(seed)
+    model = build_model(exp, variant, split)
+    status, error = "finished", None
+    try:
+        history = fit(model, split.train, split.val, loss=loss, optimizer=(exp.train.optimizer, _optimizer_args(exp)),
+                      epochs=exp.train.epochs, batch_size=exp.train.batch_size, seed=seed, progress=False,
+                      early_stopping=exp.train.early_stopping)
+    except TrainingDiverged as err:
+        history = err.history or History()
+        status, error = "diverged", str(err)
+    probes = None
+    if status == "finished":
+        probes = {"original": evaluate(model, split.val, loss=loss), "skip_off": None, "feedback_off": None}
+        if variant.skip:
+            with severed(model, skips=True):
+                probes["skip_off"] = evaluate(model, split.val, loss=loss)
+        if variant.method != "ffn":
+            with severed(model, loops=True):
+                probes["feedback_off"] = evaluate(model, split.val, loss=loss)
+    compact = sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for loop in model.loops() for c in loop.copies[1:] for p in c.parameters()
+    )
+    summary = {
+        "experiment": exp.name, "variant": variant.name, "seed": seed,
+        "method": variant.method, "unroll": variant.unroll, "skip": variant.skip,
+        "status": status, "task": split.task, "loss": loss,
+        "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
+        "error": error, "probes": probes,
+        "timing": {
+            "train_ms_per_epoch": _mean_ms(history["train_seconds"]),
+            "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
+            "wall_seconds": time.perf_counter() - started,
+        },
+        "parameters": compact,
+    }
+    # This run alone, as an experiment: `loopnets run <run folder>/config.toml` reproduces it.
+    run_config = {**spec.experiment, "train": {**spec.experiment["train"], "seeds": [seed]},
+                  "variants": [_variant_dict(variant)]}
+    files = {
+        "config.toml": dumps(run_config).encode(),
+        "metrics.csv": _metrics_csv(history).encode(),
+        "summary.json": json.dumps(summary, indent=2).encode(),
+    }
+    if status == "finished":
+        with tempfile.TemporaryDirectory() as tmp:
+            save(model, Path(tmp) / "model.lnet")
+            files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
+    return files
+
+
+def _variant_dict(variant: Variant) -> dict:
+    return {k: v for k, v in asdict(variant).items() if v is not None}
+
+
+def _mean_ms(seconds: list[float]) -> float | None:
+    return 1000 * statistics.mean(seconds) if seconds else None
+
+
+def _metrics_csv(history: History) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    for record in history:
+        writer.writerow(["" if getattr(record, c) is None else getattr(record, c) for c in METRIC_COLUMNS])
+    return out.getvalue()
+
+
+def write_run(folder: Path, files: dict[str, bytes]) -> None:
+    """Write a finished run's files: into a partial folder first, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f"{folder.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir()
+    for name, data in files.items():
+        if name != FINISHED:
+            (partial / name).write_bytes(data)
+    (partial / FINISHED).write_bytes(files[FINISHED])  # last: its presence marks a finished run
+    os.replace(partial, folder)
+
+
+# --- the sweep -----------------------------------------------------------------------------
+
+
+def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(runs still to do, runs already finished) for this experiment folder."""
+    data = to_dict(exp)
+    todo, done = [], []
+    for variant in expand_variants(exp):
+        for seed in exp.train.seeds:
+            spec = RunSpec(data, variant, seed)
+            (done if (experiment_dir / spec.folder / FINISHED).is_file() else todo).append(spec)
+    return todo, done
+
+
+def run_experiment(
+    exp: Experiment,
+    runs_dir: str | Path = "runs",
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train every (variant, seed) not yet finished; return the experiment folder."""
+    variants = validate(exp)
+    experiment_dir = Path(runs_dir) / exp.name
+    resolved = dumps(to_dict(exp))
+    recorded = experiment_dir / "experiment.toml"
+    if recorded.is_file() and recorded.read_text() != resolved:
+        if not fresh:
+            raise ConfigError(
+                f"{experiment_dir} holds runs of a different config than this one ({_first_difference(recorded.read_text(), resolved)}); "
+                f"give the experiment another name (name=...), or pass --fresh to delete those runs"
+            )
+        shutil.rmtree(experiment_dir)
+    elif fresh and experiment_dir.exists():
+        shutil.rmtree(experiment_dir)
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(resolved)
+    for stale in experiment_dir.glob("*/seed=*.partial-*"):  # left by an interrupted sweep
+        shutil.rmtree(stale, ignore_errors=True)
+
+    todo, done = plan(exp, experiment_dir)
+    log(f"{exp.name}: {len(variants)} variants x {len(exp.train.seeds)} seeds = {len(todo) + len(done)} runs; "
+        f"{len(done)} already finished, {len(todo)} to train -> {experiment_dir}")
+    bar = tqdm(total=len(todo), desc=exp.name, unit="run", disable=not progress)
+    for spec, files in _execute(todo, workers, ray_address):
+        write_run(experiment_dir / spec.folder, files)
+        summary = json.loads(files[FINISHED])
+        bar.update()
+        (bar.write if progress else log)(_describe(summary))
+    bar.close()
+    return experiment_dir
+
+
+def _execute(todo: list[RunSpec], workers: int, ray_address: str | None) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
+    """Yield (spec, files) as runs finish, on the chosen backend."""
+    if ray_address is not None:
+        from loopnets.experiments.ray_backend import run_on_ray
+
+        yield from run_on_ray(todo, ray_address, train_one)
+    elif workers <= 1:
+        for spec in todo:
+            yield spec, train_one(spec)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_spawn()) as pool:
+            futures = {pool.submit(train_one, spec, threads): spec for spec in todo}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+
+
+def _spawn():
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+
+
+def _describe(summary: dict) -> str:
+    head = f"{summary['variant']} seed={summary['seed']}"
+    if summary["status"] == "diverged":
+        return f"{head}: DIVERGED after {summary['epochs_run']} epochs ({summary['error'].split(':')[0]})"
+    original = summary["probes"]["original"]
+    metric = f"val acc {original['accuracy']:.4f}" if "accuracy" in original else f"val loss {original['loss']:.4g}"
+    return f"{head}: {metric}, {summary['timing']['wall_seconds']:.1f} s"
+
+
+def _first_difference(old: str, new: str) -> str:
+    for a, b in zip(old.splitlines(), new.splitlines()):
+        if a != b:
+            return f"recorded: {a.strip()!r}, now: {b.strip()!r}"
+    return "different lengths"
