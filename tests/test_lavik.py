@@ -48,3 +48,28 @@ def test_bypassing_skip_changes_the_output_and_can_be_severed():
         manual = out(block(h))
     assert torch.allclose(without, manual)
     assert not torch.allclose(with_skip, without)
+
+
+def test_loop_network_conv_model_loops_2_to_1_like_the_ftir_cnn():
+    from loopnets import layers
+    from loopnets.lavik import loop_network
+
+    convs = [layers.Conv(1, 9, padding=4, activation="relu", bias=False)] * 2 + [layers.Dense(32, activation="relu")]
+    for method in ("combine", "couple", "tied"):
+        net = loop_network((1, 100), convs, (0, 1), 3, method=method, unroll=3, skip=True)
+        (loop,) = net.loops()
+        assert loop.unroll == 3
+        assert net.skips()[0].source == 0
+        assert net(torch.randn(2, 1, 100)).shape == (2, 3)
+
+
+def test_uniform_init_is_neurons_range_and_keeps_couple_copies_tied():
+    from loopnets.lavik import init_uniform_
+
+    net = thesis_mlp(4, (25, 25, 25), 3, variant="couple", unroll=3)
+    init_uniform_(net, generator=torch.Generator().manual_seed(0))
+    weights = torch.cat([p.flatten() for p in net.parameters()])
+    assert weights.min() >= -1 and weights.max() <= 1 and weights.std() > 0.5  # U(-1, 1): sd 0.577
+    (block,) = net.loops()
+    for copy in block.copies[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(block.body.parameters(), copy.parameters()))

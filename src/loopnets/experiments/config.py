@@ -72,7 +72,7 @@ class ModelConfig:
     loop: list = field(default_factory=lambda: [1, 2])
     output_activation: str = "auto"  # softmax for classification, linear for regression
     output_bias: bool = False
-    init: str = "default"  # "default": PyTorch's; "uniform": U(-1, 1) like `neurons`
+    init: str = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Experiment:
     notes: str = (
         "Adam betas and eps from thesis Table 4.2 (iris); the learning rate 1e-3, batch size 8 and 150 epochs "
         "are our choices (the thesis does not state batch size or epochs for iris) so the default run is quick. "
-        "Split: 120 / 30, stratified, fixed seed 0."
+        "Weights start uniform in [-1, 1] as in the thesis's framework. Split: 120 / 30, stratified, fixed seed 0."
     )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
