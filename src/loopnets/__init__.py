@@ -10,7 +10,7 @@ from loopnets.loop import Loop, tie_
 from loopnets.network import Network
 from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
-from loopnets import layers
+from loopnets import gated, layers
 
 __all__ = [
     "Combine",
@@ -21,6 +21,7 @@ __all__ = [
     "Dropout",
     "Network",
     "layers",
+    "gated",
     "fit",
     "evaluate",
     "History",

@@ -3,8 +3,11 @@
 - `severed(model, skips=True)`: "skip off", every skip connection of every `ln.Network` in the
   model contributes nothing (the thesis clears the `connect` attribute).
 - `severed(model, loops=True)`: "feedback off", every loop runs one pass, which turns the model
-  into its shallow, compact version (for COUPLE: the first copy only).
+  into its shallow, compact version (for COUPLE: the first copy only; for a gated network
+  (`loopnets.gated`): one timestep, no feedback).
 - `unrolled(model, k)`: every loop runs k passes (evaluation at another depth).
+
+"Every loop" is every submodule with a `probe_unroll` attribute: `Loop` and `GatedNetwork`.
 
 All three are context managers and restore the model on exit, also after an error.
 """
@@ -16,14 +19,14 @@ from typing import Iterator
 
 from torch import nn
 
-from loopnets.loop import Loop, _check_unroll
+from loopnets.loop import _check_unroll
 
 
 @contextmanager
 def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
     """Within the block, every loop in `model` runs `k` passes."""
     _check_unroll(k)
-    loops = [m for m in model.modules() if isinstance(m, Loop)]
+    loops = [m for m in model.modules() if hasattr(m, "probe_unroll")]
     before = [loop.probe_unroll for loop in loops]
     for loop in loops:
         loop.probe_unroll = k
