@@ -12,7 +12,7 @@ class Split:
     """Training and validation tensors of one data set.
 
     x: (n, *input_shape) float; y: (n,) long class indices for classification, (n, outputs)
-    float for regression.
+    float for regression, y = x for autoencoding (`autoencoding(split)`).
     """
 
     x_train: torch.Tensor
@@ -20,7 +20,7 @@ class Split:
     x_val: torch.Tensor
     y_val: torch.Tensor
     classes: tuple[str, ...] = ()  # class names; empty for regression
-    task: str = "classification"  # or "regression"
+    task: str = "classification"  # or "regression", "autoencoding"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -40,6 +40,11 @@ class Split:
     @property
     def val(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x_val, self.y_val
+
+
+def autoencoding(split: Split) -> Split:
+    """The same inputs as targets (X -> X), task "autoencoding"; labels and class names dropped."""
+    return Split(split.x_train, split.x_train, split.x_val, split.x_val, (), "autoencoding")
 
 
 IMAGE_LAYOUTS = ("dense", "image")

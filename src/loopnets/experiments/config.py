@@ -12,6 +12,19 @@ a bypassing skip, five seeds). A TOML file only states what differs:
     unroll = [2, 3]        # a list expands into one variant per value
     skip = [false, true]
 
+Two model families: "lavik" (the default: a hidden-layer stack with one loop, trained by the
+variants' backprop methods) and "gated_autoencoder" (Kemmerling's feedback-gated ReLU autoencoder,
+`loopnets.gated`, trained to reconstruct the data set's x; settings in `[model.gated]`, variants
+choose feedback and timesteps). Each family's variants accept only their own keys:
+
+    [model]
+    family = "gated_autoencoder"
+    [model.gated]
+    bottleneck = 10
+    [[variants]]
+    feedback = ["none", "partial"]   # -> none-t2, partial-t2
+    timesteps = 2
+
 Unknown keys, wrong types and impossible values are errors naming the key and listing the valid
 keys or values; `validate(experiment)` also builds every variant's network, so an impossible
 architecture fails before any training.
@@ -34,7 +47,12 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 METHODS = ("ffn", "combine", "couple", "tied")
-TASK_LOSSES = {"classification": "cross_entropy", "regression": "rmse"}
+FAMILIES = ("lavik", "gated_autoencoder")
+GATED_ARCHITECTURES = ("dense", "conv")
+GATED_FEEDBACK = ("none", "partial", "comprehensive")
+GATED_MODES = ("gain", "threshold", "both", "constant")  # loopnets.gated.MODES
+# MSE for the autoencoder: Kemmerling does not state the loss (the sigmoid output allows MSE or BCE).
+TASK_LOSSES = {"classification": "cross_entropy", "regression": "rmse", "autoencoding": "mse"}
 TASK_OUTPUT_ACTIVATIONS = {"classification": "softmax", "regression": "linear"}
 
 
@@ -52,8 +70,37 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class GatedConfig:
+    """`[model.gated]`: Kemmerling's feedback-gated autoencoder (`loopnets.gated`), family "gated_autoencoder".
+
+    Dense: inputs-hidden-bottleneck-hidden-inputs (sec 4: 784-392-10-392-784, ReLU, sigmoid output);
+    conv: two conv and two transposed-conv layers of `filters` kernel x kernel filters, stride
+    `stride` (sec 5.1: 16 5x5 filters). `feedback`, `timesteps`, `mode`, `beta_max`, `eta` and
+    `constant_gain` are the defaults each variant may override. `alpha` (initial eq 8 threshold
+    factor) is used by modes threshold / both, `constant_gain` by mode constant (sec 4.3: 10).
+    """
+
+    architecture: str = "dense"  # dense (needs data layout "dense") | conv (layout "image")
+    hidden: int = 392
+    bottleneck: int = 10  # sec 4: 196 in the first experiment, 10 "in all subsequent experiments"
+    filters: int = 16
+    kernel: int = 5
+    stride: int = 2
+    feedback: str = "partial"  # none | partial (D1 -> E1, Fig 1) | comprehensive (sec 4.2)
+    timesteps: int = 2
+    mode: str = "gain"  # gain | threshold | both | constant
+    beta_max: float = 0.95  # the paper's grid-search choice (App 7.1)
+    eta: float = 5.0
+    alpha: float = 1.0
+    constant_gain: float = 10.0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The base network: hidden layers (builder specs), the loop's span, output and init.
+
+    `family = "gated_autoencoder"` replaces all of this by the `[model.gated]` table (the keys
+    below are then refused).
 
     `layers` are the hidden layers, each a table like {type = "dense", units = 25, activation =
     "relu", bias = false}; the output layer is added to fit the data (classes or targets).
@@ -73,6 +120,8 @@ class ModelConfig:
     output_activation: str = "auto"  # softmax for classification, linear for regression
     output_bias: bool = False
     init: str = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
+    family: str = "lavik"  # lavik | gated_autoencoder
+    gated: GatedConfig = field(default_factory=GatedConfig)  # family gated_autoencoder only
 
 
 @dataclass(frozen=True)
@@ -86,11 +135,18 @@ class TrainConfig:
     batch_size: int = 8
     early_stopping: Union[int, None] = None
     seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # gated_autoencoder only: after training, the validation loss with N(0, sigma^2) noise on every
+    # pre-activation in every pass (Kemmerling eq 7, sec 4.4), per sigma; none: no noise sweep.
+    noise_sigmas: Union[list, None] = None
 
 
 @dataclass(frozen=True)
 class VariantConfig:
-    """One line of the `[[variants]]` list; list values expand into several variants."""
+    """One line of the `[[variants]]` list; list values expand into several variants.
+
+    Family lavik uses method ... name; family gated_autoencoder uses feedback ... constant_gain
+    and name (unset ones take `[model.gated]`'s values). A key of the other family is an error.
+    """
 
     method: str = "ffn"  # ffn | combine | couple | tied
     unroll: Union[int, list] = 2  # passes through the loop ("x2"); ignored for ffn
@@ -99,7 +155,18 @@ class VariantConfig:
     output: Union[str, None] = None  # tied / couple only: last | mean | sum
     accumulate: Union[str, None] = None  # combine: mean | sum | weighted; couple: mean | weighted
     grad_scale: Union[float, str, None] = None  # combine only: a number or "1/k"
-    name: Union[str, None] = None  # default: method-x<unroll>[-skip]
+    name: Union[str, None] = None  # default: method-x<unroll>[-skip]; gated: <feedback>-t<timesteps>[-<overrides>]
+    feedback: Union[str, list, None] = None  # gated: none | partial | comprehensive
+    timesteps: Union[int, list, None] = None  # gated: passes T >= 1
+    mode: Union[str, list, None] = None  # gated: gain | threshold | both | constant
+    beta_max: Union[float, list, None] = None  # gated
+    eta: Union[float, list, None] = None  # gated
+    constant_gain: Union[float, None] = None  # gated, mode constant
+
+
+LAVIK_VARIANT_KEYS = ("method", "unroll", "skip", "merge", "output", "accumulate", "grad_scale")
+GATED_VARIANT_KEYS = ("feedback", "timesteps", "mode", "beta_max", "eta", "constant_gain")
+LAVIK_MODEL_KEYS = ("layers", "loop", "output_activation", "output_bias", "init")
 
 
 @dataclass(frozen=True)
@@ -137,6 +204,31 @@ class Variant:
     output: Union[str, None] = None
     accumulate: Union[str, None] = None
     grad_scale: Union[float, str, None] = None
+
+
+@dataclass(frozen=True)
+class GatedVariant:
+    """One expanded variant of the gated_autoencoder family, every setting resolved."""
+
+    name: str
+    feedback: str
+    timesteps: int
+    mode: str
+    beta_max: float
+    eta: float
+    alpha: Union[float, None]  # threshold / both only
+    constant_gain: Union[float, None]  # constant only
+    overrides: tuple = ()  # the variant keys set in [[variants]] (for the run's own config.toml)
+
+    method = "gated"  # summary.json's method (class attribute, not a field)
+
+    def table(self) -> dict:
+        """This variant as one [[variants]] table that expands to exactly it."""
+        out = {"name": self.name, "feedback": self.feedback, "timesteps": self.timesteps}
+        for key in self.overrides:
+            if key not in out:
+                out[key] = getattr(self, key)
+        return out
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -187,6 +279,10 @@ def from_dict(raw: dict) -> Experiment:
     for key, cls in _NESTED.items():
         if key in kwargs:
             kwargs[key] = cls(**_check_fields(cls, _table(kwargs[key], key), key + "."))
+    family = kwargs["model"].family if "model" in kwargs else ModelConfig.family
+    if family not in FAMILIES:
+        raise ConfigError(f"config key model.family = {family!r} is not one of {', '.join(FAMILIES)}")
+    _check_family_keys(family, raw)
     if "variants" in kwargs:
         variants = kwargs["variants"]
         if not isinstance(variants, list) or not variants:
@@ -195,9 +291,36 @@ def from_dict(raw: dict) -> Experiment:
             VariantConfig(**_check_fields(VariantConfig, _table(v, f"variants[{i}]"), f"variants[{i}]."))
             for i, v in enumerate(variants)
         ]
+    elif family == "gated_autoencoder":
+        raise ConfigError("model.family = 'gated_autoencoder' needs its own [[variants]] (the default variants "
+                          "are lavik methods), e.g. [[variants]] feedback = [\"none\", \"partial\"]")
     experiment = Experiment(**kwargs)
     _check_values(experiment)
     return experiment
+
+
+def _check_family_keys(family: str, raw: dict) -> None:
+    """Refuse keys of the other model family, naming the key (raw tables: only keys actually set)."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
+    if family == "lavik":
+        foreign_model, foreign_variant = ("gated",), GATED_VARIANT_KEYS
+        if train.get("noise_sigmas") is not None:
+            raise ConfigError("config key train.noise_sigmas applies only to model.family = 'gated_autoencoder'")
+    else:
+        foreign_model, foreign_variant = LAVIK_MODEL_KEYS, LAVIK_VARIANT_KEYS
+    own = "gated_autoencoder" if family == "lavik" else "lavik"
+    for key in foreign_model:
+        if key in model:
+            raise ConfigError(f"config key model.{key} applies only to model.family = {own!r}; "
+                              f"this experiment's family is {family!r}")
+    for i, table in enumerate(variants):
+        for key in foreign_variant:
+            if isinstance(table, dict) and key in table:
+                valid = ", ".join((*(LAVIK_VARIANT_KEYS if family == "lavik" else GATED_VARIANT_KEYS), "name"))
+                raise ConfigError(f"config key variants[{i}].{key} applies only to model.family = {own!r}; "
+                                  f"variant keys for family {family!r}: {valid}")
 
 
 def _table(value: Any, where: str) -> dict:
@@ -219,6 +342,10 @@ def _check_fields(cls: type, raw: dict, prefix: str) -> dict:
     for key, value in raw.items():
         if key in _NESTED or (cls is Experiment and key == "variants"):
             out[key] = value
+            continue
+        if dataclasses.is_dataclass(hints[key]):  # a sub-table, e.g. [model.gated]
+            sub = hints[key]
+            out[key] = sub(**_check_fields(sub, _table(value, prefix + key), f"{prefix}{key}."))
             continue
         out[key] = _coerce(value, hints[key], prefix + key)
     return out
@@ -260,24 +387,55 @@ def _check_values(exp: Experiment) -> None:
     seeds = exp.train.seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key train.seeds must be a non-empty list of distinct integers; got {seeds!r}")
-    choose("model.init", exp.model.init, ("default", "uniform"))
-    loop = exp.model.loop
-    n = len(exp.model.layers)
-    if not (len(loop) == 2 and all(isinstance(i, int) for i in loop) and 0 <= loop[0] <= loop[1] < n):
-        raise ConfigError(
-            f"config key model.loop = {loop!r} must be [into, outof] with 0 <= into <= outof < {n} "
-            f"(indices into model.layers, which has {n} layers)"
-        )
-    for i, v in enumerate(exp.variants):
-        choose(f"variants[{i}].method", v.method, METHODS)
+    if exp.model.family == "gated_autoencoder":
+        _check_gated(exp, choose, at_least)
+    else:
+        choose("model.init", exp.model.init, ("default", "uniform"))
+        loop = exp.model.loop
+        n = len(exp.model.layers)
+        if not (len(loop) == 2 and all(isinstance(i, int) for i in loop) and 0 <= loop[0] <= loop[1] < n):
+            raise ConfigError(
+                f"config key model.loop = {loop!r} must be [into, outof] with 0 <= into <= outof < {n} "
+                f"(indices into model.layers, which has {n} layers)"
+            )
+        for i, v in enumerate(exp.variants):
+            choose(f"variants[{i}].method", v.method, METHODS)
     names = [v.name for v in expand_variants(exp)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
 
 
-def expand_variants(exp: Experiment) -> list[Variant]:
-    """Every (method, unroll, skip) the experiment trains, in config order."""
+def _check_gated(exp: Experiment, choose, at_least) -> None:
+    g = exp.model.gated
+    choose("model.gated.architecture", g.architecture, GATED_ARCHITECTURES)
+    for key in ("hidden", "bottleneck", "filters", "kernel", "stride", "timesteps"):
+        at_least(f"model.gated.{key}", getattr(g, key), 1)
+    _check_gate_values("model.gated.", g.feedback, g.mode, g.beta_max, g.eta, choose)
+    if not g.constant_gain > 0:
+        raise ConfigError(f"config key model.gated.constant_gain must be > 0 (sec 4.3 uses 10); got {g.constant_gain}")
+    sigmas = exp.train.noise_sigmas
+    if sigmas is not None and (not sigmas or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in sigmas)):
+        raise ConfigError(f"config key train.noise_sigmas must be a non-empty list of numbers >= 0, e.g. [0, 0.5, 1, 2]; "
+                          f"got {sigmas!r}")
+
+
+def _check_gate_values(where: str, feedback, mode, beta_max, eta, choose) -> None:
+    choose(f"{where}feedback", feedback, GATED_FEEDBACK)
+    choose(f"{where}mode", mode, GATED_MODES)
+    if isinstance(beta_max, bool) or not isinstance(beta_max, (int, float)) or not 0 < beta_max < 1:
+        raise ConfigError(f"config key {where}beta_max must be a number in (0, 1) (maximum gain 1 / (1 - beta_max); "
+                          f"the paper uses 0.95); got {beta_max!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta > 0:
+        raise ConfigError(f"config key {where}eta must be a number > 0 (the paper uses 5); got {eta!r}")
+
+
+def expand_variants(exp: Experiment) -> list:
+    """Every variant the experiment trains, in config order: `Variant`s (family lavik) or
+    `GatedVariant`s (family gated_autoencoder)."""
+    if exp.model.family == "gated_autoencoder":
+        return _expand_gated(exp)
     out = []
     for i, v in enumerate(exp.variants):
         unrolls = v.unroll if isinstance(v.unroll, list) else [v.unroll]
@@ -296,12 +454,89 @@ def expand_variants(exp: Experiment) -> list[Variant]:
     return out
 
 
+def _expand_gated(exp: Experiment) -> list[GatedVariant]:
+    """Lists in feedback / timesteps / mode / beta_max / eta expand (product, in that order).
+
+    Feedback "none" always runs one timestep (its passes would all compute the same), so a
+    timesteps list gives it one variant, e.g. none-t1.
+    """
+    g = exp.model.gated
+    out = []
+    for i, v in enumerate(exp.variants):
+        where = f"variants[{i}]."
+        axes = {}
+        for key in ("feedback", "timesteps", "mode", "beta_max", "eta"):
+            value = getattr(v, key)
+            values = value if isinstance(value, list) else [getattr(g, key) if value is None else value]
+            if not values:
+                raise ConfigError(f"config key {where}{key} is an empty list; give at least one value")
+            axes[key] = values
+        for t in axes["timesteps"]:
+            if not isinstance(t, int) or isinstance(t, bool) or t < 1:
+                raise ConfigError(f"config key {where}timesteps must be an integer >= 1 or a list of them; got {v.timesteps!r}")
+        set_keys = tuple(k for k in GATED_VARIANT_KEYS if getattr(v, k) is not None)
+        combos = list(itertools.product(*axes.values()))
+        if v.name is not None and len(combos) > 1:
+            raise ConfigError(f"variants[{i}].name = {v.name!r} names one variant, but its lists expand to several")
+        seen = set()
+        for feedback, timesteps, mode, beta_max, eta in combos:
+            _check_gate_values(where, feedback, mode, beta_max, eta, _choose)
+            if feedback == "none":  # every pass computes the same: one pass (as ffn's unroll 1)
+                timesteps = 1
+                if (timesteps, mode, beta_max, eta) in seen:
+                    continue
+                seen.add((timesteps, mode, beta_max, eta))
+            if v.constant_gain is not None and mode != "constant":
+                raise ConfigError(f"config key {where}constant_gain applies only to mode = 'constant'; mode is {mode!r}")
+            if v.constant_gain is not None and not v.constant_gain > 0:
+                raise ConfigError(f"config key {where}constant_gain must be > 0; got {v.constant_gain}")
+            name = v.name or f"{feedback}-t{timesteps}"
+            if v.name is None:
+                name += "".join(f"-{mode}" if k == "mode" else f"-{_SHORT[k]}{_num(value)}"
+                                for k, value in (("mode", mode), ("beta_max", beta_max), ("eta", eta),
+                                                 ("constant_gain", v.constant_gain)) if k in set_keys)
+            out.append(GatedVariant(
+                name, feedback, timesteps, mode, float(beta_max), float(eta),
+                alpha=g.alpha if mode in ("threshold", "both") else None,
+                constant_gain=(g.constant_gain if v.constant_gain is None else v.constant_gain) if mode == "constant" else None,
+                overrides=set_keys,
+            ))
+    return out
+
+
+_SHORT = {"beta_max": "b", "eta": "eta", "constant_gain": "g"}
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _choose(key: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ConfigError(f"config key {key} = {value!r} is not one of {', '.join(map(str, valid))}")
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
 def to_dict(exp: Experiment) -> dict:
-    """Plain data for `exp`, with every default filled in (the resolved config)."""
-    return _drop_none(dataclasses.asdict(exp))
+    """Plain data for `exp`, with every default filled in (the resolved config).
+
+    Only the model family's own keys are written: a lavik experiment's resolved config has no
+    family / gated / gated-variant keys (so it reads exactly as before the gated family existed),
+    a gated one has no lavik model or variant keys.
+    """
+    data = dataclasses.asdict(exp)
+    if exp.model.family == "lavik":
+        for key in ("family", "gated"):
+            del data["model"][key]
+        drop = GATED_VARIANT_KEYS
+    else:
+        for key in LAVIK_MODEL_KEYS:
+            del data["model"][key]
+        drop = LAVIK_VARIANT_KEYS
+    data["variants"] = [{k: v for k, v in table.items() if k not in drop} for table in data["variants"]]
+    return _drop_none(data)
 
 
 def _drop_none(value: Any) -> Any:

@@ -34,18 +34,20 @@ from loopnets import layers
 from loopnets.backprop import Combine, Couple
 from loopnets.checkpoint import save
 from loopnets.data import load_dataset
-from loopnets.data.split import Split
+from loopnets.data.split import Split, autoencoding
 from loopnets.experiments.config import (
     TASK_LOSSES,
     TASK_OUTPUT_ACTIVATIONS,
     ConfigError,
     Experiment,
+    GatedVariant,
     Variant,
     dumps,
     expand_variants,
     from_dict,
     to_dict,
 )
+from loopnets.experiments.gated import build_gated_model, extra_results
 from loopnets.lavik import init_uniform_, loop_network
 from loopnets.network import Network
 from loopnets.optim import make_optimizer
@@ -78,19 +80,25 @@ def _load_split(name: str, split_seed: int, options: str) -> Split:
 
 
 def load_split(exp: Experiment) -> Split:
-    """The experiment's data (cached per process: every run of a sweep uses the same split)."""
+    """The experiment's data (cached per process: every run of a sweep uses the same split).
+
+    Family gated_autoencoder trains X -> X: the split's inputs are also its targets.
+    """
     try:
-        return _load_split(exp.data.name, exp.data.split_seed, json.dumps(exp.data.options, sort_keys=True))
+        split = _load_split(exp.data.name, exp.data.split_seed, json.dumps(exp.data.options, sort_keys=True))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config key data: {err}") from None
+    return autoencoding(split) if exp.model.family == "gated_autoencoder" else split
 
 
 def loss_name(exp: Experiment, split: Split) -> str:
     return TASK_LOSSES[split.task] if exp.train.loss == "auto" else exp.train.loss
 
 
-def build_model(exp: Experiment, variant: Variant, split: Split) -> Network:
+def build_model(exp: Experiment, variant: Variant | GatedVariant, split: Split) -> Network:
     """The variant's network for this data; errors name the config key at fault."""
+    if isinstance(variant, GatedVariant):
+        return build_gated_model(exp, variant, split)
     specs = []
     for i, table in enumerate(exp.model.layers):
         if not isinstance(table, dict) or "type" not in table:
@@ -137,7 +145,11 @@ def validate(exp: Experiment) -> list[Variant]:
         get_loss(loss)
     except ValueError as err:
         raise ConfigError(f"config key train.loss: {err}") from None
-    if (loss in ("cross_entropy", "binary_cross_entropy")) != (split.task == "classification"):
+    if split.task == "autoencoding":
+        if loss in ("cross_entropy", "kl_divergence"):
+            raise ConfigError(f"config key train.loss = {loss!r} does not fit autoencoding (X -> X with a sigmoid "
+                              f"output); use \"auto\" (mse) or binary_cross_entropy")
+    elif (loss in ("cross_entropy", "binary_cross_entropy")) != (split.task == "classification"):
         raise ConfigError(f"config key train.loss = {loss!r} does not fit the {split.task} data {exp.data.name!r}; use \"auto\"")
     for variant in variants:
         net = build_model(exp, variant, split)
@@ -175,21 +187,30 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     except TrainingDiverged as err:
         history = err.history or History()
         status, error = "diverged", str(err)
-    probes = None
+    gated = isinstance(variant, GatedVariant)
+    probes = extra = None
     if status == "finished":
         probes = {"original": evaluate(model, split.val, loss=loss), "skip_off": None, "feedback_off": None}
-        if variant.skip:
+        if not gated and variant.skip:
             with severed(model, skips=True):
                 probes["skip_off"] = evaluate(model, split.val, loss=loss)
-        if variant.method != "ffn":
-            with severed(model, loops=True):
+        if (variant.feedback != "none") if gated else (variant.method != "ffn"):
+            with severed(model, loops=True):  # gated: one timestep, i.e. no feedback
                 probes["feedback_off"] = evaluate(model, split.val, loss=loss)
-    compact = sum(p.numel() for p in model.parameters()) - sum(
-        p.numel() for loop in model.loops() for c in loop.copies[1:] for p in c.parameters()
-    )
+        if gated:
+            extra = extra_results(exp, model, split, loss, seed)
+    if gated:
+        compact = sum(p.numel() for p in model.parameters())
+        described = {"method": variant.method, "unroll": variant.timesteps, "skip": False,
+                     "family": "gated_autoencoder", "feedback": variant.feedback, "timesteps": variant.timesteps,
+                     "mode": variant.mode, "beta_max": variant.beta_max, "eta": variant.eta}
+    else:
+        compact = sum(p.numel() for p in model.parameters()) - sum(
+            p.numel() for loop in model.loops() for c in loop.copies[1:] for p in c.parameters()
+        )
+        described = {"method": variant.method, "unroll": variant.unroll, "skip": variant.skip}
     summary = {
-        "experiment": exp.name, "variant": variant.name, "seed": seed,
-        "method": variant.method, "unroll": variant.unroll, "skip": variant.skip,
+        "experiment": exp.name, "variant": variant.name, "seed": seed, **described,
         "status": status, "task": split.task, "loss": loss,
         "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "error": error, "probes": probes,
@@ -200,6 +221,8 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
         },
         "parameters": compact,
     }
+    if gated:
+        summary["extra"] = extra
     # This run alone, as an experiment: `loopnets run <run folder>/config.toml` reproduces it.
     run_config = {**spec.experiment, "train": {**spec.experiment["train"], "seeds": [seed]},
                   "variants": [_variant_dict(variant)]}
@@ -210,12 +233,15 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     }
     if status == "finished":
         with tempfile.TemporaryDirectory() as tmp:
-            save(model, Path(tmp) / "model.lnet")
+            # a GatedNetwork has no config(): weights only; load with ln.load(path, model=<built model>)
+            save(model, Path(tmp) / "model.lnet", architecture=not gated)
             files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
     return files
 
 
-def _variant_dict(variant: Variant) -> dict:
+def _variant_dict(variant: Variant | GatedVariant) -> dict:
+    if isinstance(variant, GatedVariant):
+        return variant.table()
     return {k: v for k, v in asdict(variant).items() if v is not None}
 
 

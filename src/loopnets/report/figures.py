@@ -110,6 +110,12 @@ def write_figures(experiment: Experiment, out_dir: Path) -> list[FigureFile]:
                            "each epoch uses the seeds that reached it (diverged runs up to their last "
                            "finished epoch).")
             written.append(FigureFile(name, caption))
+    fig = noise_figure(experiment)
+    if fig is not None:
+        fig.savefig(out_dir / "noise.png", dpi=DPI)
+        written.append(FigureFile("noise.png", "Validation loss with N(0, sigma^2) noise added to every "
+                                  "pre-activation in every pass, at evaluation only (Kemmerling eq 7, sec 4.4); "
+                                  "mean over the finished seeds (summary.json extra.noise)."))
     return written
 
 
@@ -119,7 +125,31 @@ def _linestyles(variants: list[Variant]) -> dict[str, str]:
             for v in variants}
 
 
+def noise_figure(experiment: Experiment) -> Figure | None:
+    """Validation loss vs evaluation-time noise sigma per variant (Kemmerling Fig 9); None without data."""
+    curves = {v.name: c for v in experiment.variants if (c := v.noise_curve()) is not None}
+    if not curves:
+        return None
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colors = _colors(experiment.variants)
+    for v in experiment.variants:
+        if v.name in curves:
+            sigmas, losses = curves[v.name]
+            ax.plot(sigmas, losses, marker="o", color=colors[v.name], linewidth=1.4, label=v.legend)
+    ax.set_xlabel("noise sigma (every pre-activation, every pass)")
+    ax.set_ylabel(f"validation loss ({experiment.loss})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.suptitle(f"{experiment.name}: loss under evaluation-time noise, mean over seeds")
+    return fig
+
+
 def _colors(variants: list[Variant]) -> dict[str, str]:
+    if any(v.method == "gated" for v in variants):  # one method for all: one color per variant
+        palette = (*COLORS.values(), *OTHER_COLORS)
+        return {v.name: palette[i % len(palette)] for i, v in enumerate(variants)}
     others = sorted({v.method for v in variants if v.method not in COLORS})
     return {v.name: COLORS.get(v.method) or OTHER_COLORS[others.index(v.method) % len(OTHER_COLORS)]
             for v in variants}

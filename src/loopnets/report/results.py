@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
 PROBES = ("original", "skip_off", "feedback_off")
 TIMINGS = ("train_ms_per_epoch", "val_ms_per_epoch")
-METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow
+METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow (gated)
 METHOD_NAMES = {"ffn": "FFN", "combine": "COMBINE", "couple": "COUPLE", "tied": "Tied"}
 _SEED_DIR = re.compile(r"^seed=(\d+)$")
 _PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
@@ -141,6 +141,20 @@ class Variant:
     missing: list[int] = field(default_factory=list)  # expected seeds without a finished folder
     label: str = ""  # table name as in the thesis, e.g. "COUPLE x2 w. skip"
     legend: str = ""  # figure legend name (the column says the skip), e.g. "COUPLE x2"
+    feedback: str | None = None  # gated_autoencoder runs: none | partial | comprehensive
+
+    def noise_curve(self) -> tuple[list[float], list[float]] | None:
+        """(sigmas, mean validation loss over the finished seeds) from summary.json's extra.noise."""
+        by_sigma: dict[float, list[float]] = {}
+        for r in self.finished:
+            noise = (r.summary.get("extra") or {}).get("noise") or {}
+            for sigma, value in zip(noise.get("sigmas", []), noise.get("loss", [])):
+                if value is not None and math.isfinite(value):
+                    by_sigma.setdefault(float(sigma), []).append(float(value))
+        if not by_sigma:
+            return None
+        sigmas = sorted(by_sigma)
+        return sigmas, [float(np.mean(by_sigma[s])) for s in sigmas]
 
     @property
     def finished(self) -> list[Run]:
@@ -167,7 +181,8 @@ class Variant:
 
     def probe_applies(self, probe: str) -> bool:
         """skip_off needs a bypassing skip, feedback_off a loop; "original" always applies."""
-        return {"original": True, "skip_off": self.skip, "feedback_off": self.method != "ffn"}[probe]
+        loops = self.method != "ffn" and self.feedback != "none"  # gated: feedback "none" has no loop
+        return {"original": True, "skip_off": self.skip, "feedback_off": loops}[probe]
 
     def probe_stat(self, probe: str, metric: str) -> Stat | None:
         """Mean ± sd of a probe over the finished seeds; None if not applicable or no values."""
@@ -257,6 +272,10 @@ class Experiment:
                 "train_seconds_per_epoch": _json_float(v.train_seconds_per_epoch()),
                 "probes": probes, "timing": timing,
             })
+            if v.method == "gated":  # summary.json extra.noise, averaged over the finished seeds
+                curve = v.noise_curve()
+                variants[-1]["noise"] = None if curve is None else {
+                    "sigmas": curve[0], "loss_mean": [_json_float(x) for x in curve[1]]}
         return {"experiment": self.name, "task": self.task, "loss": self.loss,
                 "expected_seeds": self.expected_seeds, "status": self.status_line(),
                 "absent_variants": self.absent_variants, "problems": self.problems, "variants": variants}
@@ -303,11 +322,12 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
         seeds = {r.seed for r in runs}
         variants.append(Variant(name=name, method=str(first["method"]), unroll=int(first.get("unroll") or 1),
                                 skip=bool(first.get("skip")), runs=runs,
-                                missing=[s for s in expected if s not in seeds]))
+                                missing=[s for s in expected if s not in seeds], feedback=first.get("feedback")))
     variants.sort(key=_table_order)
     _assign_labels(variants)
     summaries = [r.summary for v in variants for r in v.runs]
-    task = "classification" if any(s.get("task") == "classification" for s in summaries) else "regression"
+    tasks = [s.get("task") for s in summaries if s.get("task")]
+    task = "classification" if "classification" in tasks else tasks[0] if tasks else "regression"
     loss = next((str(s["loss"]) for s in summaries if s.get("loss")), "loss")
     return Experiment(path=root, name=str(config.get("name") or summaries[0].get("experiment") or root.name),
                       config=config, task=task, loss=loss, variants=variants, expected_seeds=expected,
@@ -373,7 +393,9 @@ def _table_order(v: Variant) -> tuple:
 
 def _assign_labels(variants: list[Variant]) -> None:
     """Thesis-style names; variants that would share one (other loop options) add their folder name."""
-    short = {id(v): v.family if v.method == "ffn" else f"{v.family} x{v.unroll}" for v in variants}
+    # gated_autoencoder variants are named by their settings already, e.g. "partial-t2"
+    short = {id(v): v.name if v.method == "gated" else v.family if v.method == "ffn" else f"{v.family} x{v.unroll}"
+             for v in variants}
     counts: dict[tuple[str, bool], int] = {}
     for v in variants:
         counts[short[id(v)], v.skip] = counts.get((short[id(v)], v.skip), 0) + 1
