@@ -219,3 +219,19 @@ def test_ray_backend_runs_a_two_run_sweep_on_a_local_cluster(tmp_path):
     summaries = sorted(runs.glob("tiny/*/seed=*/summary.json"))
     assert len(summaries) == 2
     assert all(json.loads(p.read_text())["status"] == "finished" for p in summaries)
+
+
+def test_reproduction_page_sets_our_runs_beside_the_thesis(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_lavik", ROOT / "docs" / "reproductions" / "build_lavik.py")
+    build_lavik = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_lavik)
+    runs = tmp_path / "runs"
+    assert main(["run", str(write(tmp_path, TINY)), "--runs-dir", str(runs), "--no-progress", "name=lavik-iris"]) == 0
+    page = build_lavik.build(runs, tmp_path / "lavik.md")
+    assert "| FFN | 0.9067 ± 0.1062 |" in page  # the thesis's Table B.1 beside ours
+    ours = json.loads((runs / "lavik-iris" / "report" / "results.json").read_text())
+    ffn = next(v for v in ours["variants"] if v["variant"] == "ffn")
+    assert f"{ffn['probes']['original']['accuracy']['mean']:.4f}" in page
+    assert "Not run yet: `loopnets run configs/lavik/bike.toml`" in page
