@@ -19,14 +19,7 @@ from loopnets.gated import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    """Numbers are compared in float64; the default dtype is restored for other test files."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 
 
 def tiny_ae(feedback="partial", **options) -> GatedNetwork:

@@ -10,14 +10,7 @@ import loopnets as ln
 from loopnets.backprop import accumulation_weights
 
 
-@pytest.fixture(autouse=True)
-def _float64_and_seed():
-    """Gradients are compared in float64; the default dtype is restored for other test files."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 
 
 def mlp_body(width=4):
