@@ -205,6 +205,23 @@ class Variant:
     accumulate: Union[str, None] = None
     grad_scale: Union[float, str, None] = None
 
+    # Both variant kinds answer these, so the runner treats them alike.
+    @property
+    def has_skip(self) -> bool:
+        return self.skip
+
+    @property
+    def has_loop(self) -> bool:
+        return self.method != "ffn"
+
+    def described(self) -> dict:
+        """What summary.json records about this variant."""
+        return {"method": self.method, "unroll": self.unroll, "skip": self.skip}
+
+    def table(self) -> dict:
+        """This variant as one [[variants]] table that expands to exactly it."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
 
 @dataclass(frozen=True)
 class GatedVariant:
@@ -221,6 +238,18 @@ class GatedVariant:
     overrides: tuple = ()  # the variant keys set in [[variants]] (for the run's own config.toml)
 
     method = "gated"  # summary.json's method (class attribute, not a field)
+    has_skip = False
+    unroll = property(lambda self: self.timesteps)
+
+    @property
+    def has_loop(self) -> bool:
+        return self.feedback != "none"  # feedback off = one timestep
+
+    def described(self) -> dict:
+        """What summary.json records about this variant."""
+        return {"method": self.method, "unroll": self.timesteps, "skip": False, "family": "gated_autoencoder",
+                "feedback": self.feedback, "timesteps": self.timesteps, "mode": self.mode,
+                "beta_max": self.beta_max, "eta": self.eta}
 
     def table(self) -> dict:
         """This variant as one [[variants]] table that expands to exactly it."""

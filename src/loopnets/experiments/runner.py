@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,6 +49,7 @@ from loopnets.experiments.config import (
 )
 from loopnets.experiments.gated import build_gated_model, extra_results
 from loopnets.lavik import init_uniform_, loop_network
+from loopnets.loop import Loop
 from loopnets.network import Network
 from loopnets.optim import make_optimizer
 from loopnets.probe import severed
@@ -191,26 +192,20 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     probes = extra = None
     if status == "finished":
         probes = {"original": evaluate(model, split.val, loss=loss), "skip_off": None, "feedback_off": None}
-        if not gated and variant.skip:
+        if variant.has_skip:
             with severed(model, skips=True):
                 probes["skip_off"] = evaluate(model, split.val, loss=loss)
-        if (variant.feedback != "none") if gated else (variant.method != "ffn"):
-            with severed(model, loops=True):  # gated: one timestep, i.e. no feedback
+        if variant.has_loop:
+            with severed(model, loops=True):  # every loop one pass; a gated net one timestep
                 probes["feedback_off"] = evaluate(model, split.val, loss=loss)
         if gated:
             extra = extra_results(exp, model, split, loss, seed)
-    if gated:
-        compact = sum(p.numel() for p in model.parameters())
-        described = {"method": variant.method, "unroll": variant.timesteps, "skip": False,
-                     "family": "gated_autoencoder", "feedback": variant.feedback, "timesteps": variant.timesteps,
-                     "mode": variant.mode, "beta_max": variant.beta_max, "eta": variant.eta}
-    else:
-        compact = sum(p.numel() for p in model.parameters()) - sum(
-            p.numel() for loop in model.loops() for c in loop.copies[1:] for p in c.parameters()
-        )
-        described = {"method": variant.method, "unroll": variant.unroll, "skip": variant.skip}
+    # compact parameters: COUPLE's extra copies are not counted
+    compact = sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for loop in model.modules() if isinstance(loop, Loop) for c in loop.copies[1:] for p in c.parameters()
+    )
     summary = {
-        "experiment": exp.name, "variant": variant.name, "seed": seed, **described,
+        "experiment": exp.name, "variant": variant.name, "seed": seed, **variant.described(),
         "status": status, "task": split.task, "loss": loss,
         "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "error": error, "probes": probes,
@@ -225,7 +220,7 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
         summary["extra"] = extra
     # This run alone, as an experiment: `loopnets run <run folder>/config.toml` reproduces it.
     run_config = {**spec.experiment, "train": {**spec.experiment["train"], "seeds": [seed]},
-                  "variants": [_variant_dict(variant)]}
+                  "variants": [variant.table()]}
     files = {
         "config.toml": dumps(run_config).encode(),
         "metrics.csv": _metrics_csv(history).encode(),
@@ -237,12 +232,6 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
             save(model, Path(tmp) / "model.lnet", architecture=not gated)
             files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
     return files
-
-
-def _variant_dict(variant: Variant | GatedVariant) -> dict:
-    if isinstance(variant, GatedVariant):
-        return variant.table()
-    return {k: v for k, v in asdict(variant).items() if v is not None}
 
 
 def _mean_ms(seconds: list[float]) -> float | None:
