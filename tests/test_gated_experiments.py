@@ -84,7 +84,7 @@ def test_every_kemmerling_config_validates(path):
 def test_timesteps_config_matches_the_paper():
     exp = load_config(ROOT / "configs" / "kemmerling" / "timesteps.toml")
     assert [v.timesteps for v in expand_variants(exp)] == [1, 2, 4, 6, 8]
-    assert len(exp.train.seeds) == 10
+    assert len(exp.train.seeds) >= 5 and "10 runs" in exp.description  # scaled from the paper's 10, and says so
 
 
 def test_gated_variant_names_and_expansion(tmp_path):
@@ -122,6 +122,8 @@ def test_lavik_resolved_configs_have_no_gated_keys():
         ({"variants.0.eta": [0.0]}, r"variants\[0\]\.eta must be a number > 0"),
         ({"variants.0.timesteps": 0}, r"variants\[0\]\.timesteps must be an integer >= 1"),
         ({"train.noise_sigmas": [-1]}, r"train\.noise_sigmas must be a non-empty list of numbers >= 0"),
+        ({"train.analyses": ["gain"]}, r"train\.analyses must be a list of analyses from histograms, contrast, tsne"),
+        ({"train.analyses": ["tsne", "tsne"]}, r"train\.analyses names an analysis twice"),
         ({"model.family": "hopfield"}, r"model\.family = 'hopfield' is not one of lavik, gated_autoencoder"),
         ({"model.gated.architecture": "conv"}, r"needs images .* set data\.options\.layout = \"image\""),
         ({"train.loss": "cross_entropy"}, r"train\.loss = 'cross_entropy' does not fit autoencoding"),
@@ -139,6 +141,8 @@ def test_gated_keys_refused_in_lavik_family():
         from_dict({"model": {"gated": {"hidden": 3}}})
     with pytest.raises(ConfigError, match=r"train\.noise_sigmas applies only"):
         from_dict({"train": {"noise_sigmas": [1.0]}})
+    with pytest.raises(ConfigError, match=r"train\.analyses applies only"):
+        from_dict({"train": {"analyses": ["contrast"]}})
     with pytest.raises(ConfigError, match=r"needs its own \[\[variants\]\]"):
         from_dict({"model": {"family": "gated_autoencoder"}})
 
@@ -204,3 +208,47 @@ def test_tiny_conv_gated_run(tmp_path):
     s = json.loads((root / "partial-t2" / "seed=0" / "summary.json").read_text())
     assert s["status"] == "finished" and len(s["extra"]["pass_loss"]) == 2 and s["extra"]["noise"]["loss"][0] > 0
     assert torch.isfinite(torch.tensor(s["probes"]["original"]["loss"]))
+
+
+def test_analyses_write_numbers_and_figures_and_the_report_gathers_them(tmp_path):
+    from loopnets.experiments.runner import run_experiment
+
+    raw = tiny_raw(**{"train.epochs": 1, "train.seeds": [0, 1], "train.analyses": ["histograms", "contrast", "tsne", "strips"]})
+    raw["variants"] = [{"feedback": ["none", "partial"], "timesteps": 2}]
+    root = run_experiment(from_dict(raw), tmp_path, progress=False, log=lambda _: None)
+    folder = root / "partial-t2" / "seed=0"
+    assert {"histograms.png", "contrast.png", "tsne.png", "strip.png", "strip_noise.png", "strip_contrast.png"} <= {
+        p.name for p in folder.iterdir()}
+    extra = json.loads((folder / "summary.json").read_text())["extra"]
+    h = extra["histograms"]
+    assert h["layer"] == 0 and h["max_gain"] == pytest.approx(20.0) and 0 <= h["fraction_max_gain"] <= 1
+    assert 1.0 <= h["mean_gain"] <= 20.0 and sum(h["gain_histogram"]["counts"]) > 0
+    c = extra["contrast"]
+    assert c["factors"] == [round(0.1 * i, 1) for i in range(11)]
+    assert c["last"][-1] == pytest.approx(extra["pass_loss"][-1], rel=1e-4)  # c = 1: the clean last-pass loss
+    assert c["first"][-1] == pytest.approx(extra["pass_loss"][0], rel=1e-4)
+    assert extra["tsne"] == {"layer": 1, "passes": [1, 2], "samples": 360}
+    assert extra["strips"]["noise_sigma"] == 2.0
+    # t-SNE runs for the first seed only; the histograms need feedback
+    second = json.loads((root / "partial-t2" / "seed=1" / "summary.json").read_text())["extra"]
+    assert second["tsne"] is None and not (root / "partial-t2" / "seed=1" / "tsne.png").exists()
+    none = json.loads((root / "none-t1" / "seed=0" / "summary.json").read_text())["extra"]
+    assert none["histograms"] is None and none["contrast"]["last"] == none["contrast"]["first"]
+
+    report = ln_report(root)
+    names = {p.name for p in report.iterdir()}
+    assert {"contrast.png", "partial-t2-histograms.png", "partial-t2-tsne.png", "none-t1-strip_noise.png"} <= names
+    md = (report / "report.md").read_text()
+    assert "## Loss per pass" in md and "## Feedback and gain" in md and "## Reduced contrast" in md
+    gated = json.loads((report / "results.json").read_text())["gated"]
+    mean_first = sum(json.loads((root / "partial-t2" / f"seed={s}" / "summary.json").read_text())["extra"]["pass_loss"][0]
+                     for s in (0, 1)) / 2
+    assert gated["partial-t2"]["pass_loss_mean"][0] == pytest.approx(mean_first)
+    assert gated["partial-t2"]["histograms"]["fraction_max_gain"] == pytest.approx(
+        (h["fraction_max_gain"] + second["histograms"]["fraction_max_gain"]) / 2)
+
+
+def ln_report(root: Path) -> Path:
+    from loopnets.report import build_report
+
+    return build_report(root)

@@ -21,6 +21,7 @@ class Split:
     y_val: torch.Tensor
     classes: tuple[str, ...] = ()  # class names; empty for regression
     task: str = "classification"  # or "regression", "autoencoding"
+    val_labels: torch.Tensor | None = None  # autoencoding: the original class labels of x_val (t-SNE colors)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -43,8 +44,10 @@ class Split:
 
 
 def autoencoding(split: Split) -> Split:
-    """The same inputs as targets (X -> X), task "autoencoding"; labels and class names dropped."""
-    return Split(split.x_train, split.x_train, split.x_val, split.x_val, (), "autoencoding")
+    """The same inputs as targets (X -> X), task "autoencoding"; the class labels of the validation
+    inputs are kept in `val_labels` (for analyses such as a t-SNE colored by class), not as targets."""
+    labels = split.y_val if split.task == "classification" else None
+    return Split(split.x_train, split.x_train, split.x_val, split.x_val, (), "autoencoding", labels)
 
 
 IMAGE_LAYOUTS = ("dense", "image")

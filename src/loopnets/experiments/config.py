@@ -51,6 +51,9 @@ FAMILIES = ("lavik", "gated_autoencoder")
 GATED_ARCHITECTURES = ("dense", "conv")
 GATED_FEEDBACK = ("none", "partial", "comprehensive")
 GATED_MODES = ("gain", "threshold", "both", "constant")  # loopnets.gated.MODES
+# train.analyses (loopnets.experiments.gated): mu_D / gain histograms (Fig 5), reduced-contrast
+# reconstructions (Figs 20, 21), t-SNE of the bottleneck per pass (Figs 18, 19), image strips (Figs 8, 21)
+GATED_ANALYSES = ("histograms", "contrast", "tsne", "strips")
 # MSE for the autoencoder: Kemmerling does not state the loss (the sigmoid output allows MSE or BCE).
 TASK_LOSSES = {"classification": "cross_entropy", "regression": "rmse", "autoencoding": "mse"}
 TASK_OUTPUT_ACTIVATIONS = {"classification": "softmax", "regression": "linear"}
@@ -138,6 +141,10 @@ class TrainConfig:
     # gated_autoencoder only: after training, the validation loss with N(0, sigma^2) noise on every
     # pre-activation in every pass (Kemmerling eq 7, sec 4.4), per sigma; none: no noise sweep.
     noise_sigmas: Union[list, None] = None
+    # gated_autoencoder only: analyses of each trained network on the validation split, written into
+    # the run folder (numbers in summary.json extra, PNGs beside it) and gathered by the report.
+    # Any of GATED_ANALYSES; "tsne" runs for the experiment's first seed only (seconds per pass).
+    analyses: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -335,8 +342,9 @@ def _check_family_keys(family: str, raw: dict) -> None:
     variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
     if family == "lavik":
         foreign_model, foreign_variant = ("gated",), GATED_VARIANT_KEYS
-        if train.get("noise_sigmas") is not None:
-            raise ConfigError("config key train.noise_sigmas applies only to model.family = 'gated_autoencoder'")
+        for key in ("noise_sigmas", "analyses"):
+            if train.get(key):
+                raise ConfigError(f"config key train.{key} applies only to model.family = 'gated_autoencoder'")
     else:
         foreign_model, foreign_variant = LAVIK_MODEL_KEYS, LAVIK_VARIANT_KEYS
     own = "gated_autoencoder" if family == "lavik" else "lavik"
@@ -448,6 +456,15 @@ def _check_gated(exp: Experiment, choose, at_least) -> None:
             isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in sigmas)):
         raise ConfigError(f"config key train.noise_sigmas must be a non-empty list of numbers >= 0, e.g. [0, 0.5, 1, 2]; "
                           f"got {sigmas!r}")
+    _check_analyses(exp.train.analyses)
+
+
+def _check_analyses(analyses) -> None:
+    if not isinstance(analyses, list) or any(a not in GATED_ANALYSES for a in analyses):
+        raise ConfigError(f"config key train.analyses must be a list of analyses from {', '.join(GATED_ANALYSES)} "
+                          f"(e.g. [\"histograms\", \"contrast\"]); got {analyses!r}")
+    if len(set(analyses)) != len(analyses):
+        raise ConfigError(f"config key train.analyses names an analysis twice: {analyses!r}")
 
 
 def _check_gate_values(where: str, feedback, mode, beta_max, eta, choose) -> None:

@@ -4,11 +4,16 @@
 (`loopnets.gated.dense_autoencoder` / `conv_autoencoder`) for the data's input shape.
 `extra_results` computes what summary.json keeps under `extra` for a gated run (see
 docs/contract-runs.md): the validation loss per pass (the output of pass t, which is the output
-of the network run for t timesteps), and the validation loss with evaluation-time Gaussian noise
-on every pre-activation in every pass (eq 7, sec 4.4) for each `train.noise_sigmas`.
+of the network run for t timesteps), the validation loss with evaluation-time Gaussian noise
+on every pre-activation in every pass (eq 7, sec 4.4) for each `train.noise_sigmas`, and the
+`train.analyses` of `loopnets.viz.gated` (numbers in `extra`, PNGs as extra run files).
 """
 
 from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -17,6 +22,13 @@ from loopnets.experiments.config import ConfigError, Experiment, GatedVariant
 from loopnets.gated import GatedNetwork, conv_autoencoder, dense_autoencoder
 from loopnets.probe import unrolled
 from loopnets.train import evaluate
+from loopnets.viz import gated as viz
+
+CONTRAST_FACTORS = [round(0.1 * i, 1) for i in range(11)]  # App 7.5, Fig 20: 0.0, 0.1, ..., 1.0
+STRIP_IMAGES = 10  # Figs 8 and 21 show the first 10 test digits
+STRIP_NOISE_SIGMA = 2.0  # Fig 8
+STRIP_CONTRAST = 0.5  # Fig 21
+TSNE_LAYER = 1  # E2, the bottleneck (Figs 18, 19)
 
 
 def build_gated_model(exp: Experiment, variant: GatedVariant, split: Split) -> GatedNetwork:
@@ -40,11 +52,14 @@ def build_gated_model(exp: Experiment, variant: GatedVariant, split: Split) -> G
         raise ConfigError(f"{where} cannot be built: {err} (check [model.gated] and the variant's options)") from None
 
 
-def extra_results(exp: Experiment, model: GatedNetwork, split: Split, loss: str, seed: int) -> dict:
-    """{"pass_loss": [...], "noise": {"sigmas": [...], "loss": [...]} or None} on the validation split.
+def extra_results(exp: Experiment, model: GatedNetwork, split: Split, loss: str,
+                  seed: int) -> tuple[dict, dict[str, bytes]]:
+    """summary.json's `extra` for a gated run, and the analyses' PNG files (name -> bytes).
 
-    pass_loss[t - 1] is the loss of pass t's output (t = 1..T; pass 1 has no feedback). The noise
-    is drawn from a generator seeded with the run's seed, so the numbers are reproducible.
+    extra = {"pass_loss": [...], "noise": {"sigmas": [...], "loss": [...]} or None, and one entry per
+    `train.analyses`}, all on the validation split. pass_loss[t - 1] is the loss of pass t's output
+    (t = 1..T; pass 1 has no feedback). Noise is drawn after seeding torch with the run's seed, so
+    the numbers are reproducible.
     """
     pass_loss = []
     for t in range(1, model.timesteps + 1):
@@ -58,4 +73,68 @@ def extra_results(exp: Experiment, model: GatedNetwork, split: Split, loss: str,
             with model.noisy(float(sigma)):
                 losses.append(evaluate(model, split.val, loss=loss)["loss"])
         noise = {"sigmas": [float(s) for s in exp.train.noise_sigmas], "loss": losses}
-    return {"pass_loss": pass_loss, "noise": noise}
+    extra = {"pass_loss": pass_loss, "noise": noise}
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in exp.train.analyses:
+            extra[name] = ANALYSES[name](exp, model, split, seed, Path(tmp))
+        files = {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.png"))}
+    return extra, files
+
+
+# --- train.analyses: each returns its numbers for summary.json (None when it does not apply) and
+# --- writes its PNGs into `out`
+
+
+def _histograms(exp: Experiment, model: GatedNetwork, split: Split, seed: int, out: Path) -> dict | None:
+    """mu_D and gain of the lowest feedback-receiving layer (E1 for partial feedback) over the
+    validation set, passes t >= 2 (Fig 5). None for no feedback, one timestep, or no learned gain."""
+    if not model.feedback_pairs or model.timesteps < 2 or model.mode not in ("gain", "both"):
+        return None
+    layer = min(t for _, t in model.feedback_pairs)
+    r = viz.feedback_histograms(model, split.x_val, layer, out / "histograms.png")
+    counts, edges = torch.histogram(torch.as_tensor(r["gain"], dtype=torch.float64).flatten(), bins=20,
+                                    range=(1.0, float(r["max_gain"])))
+    return {"layer": layer, "max_gain": r["max_gain"], "eta": r["eta"], "mean_mu_d": r["mean_mu_d"],
+            "mean_gain": r["mean_gain"], "fraction_max_gain": r["fraction_max_gain"],
+            "gain_histogram": {"edges": edges.tolist(), "counts": [int(c) for c in counts]}}
+
+
+def _contrast(exp: Experiment, model: GatedNetwork, split: Split, seed: int, out: Path) -> dict:
+    """Reconstructions of inputs scaled by c (the paper's x' = c x, App 7.5) against the originals."""
+    r = viz.contrast_sweep(model, split.x_val, CONTRAST_FACTORS, out / "contrast.png", around="zero")
+    return {"factors": r["factors"].tolist(), "first": r["first"].tolist(), "last": r["last"].tolist(),
+            "mean_pixel_gap": r["mean_pixel_gap"].tolist()}
+
+
+def _tsne(exp: Experiment, model: GatedNetwork, split: Split, seed: int, out: Path) -> dict | None:
+    """t-SNE of the bottleneck per pass (Figs 18, 19), for the experiment's first seed only."""
+    if seed != exp.train.seeds[0] or split.val_labels is None:
+        return None
+    r = viz.bottleneck_tsne(model, split.x_val, split.val_labels, TSNE_LAYER, out / "tsne.png", seed=seed)
+    return {"layer": TSNE_LAYER, "passes": r["passes"], "samples": int(len(r["labels"]))}
+
+
+def _strips(exp: Experiment, model: GatedNetwork, split: Split, seed: int, out: Path) -> dict | None:
+    """Inputs above every pass's reconstructions: clean (strip.png), with sigma = 2 noise in every
+    pre-activation (strip_noise.png, Fig 8), and at contrast 0.5 (strip_contrast.png, Fig 21)."""
+    shape = _image_shape(split.input_shape)
+    if shape is None:
+        return None
+    x = split.x_val[:STRIP_IMAGES]
+    viz.image_strip(model, x, len(x), shape, out / "strip.png")
+    with torch.random.fork_rng(), model.noisy(STRIP_NOISE_SIGMA):
+        torch.manual_seed(seed)
+        viz.image_strip(model, x, len(x), shape, out / "strip_noise.png")
+    viz.image_strip(model, STRIP_CONTRAST * x, len(x), shape, out / "strip_contrast.png")
+    return {"images": len(x), "noise_sigma": STRIP_NOISE_SIGMA, "contrast": STRIP_CONTRAST}
+
+
+def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if len(input_shape) == 3:
+        return input_shape
+    side = math.isqrt(input_shape[0]) if len(input_shape) == 1 else 0
+    return (side, side) if side and side * side == input_shape[0] else None
+
+
+ANALYSES = {"histograms": _histograms, "contrast": _contrast, "tsne": _tsne, "strips": _strips}

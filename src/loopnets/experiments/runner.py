@@ -190,6 +190,7 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
         status, error = "diverged", str(err)
     gated = isinstance(variant, GatedVariant)
     probes = extra = None
+    figures: dict[str, bytes] = {}
     if status == "finished":
         probes = {"original": evaluate(model, split.val, loss=loss), "skip_off": None, "feedback_off": None}
         if variant.has_skip:
@@ -199,7 +200,7 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
             with severed(model, loops=True):  # every loop one pass; a gated net one timestep
                 probes["feedback_off"] = evaluate(model, split.val, loss=loss)
         if gated:
-            extra = extra_results(exp, model, split, loss, seed)
+            extra, figures = extra_results(exp, model, split, loss, seed)
     # compact parameters: COUPLE's extra copies are not counted
     compact = sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for loop in model.modules() if isinstance(loop, Loop) for c in loop.copies[1:] for p in c.parameters()
@@ -225,6 +226,7 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
         "config.toml": dumps(run_config).encode(),
         "metrics.csv": _metrics_csv(history).encode(),
         "summary.json": json.dumps(summary, indent=2).encode(),
+        **figures,
     }
     if status == "finished":
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from loopnets.report.figures import FigureFile, write_figures
+from loopnets.report.gated import gated_results, gated_section
 from loopnets.report.results import Experiment, load_experiment
 from loopnets.report.tables import Table, probe_table, timing_table, to_html, to_latex, to_markdown
 
@@ -81,8 +82,19 @@ def build_report(experiment_dir: Path | str) -> Path:
     (out / "timing.tex").write_text(to_latex(timing, f"{experiment.name}: {TIMING_CAPTION}"))
     (out / "probes.md").write_text(f"{experiment.name}: probes, mean ± sd over finished seeds "
                                    f"({experiment.status_line()})\n\n{to_markdown(probes)}")
-    (out / "results.json").write_text(json.dumps(experiment.to_dict(), indent=2, allow_nan=False) + "\n")
+    results = experiment.to_dict()
+    gated = gated_section(experiment, out)
+    if gated:
+        results["gated"] = gated_results(experiment)
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     blocks = _blocks(experiment, figures, probes, timing)
+    for heading, content, caption in gated:
+        if heading:
+            blocks.append(Heading(heading))
+        if isinstance(content, FigureFile):
+            blocks.append(FigureFile(content.name, caption))
+        else:
+            blocks += [Paragraph(caption, caption=True), content]
     (out / "report.md").write_text(render_markdown(blocks))
     (out / "report.html").write_text(render_html(blocks, experiment.name, out))
     return out
