@@ -10,7 +10,7 @@ from loopnets.loop import Loop, tie_
 from loopnets.network import Network
 from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
-from loopnets import gated, layers, viz
+from loopnets import gated, layers, loopy, viz
 
 __all__ = [
     "Combine",
@@ -22,6 +22,7 @@ __all__ = [
     "Network",
     "layers",
     "gated",
+    "loopy",
     "viz",
     "fit",
     "evaluate",

@@ -1,7 +1,18 @@
 """Data sets, offline: each loader returns tensors with a documented split and normalisation."""
 
 from loopnets.data.bike import load_bike
+from loopnets.data.cifar import caswell_mnist, load_cifar10, synthetic_cifar
 from loopnets.data.digits import load_digits
+from loopnets.data.hershey import (
+    AnomalySequences,
+    AnomalySplit,
+    HersheySplit,
+    hershey_classification,
+    hershey_mnist,
+    hershey_random_anomaly,
+    hershey_uniform_anomaly,
+    load_hershey,
+)
 from loopnets.data.iris import load_iris
 from loopnets.data.meats import load_meats
 from loopnets.data.mnist import load_mnist
@@ -18,18 +29,29 @@ from loopnets.data.spectra import load_spectra
 from loopnets.data.split import Split
 
 __all__ = [
+    "AnomalySequences",
+    "AnomalySplit",
+    "HersheySplit",
+    "hershey_classification",
+    "hershey_mnist",
+    "hershey_random_anomaly",
+    "hershey_uniform_anomaly",
+    "load_hershey",
     "DATASETS",
     "MissingPackageError",
     "Split",
+    "caswell_mnist",
     "check_dataset_options",
     "dataset_options",
     "default_loss",
     "describe_dataset",
     "load_bike",
+    "load_cifar10",
     "load_dataset",
     "load_digits",
     "load_iris",
     "load_meats",
     "load_mnist",
     "load_spectra",
+    "synthetic_cifar",
 ]

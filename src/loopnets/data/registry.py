@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from loopnets.data.bike import load_bike
+from loopnets.data.cifar import caswell_mnist, load_cifar10, synthetic_cifar
 from loopnets.data.digits import load_digits
+from loopnets.data.hershey import hershey_classification
 from loopnets.data.iris import load_iris
 from loopnets.data.meats import load_meats
 from loopnets.data.mnist import load_mnist
@@ -29,6 +31,10 @@ DATASETS: dict[str, Callable[..., Split]] = {
     "mnist": load_mnist,
     "digits": load_digits,
     "bike": load_bike,
+    "cifar10": load_cifar10,
+    "synthetic_cifar": synthetic_cifar,
+    "caswell_mnist": caswell_mnist,
+    "hershey_mnist": hershey_classification,
 }
 # Import name -> name to pip-install, where the two differ.
 _PIP_NAMES = {"sklearn": "scikit-learn"}
