@@ -10,7 +10,7 @@ from loopnets.loop import Loop, tie_
 from loopnets.network import Network
 from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
-from loopnets import gated, layers, loopy, viz
+from loopnets import gated, inn, layers, loopy, viz
 
 __all__ = [
     "Combine",
@@ -23,6 +23,7 @@ __all__ = [
     "layers",
     "gated",
     "loopy",
+    "inn",
     "viz",
     "fit",
     "evaluate",

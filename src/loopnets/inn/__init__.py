@@ -1,0 +1,55 @@
+"""Iterative neural networks (Hershey 2023): one masked weight matrix iterated over [input; state].
+
+    import loopnets.inn as inn
+    mask = inn.block_exchange(inn.layered_mask(2500, [500, 200, 100, 10]), p=0.2, seed=0)
+    net = inn.IterativeNetwork(2500, 810, 10, mask, iterations=4, output_activation="linear")
+    ys = net.passes(x)                  # (batch, 4, 10): the output of every iteration
+
+The public API is exactly what this module re-exports.
+"""
+
+from loopnets.inn.masks import block_exchange, identity_blocks, layered_mask, random_mask, weight_space
+from loopnets.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
+from loopnets.inn.tasks import (
+    LSTMBaseline,
+    SequenceHistory,
+    accuracy_by_iterations,
+    accuracy_by_position,
+    acc_end,
+    acc_seq,
+    confusion_matrix,
+    fit_iterations,
+    fit_sequences,
+    lstm_hidden_for,
+    lstm_parameters,
+    multitask_loss,
+    per_iteration_loss,
+    predict_index,
+    sequence_outputs,
+)
+
+__all__ = [
+    "IterativeNetwork",
+    "KERNELS",
+    "AUTO_SPARSE_DENSITY",
+    "layered_mask",
+    "random_mask",
+    "block_exchange",
+    "identity_blocks",
+    "weight_space",
+    "LSTMBaseline",
+    "lstm_parameters",
+    "lstm_hidden_for",
+    "sequence_outputs",
+    "multitask_loss",
+    "per_iteration_loss",
+    "predict_index",
+    "acc_end",
+    "acc_seq",
+    "confusion_matrix",
+    "accuracy_by_position",
+    "accuracy_by_iterations",
+    "fit_sequences",
+    "fit_iterations",
+    "SequenceHistory",
+]

@@ -1,0 +1,514 @@
+"""IterativeNetwork: one masked weight matrix applied again and again to [input; state] (Hershey 2023, ch 2).
+
+Hershey's iterative neural network (INN) keeps the whole network in one weight matrix W over the
+state s = [hidden; outputs] and iterates it. This is the Fig 2.6 form: the input x is re-inserted
+before every iteration instead of being carried by identity rows, so W has shape
+(depth, inputs + depth) and holds exactly the weight space:
+
+    s^0 = 0
+    s^t = act((W * M) [x^t; s^(t-1)] + b)        t = 1 .. T
+    y^t = the last `outputs` rows of s^t
+
+M is a fixed bool mask of trainable weights (False: an untrainable zero). With static input
+x^t = x for every t (classification); with a sequence x^t is its t-th step (one iteration per
+step; anomaly detection). A layered mask reproduces an MLP exactly after one iteration per layer
+(eq 2.10, `from_mlp`); the full mask is a plain RNN (eq 2.11, `rnn`); anything in between (random
+masks of density R, exchanged blocks, fixed identity blocks) is the thesis's design space.
+
+Public: IterativeNetwork, KERNELS, AUTO_SPARSE_DENSITY.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loopnets.inn.masks import layered_mask
+from loopnets.inn.sparse import CSRMatmul, Pattern, SparseWeights
+
+__all__ = ["IterativeNetwork", "KERNELS", "AUTO_SPARSE_DENSITY"]
+
+KERNELS = ("dense", "sparse", "auto")
+
+# kernel="auto" picks "sparse" on the CPU when at most this fraction of the weight space is
+# non-zero (trainable or fixed), "dense" otherwise and on every other device. Measured with
+# benchmarks/inn_kernels.py at the thesis scale (inputs 2500, depth 810, batch 64, 10 iterations):
+# with one thread sparse won at R <= 0.2 by 30 % or more, dense won at R >= 0.5, R = 0.3 was close
+# (fitted crossover 0.28-0.31 over three runs); 0.25 lies just below. See benchmarks/INN_KERNELS.md.
+AUTO_SPARSE_DENSITY = 0.25
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
+INITS = ("linear", "kaiming")
+# Elementwise activations from_mlp (and `activation=`) accept as modules; softmax is not elementwise.
+_ELEMENTWISE = (
+    nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink,
+)  # fmt: skip
+
+
+class IterativeNetwork(nn.Module):
+    """Hershey's iterative neural network: s^t = act((W * M) [x^t; s^(t-1)] + b), s^0 = 0.
+
+    Exact: the masked weights are exactly zero and get exactly zero gradient (W is zero there
+    from the start and the forward pass uses torch.where(M, W, 0), whose gradient is zero where
+    M is False even for inf / nan upstream gradients). Any optimizer whose update of a zero weight
+    with zero gradient and zero state is zero keeps them zero: SGD (with momentum), Adam, Adam with
+    L2 weight decay, AdamW (its decay shrinks w by lr * wd * w = 0).
+
+    Choices the thesis leaves open:
+      - Bias. The thesis folds the bias into W through a row of ones (eq 2.4-2.6) but its INN
+        figure has a 2500 x 2500 input identity (Fig 3.1: no 2501st row for the ones), so whether
+        its INNs had biases is unclear. We keep one bias per state row as a separate dense vector
+        (`bias=True`, the default, so that `from_mlp` is exact for MLPs with biases), not subject
+        to the mask and not counted in `trainable_weights` (which counts weight-space entries, as
+        the thesis's INN weight counts do); `bias=False` drops it.
+      - Output activation. Default: the hidden activation, as in eq 2.10, 2.13 and 2.15, which
+        apply sigma / ReLU to Y, and as for an MLP ending in its activation. Use
+        `output_activation="linear"` when the outputs are logits for a cross-entropy loss (ReLU
+        logits cannot go negative and get no gradient where they are clamped).
+      - Initial values (not stated): `init="linear"` is nn.Linear's rule with each row's fan-in
+        = its number of trainable weights, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
+        bias, so a row of a layered mask starts like the nn.Linear it stands for and a sparse row
+        is not scaled down by its zeros. `init="kaiming"`: N(0, 2 / fan_in) weights, zero bias.
+
+    Cost per forward call with static input: one (batch, inputs) x (inputs, depth) product for
+    the input part, computed once since x is the same in every iteration, then T - 1 products
+    (batch, depth) x (depth, depth) (s^0 = 0, so the first iteration needs none). A sequence of
+    length L computes its input part for all steps in one product. Memory: autograd keeps the T
+    states, (batch, T, depth).
+
+    Kernels (`kernel=`): "dense" multiplies the masked dense matrix; "sparse" multiplies a CSR
+    matrix holding only the non-zero pattern (trainable and fixed weights), with a hand-written
+    backward (transposed CSR product for the state gradient, torch.sparse.sampled_addmm for the
+    weight gradient at the pattern only); "auto" takes "sparse" on the CPU when at most
+    AUTO_SPARSE_DENSITY of the weight space is non-zero, else "dense" (the CPU crossover measured
+    in benchmarks/INN_KERNELS.md; no other device has been measured, so they use "dense"). Both give
+    the same outputs and gradients up to float rounding.
+
+    Args:
+        inputs: input features per step, >= 1 (Hershey: 2500, MNIST resized to 50 x 50).
+        depth: state units (hidden + outputs), >= outputs.
+        outputs: output units, the last `outputs` rows of the state, >= 1.
+        mask: bool (depth, inputs + depth), True = trainable; None: all trainable (the dense
+            RNN, eq 2.11). Build one with `layered_mask`, `random_mask`, `block_exchange`.
+        activation: hidden activation: "relu" (default, the thesis's), "leaky_relu", "tanh",
+            "sigmoid", "linear", or an elementwise activation module such as nn.ELU().
+        output_activation: activation of the output rows; None (default) = `activation`.
+        iterations: T for static input when `passes` / `forward` get none, >= 1 (default 2, the
+            thesis's minimum for the gradient to reach the whole weight space, sec 3.4.4).
+        bias: one trainable bias per state row (default True).
+        fixed: optional untrainable weights (depth, inputs + depth) added to W * M, e.g.
+            `identity_blocks(...)` for persistent memory; zero wherever the mask is True.
+        init: "linear" (default) or "kaiming", see above.
+        kernel: "dense" | "sparse" | "auto" (default).
+        device, dtype: of the parameters, as for nn.Linear.
+    """
+
+    def __init__(
+        self,
+        inputs: int,
+        depth: int,
+        outputs: int,
+        mask: Tensor | None = None,
+        activation: str | nn.Module = "relu",
+        *,
+        output_activation: str | nn.Module | None = None,
+        iterations: int = 2,
+        bias: bool = True,
+        fixed: Tensor | None = None,
+        init: str = "linear",
+        kernel: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        _check_int("inputs", inputs, 1)
+        _check_int("depth", depth, 1)
+        _check_int("outputs", outputs, 1)
+        if outputs > depth:
+            raise ValueError(
+                f"the outputs are the last rows of the state, so outputs <= depth; got outputs={outputs}, depth={depth}"
+            )
+        _check_int("iterations", iterations, 1)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False; got {bias!r}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(map(repr, INITS))}")
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(map(repr, KERNELS))}")
+        shape = (depth, inputs + depth)
+        mask = torch.ones(shape, dtype=torch.bool) if mask is None else _checked_mask(mask, shape)
+        factory = {"device": device, "dtype": dtype}
+
+        self.inputs, self.depth, self.outputs = int(inputs), int(depth), int(outputs)
+        self.iterations = int(iterations)
+        self.kernel = kernel
+        self.init = init
+        self.activation = _activation_module(activation, "activation")
+        self.output_activation = (
+            None if output_activation is None else _activation_module(output_activation, "output_activation")
+        )
+        self.weight = nn.Parameter(torch.empty(shape, **factory))  # (depth, inputs + depth)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(depth, **factory))  # (depth,)
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("mask", mask.to(device=self.weight.device).clone())
+        if fixed is not None:
+            fixed = _checked_fixed(fixed, shape, mask).to(device=self.weight.device, dtype=self.weight.dtype)
+        self.register_buffer("fixed", fixed)
+        self._pattern_cache: tuple | None = None
+        self.reset_parameters()
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Draw the trainable weights (and biases) by `init`; masked weights are set to exactly 0."""
+        fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).to(self.weight.dtype)  # (depth, 1)
+        if self.init == "linear":
+            bound = fan_in.rsqrt()
+            self.weight.uniform_(-1, 1).mul_(bound)
+            if self.bias is not None:
+                self.bias.uniform_(-1, 1).mul_(bound.squeeze(1))
+        else:
+            self.weight.normal_().mul_((2 / fan_in).sqrt())
+            if self.bias is not None:
+                self.bias.zero_()
+        self.weight.masked_fill_(~self.mask, 0.0)
+
+    @classmethod
+    def rnn(
+        cls,
+        inputs: int,
+        hidden: int,
+        outputs: int | None = None,
+        *,
+        activation: str | nn.Module = "relu",
+        output_activation: str | nn.Module | None = None,
+        iterations: int = 2,
+        bias: bool = True,
+        init: str = "linear",
+        kernel: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> IterativeNetwork:
+        """The dense special case, a plain RNN: H^t = ReLU(W^i X^t + W^h H^(t-1) + b) (Hershey eq 2.11).
+
+        The whole weight space trains; W^i = weight[:, :inputs], W^h = weight[:, inputs:]. The
+        outputs are the last `outputs` units of H (all of H by default: in the generalised model
+        "the distinction between H^t and Y^t becomes purely notational", sec 2.1.4).
+
+        Args:
+            inputs: features per step. hidden: units of H. outputs: read-out units (default hidden).
+            The rest: as for IterativeNetwork.
+        """
+        return cls(
+            inputs,
+            hidden,
+            hidden if outputs is None else outputs,
+            None,
+            activation,
+            output_activation=output_activation,
+            iterations=iterations,
+            bias=bias,
+            init=init,
+            kernel=kernel,
+            device=device,
+            dtype=dtype,
+        )
+
+    @classmethod
+    def from_mlp(cls, mlp: nn.Sequential, *, kernel: str = "auto") -> IterativeNetwork:
+        """The iterative network equal to an MLP (Hershey eq 2.10, Fig 2.4 / 2.6).
+
+        `mlp` is an nn.Sequential of nn.Linear layers with one elementwise activation (the same
+        one everywhere) between consecutive layers, and optionally one after the last layer. The
+        result has the layered mask (`layered_mask(in_features, [out_features of each layer])`),
+        the MLP's weights and biases copied into its blocks (same dtype and device), and
+        iterations = the number of Linear layers: static input then gives exactly the MLP's output
+        (and keeps giving it for more iterations, since every block then sees the exact value of
+        the block before). A final activation becomes `output_activation`; a Sequential ending in
+        Linear gives linear output rows. Between two Linear layers without an activation the
+        hidden activation is linear (then every gap must be without one).
+
+        Raises:
+            ValueError: a module other than nn.Linear or a supported elementwise activation,
+                two activations in a row, mismatched layer sizes, or different hidden activations.
+        """
+        if not isinstance(mlp, nn.Sequential):
+            raise TypeError(f"from_mlp takes an nn.Sequential of nn.Linear and activation layers; got {type(mlp).__name__}")
+        modules = _flatten(mlp)
+        linears: list[nn.Linear] = []
+        gaps: list[nn.Module | None] = []  # the activation after each Linear (None: none)
+        for position, m in enumerate(modules):
+            if isinstance(m, nn.Linear):
+                if linears and linears[-1].out_features != m.in_features:
+                    raise ValueError(
+                        f"Linear layer {len(linears)} (module {position}) takes {m.in_features} features but the "
+                        f"layer before gives {linears[-1].out_features}; an MLP needs matching sizes"
+                    )
+                linears.append(m)
+                gaps.append(None)
+            elif isinstance(m, _ELEMENTWISE):
+                if not linears:
+                    raise ValueError(
+                        f"module {position} ({m!r}) comes before the first nn.Linear; the input of an "
+                        "iterative network is re-inserted as is, so the Sequential must start with nn.Linear"
+                    )
+                if gaps[-1] is not None:
+                    raise ValueError(
+                        f"module {position} ({m!r}) follows another activation ({gaps[-1]!r}); an iterative network "
+                        "applies one elementwise activation per iteration, so use at most one between Linear layers"
+                    )
+                gaps[-1] = m
+            else:
+                raise ValueError(
+                    f"from_mlp supports nn.Linear layers and elementwise activations "
+                    f"({', '.join(t.__name__ for t in _ELEMENTWISE)}); module {position} is {m!r}. "
+                    "Remove dropout / normalisation layers (dropout is the identity in eval mode) or rewrite "
+                    "the model by hand"
+                )
+        if not linears:
+            raise ValueError("from_mlp needs at least one nn.Linear layer; the Sequential has none")
+        hidden = [repr(g) if g is not None else repr(nn.Identity()) for g in gaps[:-1]]
+        if len(set(hidden)) > 1:
+            raise ValueError(
+                f"an iterative network has one hidden activation, but this MLP uses {sorted(set(hidden))} between its "
+                "layers; use the same activation after every hidden layer"
+            )
+        hidden_act = copy.deepcopy(gaps[0]) if gaps[0] is not None else "linear"
+        final_act = copy.deepcopy(gaps[-1]) if gaps[-1] is not None else "linear"
+        if len(linears) == 1:  # every row is an output row
+            hidden_act, final_act = final_act, None
+        elif repr(final_act) == repr(hidden_act):
+            final_act = None  # the same activation on every row
+
+        sizes = [m.out_features for m in linears]
+        inputs = linears[0].in_features
+        first = linears[0].weight
+        net = cls(
+            inputs,
+            sum(sizes),
+            sizes[-1],
+            layered_mask(inputs, sizes),
+            hidden_act,
+            output_activation=final_act,
+            iterations=len(linears),
+            bias=any(m.bias is not None for m in linears),
+            kernel=kernel,
+            device=first.device,
+            dtype=first.dtype,
+        )
+        with torch.no_grad():
+            net.weight.zero_()
+            if net.bias is not None:
+                net.bias.zero_()
+            row, cols = 0, (0, inputs)
+            for m, n in zip(linears, sizes):
+                net.weight[row : row + n, cols[0] : cols[1]] = m.weight
+                if m.bias is not None:
+                    net.bias[row : row + n] = m.bias
+                cols = (inputs + row, inputs + row + n)
+                row += n
+        return net
+
+    # -- what it holds ----------------------------------------------------------------------------
+
+    @property
+    def trainable_weights(self) -> int:
+        """Trainable weights: the mask's ones (weight-space entries; biases and fixed weights not counted)."""
+        return int(self.mask.sum())
+
+    @property
+    def density(self) -> float:
+        """Fraction of the weight space that is trainable (the thesis's "sparsity" R)."""
+        return self.trainable_weights / self.mask.numel()
+
+    def effective_weight(self) -> Tensor:
+        """The matrix the forward pass applies: W * M (+ fixed), (depth, inputs + depth)."""
+        w = torch.where(self.mask, self.weight, 0.0)
+        return w if self.fixed is None else w + self.fixed
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, iterations: int | None = None) -> Tensor:
+        """The output of the last iteration, (batch, outputs). x and iterations as in `passes`."""
+        return self.passes(x, iterations)[:, -1]
+
+    def passes(self, x: Tensor, iterations: int | None = None) -> Tensor:
+        """The outputs y^1 .. y^T of every iteration, (batch, T, outputs).
+
+        Args:
+            x: (batch, inputs): static input, re-inserted before every iteration; T = iterations
+                or self.iterations. (batch, L, inputs): a sequence, one step per iteration; T = L.
+            iterations: T for static input (>= 1); for a sequence None or L.
+        """
+        return self._run(x, iterations, states=False)
+
+    def states(self, x: Tensor, iterations: int | None = None) -> Tensor:
+        """The whole state s^1 .. s^T of every iteration, (batch, T, depth); as `passes` otherwise."""
+        return self._run(x, iterations, states=True)
+
+    def _run(self, x: Tensor, iterations: int | None, states: bool) -> Tensor:
+        x, steps = self._checked_input(x, iterations)
+        keep = slice(None) if states else slice(self.depth - self.outputs, None)
+        if self.kernel_on(x.device) == "sparse":
+            return self._run_sparse(x, steps, keep)
+        w = self.effective_weight()
+        w_x, w_s = w[:, : self.inputs], w[:, self.inputs :]  # (depth, inputs), (depth, depth)
+        u = F.linear(x, w_x, self.bias)  # (batch, depth) or (batch, L, depth): the input part, once
+        kept, s = [], None
+        for t in range(steps):
+            z = u if x.dim() == 2 else u[:, t]
+            if s is not None:  # s^0 = 0 adds nothing
+                z = torch.addmm(z, s, w_s.t())
+            s = self._activate(z, dim=1)  # (batch, depth)
+            kept.append(s[:, keep])
+        return torch.stack(kept, 1)
+
+    def _run_sparse(self, x: Tensor, steps: int, keep: slice) -> Tensor:
+        # Column layout: the state is (depth, batch), so a CSR matrix multiplies from the left.
+        px, ps = self._patterns()
+        wx, ws = SparseWeights(px, self._pattern_values(px)), SparseWeights(ps, self._pattern_values(ps))
+        if x.dim() == 2:
+            u = CSRMatmul.apply(wx.values, wx, x.t())  # (depth, batch)
+        else:
+            batch, length, _ = x.shape
+            flat = x.transpose(0, 1).reshape(length * batch, self.inputs)
+            u = CSRMatmul.apply(wx.values, wx, flat.t()).view(self.depth, length, batch)
+        if self.bias is not None:
+            u = u + self.bias.view(-1, *[1] * (u.dim() - 1))
+        kept, s = [], None
+        for t in range(steps):
+            z = u if x.dim() == 2 else u[:, t]
+            if s is not None:
+                z = z + CSRMatmul.apply(ws.values, ws, s)
+            s = self._activate(z, dim=0)  # (depth, batch)
+            kept.append(s[keep].t())
+        return torch.stack(kept, 1)
+
+    def _activate(self, z: Tensor, dim: int) -> Tensor:
+        if self.output_activation is None:
+            return self.activation(z)
+        hidden, out = z.split([self.depth - self.outputs, self.outputs], dim=dim)
+        return torch.cat([self.activation(hidden), self.output_activation(out)], dim=dim)
+
+    def _checked_input(self, x: Tensor, iterations: int | None) -> tuple[Tensor, int]:
+        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.inputs:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"IterativeNetwork(inputs={self.inputs}) takes x of shape (batch, {self.inputs}) (static input, "
+                f"re-inserted every iteration) or (batch, L, {self.inputs}) (a sequence, one step per iteration); "
+                f"got {got}"
+            )
+        if x.dim() == 3:
+            length = x.shape[1]
+            if length < 1:
+                raise ValueError("a sequence input needs at least one step; got L=0")
+            if iterations is not None and iterations != length:
+                raise ValueError(
+                    f"a sequence input runs one iteration per step: x has L={length} steps, so iterations must be "
+                    f"None or {length}; got {iterations!r}"
+                )
+            return x, length
+        if iterations is None:
+            return x, self.iterations
+        _check_int("iterations", iterations, 1)
+        return x, int(iterations)
+
+    # -- sparse kernel ------------------------------------------------------------------------------
+
+    def kernel_on(self, device: torch.device) -> str:
+        """The kernel ("dense" or "sparse") a forward call on `device` uses; resolves kernel="auto"."""
+        if self.kernel != "auto":
+            return self.kernel
+        if device.type != "cpu":
+            return "dense"
+        support = self.mask if self.fixed is None else self.mask | (self.fixed != 0)
+        return "sparse" if support.sum() <= AUTO_SPARSE_DENSITY * support.numel() else "dense"
+
+    def _patterns(self) -> tuple[Pattern, Pattern]:
+        """CSR patterns of the input part and the state part, cached until the mask or fixed changes."""
+        key = tuple((t.data_ptr(), t._version) for t in (self.mask, self.fixed) if t is not None)
+        if self._pattern_cache is None or self._pattern_cache[0] != key:
+            support = self.mask if self.fixed is None else self.mask | (self.fixed != 0)
+            parts = (
+                Pattern(support, self.mask, self.fixed, 0, self.inputs),
+                Pattern(support, self.mask, self.fixed, self.inputs, self.inputs + self.depth),
+            )
+            self._pattern_cache = (key, parts)
+        return self._pattern_cache[1]
+
+    def _pattern_values(self, p: Pattern) -> Tensor:
+        values = self.weight.flatten()[p.flat]  # (nnz,)
+        if p.fixed_values is None:
+            return values
+        return torch.where(p.trainable, values, p.fixed_values.to(values.dtype))
+
+    def extra_repr(self) -> str:
+        return (
+            f"inputs={self.inputs}, depth={self.depth}, outputs={self.outputs}, "
+            f"trainable_weights={self.trainable_weights} (density {self.density:.3g}), iterations={self.iterations}, "
+            f"bias={self.bias is not None}, fixed={self.fixed is not None}, kernel={self.kernel!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _checked_mask(mask, shape: tuple[int, int]) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != shape:
+        got = f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"mask must be a bool tensor of shape (depth, inputs + depth) = {shape}; got {got}. "
+            "Build one with layered_mask, random_mask or block_exchange"
+        )
+    return mask
+
+
+def _checked_fixed(fixed, shape: tuple[int, int], mask: Tensor) -> Tensor:
+    if not isinstance(fixed, Tensor) or not fixed.is_floating_point() or tuple(fixed.shape) != shape:
+        got = f"{fixed.dtype} tensor of shape {tuple(fixed.shape)}" if isinstance(fixed, Tensor) else type(fixed).__name__
+        raise ValueError(
+            f"fixed must be a float tensor of shape (depth, inputs + depth) = {shape}; got {got}. "
+            "Build one with identity_blocks"
+        )
+    both = int((mask & (fixed.to(mask.device) != 0)).sum())
+    if both:
+        raise ValueError(
+            f"a weight is either trainable (mask True) or fixed, not both; {both} positions are both. "
+            "Clear the mask there: mask & (fixed == 0)"
+        )
+    return fixed
+
+
+def _activation_module(spec, name: str) -> nn.Module:
+    if isinstance(spec, nn.Module):
+        if not isinstance(spec, _ELEMENTWISE):
+            raise ValueError(
+                f"{name} must act elementwise (one unit's output depends on that unit only); "
+                f"supported modules: {', '.join(t.__name__ for t in _ELEMENTWISE)}; got {spec!r}"
+            )
+        return spec
+    modules = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
+    if spec not in modules:
+        hint = " (softmax mixes units; use 'linear' outputs and a cross-entropy loss)" if spec == "softmax" else ""
+        raise ValueError(f"unknown {name} {spec!r}; choose one of {', '.join(map(repr, ACTIVATIONS))}{hint}")
+    return modules[spec]()
+
+
+def _flatten(seq: nn.Sequential) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    for m in seq:
+        out.extend(_flatten(m) if isinstance(m, nn.Sequential) else [m])
+    return out
