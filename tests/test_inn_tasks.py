@@ -1,4 +1,4 @@
-"""loopnets.inn.tasks: LSTM baseline sizing, the multi-task loss and the thesis metrics against hand
+"""loopnets.inn (lstm.py, metrics.py, tasks.py): LSTM baseline sizing, the multi-task loss and the thesis metrics against hand
 computations, and the two training loops on a tiny learnable sequence task (stand-in model below)."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from loopnets.inn.tasks import (
+from loopnets.inn import (
     LSTMBaseline,
     SequenceHistory,
     acc_end,

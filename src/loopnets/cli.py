@@ -1,8 +1,9 @@
 """Command line.
 
-    loopnets run [CONFIG] [key=value ...] [--workers N | --ray ADDRESS] [--runs-dir runs]
+    loopnets run [CONFIG] [key=value ...] [--workers N | --ray ADDRESS] [--runs-dir runs] [--data-dir DIR]
     loopnets report RUNS_DIR
     loopnets check CONFIG [CONFIG ...]
+    loopnets bench [--quick] [--suites thesis unroll images] [...]   (a source checkout's benchmarks/run.py)
 
 `loopnets run` with no CONFIG runs the bundled default experiment (iris; see
 `loopnets.experiments.config.Experiment`).
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,11 +24,24 @@ def _run(args: argparse.Namespace) -> int:
 
     config, overrides = _split_config_and_overrides(args.items)
     exp = load_config(config, overrides)
+    if args.data_dir is not None:
+        _check_data_dir(exp.data.name)
+        exp = load_config(config, [*overrides, f"data.options.data_dir={json.dumps(args.data_dir, ensure_ascii=False)}"])
     experiment_dir = run_experiment(exp, args.runs_dir, workers=args.workers, ray_address=args.ray,
                                     progress=not args.no_progress, fresh=args.fresh)
     if not args.no_report:
         _report(experiment_dir)
     return 0
+
+
+def _check_data_dir(name: str) -> None:
+    """--data-dir sets the loader's `data_dir` option: only data sets read from the user's files have one."""
+    from loopnets.data import DATASETS, dataset_options
+
+    takes = [n for n in DATASETS if "data_dir" in dataset_options(n)]
+    if "data_dir" not in dataset_options(name):
+        raise ConfigError(f"--data-dir applies only to data sets read from files you give ({', '.join(takes)}); "
+                          f"this config's data set {name!r} is bundled or built in and takes no folder: drop --data-dir")
 
 
 def _report(experiment_dir: Path) -> Path:
@@ -63,6 +78,18 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(argv: list[str]) -> int:
+    """`loopnets bench ...`: run benchmarks/run.py of the source checkout (not part of the installed package)."""
+    import subprocess
+
+    candidates = [Path(__file__).resolve().parents[2] / "benchmarks" / "run.py", Path.cwd() / "benchmarks" / "run.py"]
+    script = next((c for c in candidates if c.is_file()), None)
+    if script is None:
+        raise ConfigError("loopnets bench runs the benchmarks of a source checkout (benchmarks/run.py), and none was "
+                          f"found at {candidates[0]} or {candidates[1]}: run it from the loopnets repository")
+    return subprocess.call([sys.executable, str(script), *argv])
+
+
 def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
     config = None
     overrides = []
@@ -85,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="a TOML experiment (default: the bundled iris experiment) and key=value overrides, "
                           "e.g. train.epochs=20 'train.seeds=[0,1]'")
     run.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    run.add_argument("--data-dir", metavar="DIR", help="folder of a data set read from your own files (cifar10: the "
+                                                       "extracted cifar-10-batches-py); sets data.options.data_dir")
     backend = run.add_mutually_exclusive_group()
     backend.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     backend.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS, or 'local' to start one here")
@@ -100,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate configs (and build every variant) without training")
     check.add_argument("configs", nargs="+", metavar="CONFIG")
     check.set_defaults(func=_check)
+
+    sub.add_parser("bench", add_help=False, help="time loopnets against hand-written PyTorch and the thesis's "
+                   "framework, write benchmarks/RESULTS.md (`loopnets bench --help` for its options)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every option after it belongs to benchmarks/run.py
+        try:
+            return _bench(argv[1:])
+        except ConfigError as err:
+            print(f"loopnets: error: {err}", file=sys.stderr)
+            return 2
 
     # config and key=value items may come after options too (`run --workers 2 train.epochs=5`)
     args, extra = parser.parse_known_args(argv)

@@ -46,8 +46,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+# family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
+from loopnets.experiments import loopy as _loopy
+from loopnets.experiments.loopy import LoopyConfig, LoopyVariant
+
+# family inn (Hershey): its [model.inn] table, variants and checks live in experiments/inn.py
+from loopnets.experiments import inn as _inn
+from loopnets.experiments.inn import INNConfig, INNVariant
+
 METHODS = ("ffn", "combine", "couple", "tied")
-FAMILIES = ("lavik", "gated_autoencoder")
+FAMILIES = ("lavik", "gated_autoencoder", "loopy_cnn", "inn")
 GATED_ARCHITECTURES = ("dense", "conv")
 GATED_FEEDBACK = ("none", "partial", "comprehensive")
 GATED_MODES = ("gain", "threshold", "both", "constant")  # loopnets.gated.MODES
@@ -123,8 +131,10 @@ class ModelConfig:
     output_activation: str = "auto"  # softmax for classification, linear for regression
     output_bias: bool = False
     init: str = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
-    family: str = "lavik"  # lavik | gated_autoencoder
+    family: str = "lavik"  # lavik | gated_autoencoder | loopy_cnn | inn
     gated: GatedConfig = field(default_factory=GatedConfig)  # family gated_autoencoder only
+    loopy: LoopyConfig = field(default_factory=LoopyConfig)  # family loopy_cnn only
+    inn: INNConfig = field(default_factory=INNConfig)  # family inn only
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,12 @@ class VariantConfig:
     beta_max: Union[float, list, None] = None  # gated
     eta: Union[float, list, None] = None  # gated
     constant_gain: Union[float, None] = None  # gated, mode constant
+    model: Union[str, list, None] = None  # loopy_cnn (with unroll): vanilla | loopy | deep | plus_layer | times_layer | mnist_loopy; inn: inn | lstm
+    density: Union[float, list, None] = None  # inn: R
+    p: Union[float, list, None] = None  # inn: block-exchange probability (structure layered)
+    trainable: Union[int, list, None] = None  # inn: W_train (structure budget; sizes the LSTM)
+    iterations: Union[int, list, None] = None  # inn: T for static input (hershey_mnist)
+    lr: Union[float, list, None] = None  # inn: overrides train.optimizer_args.lr
 
 
 LAVIK_VARIANT_KEYS = ("method", "unroll", "skip", "merge", "output", "accumulate", "grad_scale")
@@ -337,6 +353,12 @@ def from_dict(raw: dict) -> Experiment:
 
 def _check_family_keys(family: str, raw: dict) -> None:
     """Refuse keys of the other model family, naming the key (raw tables: only keys actually set)."""
+    _inn.check_family_keys(family, raw)  # model.inn / inn variant keys only in family inn, which refuses the others' keys
+    if family == _inn.FAMILY:
+        return
+    _loopy.check_family_keys(family, raw)  # model.loopy / variants' model only in loopy_cnn, which refuses the others' keys
+    if family == _loopy.FAMILY:
+        return
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
     variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
@@ -426,6 +448,10 @@ def _check_values(exp: Experiment) -> None:
         raise ConfigError(f"config key train.seeds must be a non-empty list of distinct integers; got {seeds!r}")
     if exp.model.family == "gated_autoencoder":
         _check_gated(exp, choose, at_least)
+    elif exp.model.family == _loopy.FAMILY:
+        _loopy.check_values(exp)
+    elif exp.model.family == _inn.FAMILY:
+        _inn.check_values(exp)
     else:
         choose("model.init", exp.model.init, ("default", "uniform"))
         loop = exp.model.loop
@@ -479,9 +505,13 @@ def _check_gate_values(where: str, feedback, mode, beta_max, eta, choose) -> Non
 
 def expand_variants(exp: Experiment) -> list:
     """Every variant the experiment trains, in config order: `Variant`s (family lavik) or
-    `GatedVariant`s (family gated_autoencoder)."""
+    `GatedVariant`s (family gated_autoencoder) or `LoopyVariant`s (family loopy_cnn)."""
     if exp.model.family == "gated_autoencoder":
         return _expand_gated(exp)
+    if exp.model.family == _loopy.FAMILY:
+        return _loopy.expand(exp)
+    if exp.model.family == _inn.FAMILY:
+        return _inn.expand(exp)
     out = []
     for i, v in enumerate(exp.variants):
         unrolls = v.unroll if isinstance(v.unroll, list) else [v.unroll]
@@ -573,6 +603,12 @@ def to_dict(exp: Experiment) -> dict:
     a gated one has no lavik model or variant keys.
     """
     data = dataclasses.asdict(exp)
+    if exp.model.family == _inn.FAMILY:
+        return _drop_none(_inn.resolved(data))
+    del data["model"]["inn"]  # family inn's table; its variant keys are None here, dropped below
+    if exp.model.family == _loopy.FAMILY:
+        return _drop_none(_loopy.resolved(data))
+    del data["model"]["loopy"]  # a loopy_cnn table; its variants' `model` key is None here, dropped below
     if exp.model.family == "lavik":
         for key in ("family", "gated"):
             del data["model"][key]

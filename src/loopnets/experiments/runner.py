@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from loopnets import layers
 from loopnets.backprop import Combine, Couple
 from loopnets.checkpoint import save
-from loopnets.data import load_dataset
+from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
 from loopnets.experiments.config import (
     TASK_LOSSES,
@@ -47,6 +47,8 @@ from loopnets.experiments.config import (
     from_dict,
     to_dict,
 )
+from loopnets.experiments import loopy as loopy_family
+from loopnets.experiments import inn as inn_family
 from loopnets.experiments.gated import build_gated_model, extra_results
 from loopnets.lavik import init_uniform_, loop_network
 from loopnets.loop import Loop
@@ -77,7 +79,8 @@ class RunSpec:
 
 @functools.lru_cache(maxsize=4)
 def _load_split(name: str, split_seed: int, options: str) -> Split:
-    return load_dataset(name, seed=split_seed, **json.loads(options))
+    seeded = "seed" in dataset_options(name)  # a fixed split (cifar10: the files' order) takes no seed
+    return load_dataset(name, **({"seed": split_seed} if seeded else {}), **json.loads(options))
 
 
 def load_split(exp: Experiment) -> Split:
@@ -87,7 +90,7 @@ def load_split(exp: Experiment) -> Split:
     """
     try:
         split = _load_split(exp.data.name, exp.data.split_seed, json.dumps(exp.data.options, sort_keys=True))
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: user files (cifar10) missing
         raise ConfigError(f"config key data: {err}") from None
     return autoencoding(split) if exp.model.family == "gated_autoencoder" else split
 
@@ -100,6 +103,8 @@ def build_model(exp: Experiment, variant: Variant | GatedVariant, split: Split) 
     """The variant's network for this data; errors name the config key at fault."""
     if isinstance(variant, GatedVariant):
         return build_gated_model(exp, variant, split)
+    if isinstance(variant, loopy_family.LoopyVariant):
+        return loopy_family.build_loopy_model(exp, variant, split)
     specs = []
     for i, table in enumerate(exp.model.layers):
         if not isinstance(table, dict) or "type" not in table:
@@ -136,9 +141,15 @@ def build_model(exp: Experiment, variant: Variant | GatedVariant, split: Split) 
 
 
 def validate(exp: Experiment) -> list[Variant]:
-    """Check everything that can be checked without training; return the expanded variants."""
+    """Check everything that can be checked without training; return the expanded variants.
+
+    A data set read from the user's files (cifar10) is not loaded: the models are built for its
+    known shape (`loopy_family.placeholder_split`), so a config validates before the data is there.
+    """
+    if exp.model.family == inn_family.FAMILY:  # its own data sets and models, checked without generating data
+        return inn_family.validate(exp)
     variants = expand_variants(exp)
-    split = load_split(exp)
+    split = loopy_family.placeholder_split(exp) or load_split(exp)
     loss = loss_name(exp, split)
     from loopnets.losses import get_loss
 
@@ -176,6 +187,8 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     started = time.perf_counter()
     exp = from_dict(spec.experiment)
     variant, seed = spec.variant, spec.seed
+    if isinstance(variant, inn_family.INNVariant):  # its own training loops and summary extras
+        return inn_family.train_run(exp, variant, seed, spec.experiment, started)
     split = load_split(exp)
     loss = loss_name(exp, split)
     torch.manual_seed(seed)
@@ -201,6 +214,8 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
                 probes["feedback_off"] = evaluate(model, split.val, loss=loss)
         if gated:
             extra, figures = extra_results(exp, model, split, loss, seed)
+        elif isinstance(variant, loopy_family.LoopyVariant):
+            extra, figures = loopy_family.extra_results(exp, variant, model, split, loss, seed)
     # compact parameters: COUPLE's extra copies are not counted
     compact = sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for loop in model.modules() if isinstance(loop, Loop) for c in loop.copies[1:] for p in c.parameters()
@@ -218,6 +233,9 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
         "parameters": compact,
     }
     if gated:
+        summary["extra"] = extra
+    if isinstance(variant, loopy_family.LoopyVariant):  # a LoopyCNN is saved as weights only (no config())
+        summary["parameter_counts"] = loopy_family.parameter_counts(model)
         summary["extra"] = extra
     # This run alone, as an experiment: `loopnets run <run folder>/config.toml` reproduces it.
     run_config = {**spec.experiment, "train": {**spec.experiment["train"], "seeds": [seed]},
@@ -287,6 +305,11 @@ def run_experiment(
 ) -> Path:
     """Train every (variant, seed) not yet finished; return the experiment folder."""
     variants = validate(exp)
+    if exp.model.family == inn_family.FAMILY:
+        inn_family.load_data(exp)  # generate the data now: a bad data option is a ConfigError before any folder
+    else:
+        loopy_family.require_data_dir(exp)
+        load_split(exp)  # read user files (cifar10) now, before any folder is written: a missing file is a ConfigError
     experiment_dir = Path(runs_dir) / exp.name
     resolved = dumps(to_dict(exp))
     recorded = experiment_dir / "experiment.toml"

@@ -8,48 +8,54 @@
 The public API is exactly what this module re-exports.
 """
 
-from loopnets.inn.masks import block_exchange, identity_blocks, layered_mask, random_mask, weight_space
-from loopnets.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
-from loopnets.inn.tasks import (
-    LSTMBaseline,
-    SequenceHistory,
-    accuracy_by_iterations,
-    accuracy_by_position,
+from loopnets.inn.lstm import LSTMBaseline, lstm_hidden_for, lstm_parameters
+from loopnets.inn.masks import (
+    block_exchange,
+    identity_blocks,
+    layered_mask,
+    random_mask,
+    weight_space,
+)
+from loopnets.inn.metrics import (
     acc_end,
     acc_seq,
+    accuracy_by_position,
     confusion_matrix,
-    fit_iterations,
-    fit_sequences,
-    lstm_hidden_for,
-    lstm_parameters,
-    multitask_loss,
-    per_iteration_loss,
     predict_index,
     sequence_outputs,
 )
+from loopnets.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
+from loopnets.inn.tasks import (
+    SequenceHistory,
+    accuracy_by_iterations,
+    fit_iterations,
+    fit_sequences,
+    multitask_loss,
+    per_iteration_loss,
+)
 
 __all__ = [
-    "IterativeNetwork",
-    "KERNELS",
     "AUTO_SPARSE_DENSITY",
-    "layered_mask",
-    "random_mask",
-    "block_exchange",
-    "identity_blocks",
-    "weight_space",
+    "KERNELS",
+    "IterativeNetwork",
     "LSTMBaseline",
-    "lstm_parameters",
+    "SequenceHistory",
+    "acc_end",
+    "acc_seq",
+    "accuracy_by_iterations",
+    "accuracy_by_position",
+    "block_exchange",
+    "confusion_matrix",
+    "fit_iterations",
+    "fit_sequences",
+    "identity_blocks",
+    "layered_mask",
     "lstm_hidden_for",
-    "sequence_outputs",
+    "lstm_parameters",
     "multitask_loss",
     "per_iteration_loss",
     "predict_index",
-    "acc_end",
-    "acc_seq",
-    "confusion_matrix",
-    "accuracy_by_position",
-    "accuracy_by_iterations",
-    "fit_sequences",
-    "fit_iterations",
-    "SequenceHistory",
+    "random_mask",
+    "sequence_outputs",
+    "weight_space",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["layered_mask", "random_mask", "block_exchange", "identity_blocks", "weight_space"]
+__all__ = ["block_exchange", "identity_blocks", "layered_mask", "random_mask", "weight_space"]
 
 
 def layered_mask(inputs: int, sizes: Sequence[int]) -> Tensor:

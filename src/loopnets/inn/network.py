@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from loopnets.inn.masks import layered_mask
 from loopnets.inn.sparse import CSRMatmul, Pattern, SparseWeights
 
-__all__ = ["IterativeNetwork", "KERNELS", "AUTO_SPARSE_DENSITY"]
+__all__ = ["AUTO_SPARSE_DENSITY", "KERNELS", "IterativeNetwork"]
 
 KERNELS = ("dense", "sparse", "auto")
 

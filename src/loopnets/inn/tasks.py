@@ -1,5 +1,5 @@
-"""Training pieces for iterative networks (Hershey 2023): the LSTM baseline, the multi-task loss,
-the thesis's metrics, and two plain training loops.
+"""Training for iterative networks (Hershey 2023): the multi-task loss, the per-iteration loss, and two
+plain training loops (the LSTM baseline is in `loopnets.inn.lstm`, the metrics in `loopnets.inn.metrics`).
 
 Every model here has the per-step readout interface of `loopnets.inn.IterativeNetwork`:
 `model.passes(x) -> (batch, T, outputs)`, the outputs of every step, and `model(x) = passes(x)[:, -1]`.
@@ -26,9 +26,7 @@ iterative network trained here must read its output region before the activation
 from __future__ import annotations
 
 import math
-import numbers
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -39,114 +37,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
 from loopnets.loop import tie_
 from loopnets.optim import OptimizerSpec, make_optimizer
-from loopnets.train import EVAL_BATCH_SIZE, EpochRecord, History, TrainingDiverged
+from loopnets.train import (
+    EVAL_BATCH_SIZE,
+    EpochRecord,
+    History,
+    TrainingDiverged,
+    _check_int,
+    _device_and_dtype,
+    _postfix,
+)
 
-FLAG_UNIT = -1  # the output unit holding the anomaly-flag logit: the last one (see the module docstring)
 INTERIM = ("sum", "mean")
 
 
-# --- the LSTM baseline (thesis §2.1.6, Table 3.1) ---------------------------------------------
-
-
-def lstm_parameters(hidden: int, inputs: int = 2500, outputs: int = 10) -> int:
-    """Trainable parameters of `torch.nn.LSTM(inputs, hidden, proj_size=outputs)`.
-
-    4 gates x (hidden x inputs + hidden x outputs + 2 biases of hidden) + the projection
-    outputs x hidden = hidden * (4 inputs + 5 outputs + 8). LSTMBaseline() has 130 * 10,058 = 1,307,540.
-    """
-    return hidden * (4 * inputs + 5 * outputs + 8)
-
-
-def lstm_hidden_for(trainable: int, inputs: int = 2500, outputs: int = 10) -> int:
-    """The largest LSTMBaseline hidden size whose parameter count is <= `trainable`.
-
-    The thesis sizes its LSTMs "to approximate the number of trainable weights" of the iterative
-    networks (§2.1.6). PyTorch needs hidden > proj_size = outputs, so the smallest LSTM with 2500
-    inputs and 10 outputs (hidden 11) has 110,638 parameters: at the thesis's 50,000 and 10,000
-    weights it "could no longer be defined" (§3.4.2), and here it cannot at 100,000 either.
-
-    Raises:
-        ValueError: no hidden size > outputs fits in `trainable` (the message gives the minimum).
-    """
-    for name, value in (("trainable", trainable), ("inputs", inputs), ("outputs", outputs)):
-        _check_int(name, value, minimum=1)
-    per_unit = lstm_parameters(1, inputs, outputs)
-    hidden = int(trainable) // per_unit
-    if hidden <= outputs:
-        smallest = lstm_parameters(outputs + 1, inputs, outputs)
-        raise ValueError(
-            f"no LSTM with {inputs} inputs and {outputs} outputs fits in {int(trainable):,} trainable parameters: "
-            f"its projection needs hidden > {outputs}, and the smallest (hidden={outputs + 1}) has {smallest:,} "
-            f"({per_unit:,} per hidden unit). Give it at least {smallest:,} parameters"
-        )
-    return hidden
-
-
-class LSTMBaseline(nn.Module):
-    """The thesis's LSTM baseline: `torch.nn.LSTM(inputs, hidden, proj_size=outputs)`, read every step.
-
-    The outputs are the projected hidden states h_t (linear projection, no activation), used as
-    logits. LSTMBaseline() has exactly 1,307,540 parameters, Table 3.1's count ("input dimension of
-    2500, a hidden dimension of 130 and an output dimension of 10"); an LSTM(2500, 130) with a
-    separate Linear(130, 10) head would have 1,369,950.
-
-    Args:
-        inputs: features per step (2500: MNIST resized to 50 x 50).
-        hidden: LSTM cell size; must exceed `outputs` (PyTorch's rule for proj_size).
-        outputs: projected output units (`sequence_outputs(length)` for an anomaly task).
-    """
-
-    def __init__(self, inputs: int = 2500, hidden: int = 130, outputs: int = 10):
-        super().__init__()
-        for name, value in (("inputs", inputs), ("hidden", hidden), ("outputs", outputs)):
-            _check_int(name, value, minimum=1)
-        if hidden <= outputs:
-            raise ValueError(
-                f"LSTMBaseline needs hidden > outputs (PyTorch's proj_size rule); got hidden={hidden}, "
-                f"outputs={outputs}: use hidden={outputs + 1} or more"
-            )
-        self.lstm = nn.LSTM(inputs, hidden, proj_size=outputs, batch_first=True)
-
-    def passes(self, x: Tensor, iterations: int | None = None) -> Tensor:
-        """The output of every step, (batch, T, outputs).
-
-        Args:
-            x: (batch, L, inputs), one step per element (T = L), or (batch, inputs), fed
-                `iterations` times (default 1).
-            iterations: steps for a static input; not allowed with a sequence.
-        """
-        if x.dim() == 2:
-            if iterations is not None:
-                _check_int("iterations", iterations, minimum=1)
-            x = x.unsqueeze(1).expand(-1, iterations or 1, -1)  # (batch, T, inputs)
-        elif x.dim() != 3:
-            raise ValueError(
-                f"LSTMBaseline takes (batch, L, inputs) sequences or (batch, inputs) static inputs; got {tuple(x.shape)}"
-            )
-        elif iterations is not None:
-            raise ValueError(
-                f"a sequence of shape {tuple(x.shape)} runs one step per element; drop iterations={iterations!r}"
-            )
-        with warnings.catch_warnings():
-            # On CPU, PyTorch says once that oneDNN has no projection kernel and uses its own: same results.
-            warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
-            out, _ = self.lstm(x)  # (batch, T, outputs)
-        return out
-
-    def forward(self, x: Tensor, iterations: int | None = None) -> Tensor:
-        """The last step's output, (batch, outputs)."""
-        return self.passes(x, iterations)[:, -1]
-
-
 # --- losses (thesis §2.1.7, eqs 2.17 and 2.18) ------------------------------------------------
-
-
-def sequence_outputs(length: int) -> int:
-    """Output units an anomaly task of `length` images needs: `length` index logits + 1 flag logit."""
-    _check_int("length", length, minimum=1)
-    return length + 1
 
 
 def multitask_loss(
@@ -219,54 +126,7 @@ def per_iteration_loss(outputs: Tensor, labels: Tensor, weights: Tensor | Sequen
     return (weights * ce).sum()
 
 
-# --- metrics (thesis §2.2, eqs 2.19 and 2.20; Figs 3.8, 3.11, 3.22) ---------------------------
-
-
-def predict_index(outputs: Tensor, flag_unit: int = FLAG_UNIT) -> Tensor:
-    """The predicted anomaly position of each sequence, (batch,): argmax of the index logits at the last step."""
-    if outputs.dim() != 3 or outputs.shape[2] < 2:
-        raise ValueError(f"outputs must be (batch, T, units) with units >= 2; got {tuple(outputs.shape)}")
-    return _index_logits(outputs[:, -1], _unit(flag_unit, outputs.shape[2])).argmax(dim=1)
-
-
-def acc_end(outputs: Tensor, index: Tensor, flag_unit: int = FLAG_UNIT) -> float:
-    """ACC_end (eq 2.19): the fraction of sequences whose last-step index prediction equals `index`.
-
-    The thesis's primary metric ("validation end sequence accuracy").
-    """
-    if index.shape != outputs.shape[:1] or index.is_floating_point():
-        raise ValueError(
-            f"index must hold integer positions, shape ({outputs.shape[0]},); got {index.dtype} {tuple(index.shape)}"
-        )
-    return (_end_hits(outputs, index, flag_unit) / len(index)).item()
-
-
-def acc_seq(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int = FLAG_UNIT) -> float:
-    """ACC_seq (eq 2.20): accuracy over all T steps of all N sequences, hits / (N T).
-
-    A hit at interim step t < T-1: the flag logit's sign (> 0, i.e. p > 0.5) equals flags[t] (> 0.5);
-    a hit at the last step: the index prediction equals `index` (the thesis compares each step with
-    its own ground truth; the per-step targets are the binary flags, §2.2).
-    """
-    _split(outputs, flags, index, flag_unit)
-    hits = _seq_hits(outputs, flags, index, flag_unit)
-    return (hits / outputs.shape[0] / outputs.shape[1]).item()
-
-
-def confusion_matrix(pred: Tensor, true: Tensor, classes: int) -> Tensor:
-    """Counts (classes, classes), int64: row = true class, column = predicted (sklearn's layout, Figs 3.8, 3.11)."""
-    pred, true = _class_pair(pred, true, classes)
-    return torch.bincount(true * classes + pred, minlength=classes * classes).reshape(classes, classes)
-
-
-def accuracy_by_position(pred: Tensor, true: Tensor, classes: int) -> Tensor:
-    """Accuracy per true anomaly position, (classes,) float64; nan where a position never occurs.
-
-    The recency-bias analysis of Figs 3.8 / 3.11: an LSTM does better on late anomalies, the
-    INN about equally well at every position. Same as the confusion matrix's diagonal / row sums.
-    """
-    counts = confusion_matrix(pred, true, classes).double()
-    return counts.diagonal() / counts.sum(dim=1)  # 0 / 0 = nan for positions with no samples
+# --- evaluation at other iteration counts (Figs 3.21, 3.22) -----------------------------------
 
 
 def accuracy_by_iterations(
@@ -288,7 +148,9 @@ def accuracy_by_iterations(
         {T: accuracy} in the order given.
     """
     _check_int("batch_size", batch_size, minimum=1)
-    counts = [int(_check_int("iterations", t, minimum=1)) for t in iterations]
+    for t in iterations:
+        _check_int("iterations", t, minimum=1)
+    counts = [int(t) for t in iterations]
     device, dtype = _device_and_dtype(model)
     x, y = _classification((x, y), "data", device, dtype)
     modes = {module: module.training for module in model.modules()}
@@ -304,9 +166,6 @@ def accuracy_by_iterations(
         for module, training in modes.items():
             module.train(training)
     return dict(zip(counts, (hits.double() / len(x)).tolist()))
-
-
-# --- training ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -482,7 +341,9 @@ def fit_iterations(
         ValueError: malformed data or options.
     """
     _check_options(epochs, batch_size, seed, early_stopping, val)
-    kwargs = {} if iterations is None else {"iterations": int(_check_int("iterations", iterations, minimum=1))}
+    if iterations is not None:
+        _check_int("iterations", iterations, minimum=1)
+    kwargs = {} if iterations is None else {"iterations": int(iterations)}
     device, dtype = _device_and_dtype(model)
     x, y = _classification(train, "train", device, dtype)  # (n, inputs), (n,)
     val = _classification(val, "val", device, dtype) if val is not None else None
@@ -550,54 +411,6 @@ def fit_iterations(
 # --- private helpers --------------------------------------------------------------------------
 
 
-def _unit(flag_unit: int, units: int) -> int:
-    """`flag_unit` as a non-negative unit number, checked against the output width."""
-    if isinstance(flag_unit, bool) or not isinstance(flag_unit, numbers.Integral) or not -units <= flag_unit < units:
-        raise ValueError(f"flag_unit must be an output unit in [{-units}, {units - 1}]; got {flag_unit!r}")
-    return int(flag_unit) % units
-
-
-def _index_logits(outputs: Tensor, unit: int) -> Tensor:
-    """Every unit but the flag unit, (..., units - 1)."""
-    return torch.cat([outputs[..., :unit], outputs[..., unit + 1 :]], dim=-1)
-
-
-def _split(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> tuple[Tensor, Tensor]:
-    """Check the shapes (no host sync) and return (index logits (B, T, units-1), flag logits (B, T))."""
-    if outputs.dim() != 3:
-        raise ValueError(
-            f"the multi-task loss needs outputs (batch, steps, units) from model.passes(x); got {tuple(outputs.shape)}"
-        )
-    batch, steps, units = outputs.shape
-    if steps < 2:
-        raise ValueError(f"an anomaly sequence needs at least 2 steps (images, then the query step); got {steps}")
-    if units < steps:
-        raise ValueError(
-            f"a sequence of {steps} steps ({steps - 1} images and the query step) needs {steps} output units "
-            f"({steps - 1} index logits + 1 flag logit, sequence_outputs({steps - 1})); the model gives {units}"
-        )
-    if flags.shape not in ((batch, steps), (batch, steps - 1)):
-        raise ValueError(
-            f"flags must have shape ({batch}, {steps}) or ({batch}, {steps - 1}), one per image; got {tuple(flags.shape)}"
-        )
-    if index.shape != (batch,) or index.is_floating_point():
-        raise ValueError(f"index must hold integer positions, shape ({batch},); got {index.dtype} {tuple(index.shape)}")
-    unit = _unit(flag_unit, units)
-    return _index_logits(outputs, unit), outputs[..., unit]
-
-
-def _end_hits(outputs: Tensor, index: Tensor, flag_unit: int) -> Tensor:
-    return (predict_index(outputs, flag_unit) == index).sum()
-
-
-def _seq_hits(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> Tensor:
-    """Correct steps: interim flag signs against the flags, plus the final index predictions."""
-    steps = outputs.shape[1]
-    flag_logits = outputs[:, :-1, _unit(flag_unit, outputs.shape[2])]  # (B, T - 1)
-    interim_hits = ((flag_logits > 0) == (flags[:, : steps - 1] > 0.5)).sum()
-    return interim_hits + _end_hits(outputs, index, flag_unit)
-
-
 def _evaluate_sequences(
     model: nn.Module, x: Tensor, flags: Tensor, index: Tensor, flag_unit: int, interim: str
 ) -> tuple[float, float, float]:
@@ -617,22 +430,6 @@ def _evaluate_sequences(
     n = len(x)
     loss, acc_e, acc_s = torch.stack([loss_sum / n, end.double() / n, seq.double() / (n * steps)]).tolist()
     return loss, acc_e, acc_s
-
-
-def _class_pair(pred: Tensor, true: Tensor, classes: int) -> tuple[Tensor, Tensor]:
-    _check_int("classes", classes, minimum=1)
-    pred, true = torch.as_tensor(pred), torch.as_tensor(true)
-    if pred.shape != true.shape or pred.dim() != 1 or pred.is_floating_point() or true.is_floating_point():
-        raise ValueError(
-            f"pred and true must be integer class vectors of the same shape (n,); got {pred.dtype} "
-            f"{tuple(pred.shape)} and {true.dtype} {tuple(true.shape)}"
-        )
-    for name, value in (("pred", pred), ("true", true)):
-        if value.numel() and bool((value.min() < 0) | (value.max() >= classes)):
-            raise ValueError(
-                f"{name} holds classes in [{int(value.min())}, {int(value.max())}] but classes={classes} allows [0, {classes - 1}]"
-            )
-    return pred.long(), true.long()
 
 
 def _as_tensor(value, name: str, part: str) -> Tensor:
@@ -703,25 +500,3 @@ def _check_finite(which: str, loss: float, epoch: int, history: History) -> None
             f"the {len(history)} finished epochs are in the exception's .history",
             history,
         )
-
-
-def _check_int(name: str, value, minimum: int | None):
-    """ValueError unless `value` is an int (not a bool) >= minimum; returns it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")
-    return value
-
-
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first parameter (CPU / default dtype without any)."""
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.get_default_dtype())
-    return torch.device("cpu"), torch.get_default_dtype()
-
-
-def _postfix(train_loss: float, val_loss: float | None, val_accuracy: float | None) -> dict:
-    postfix = {"train_loss": f"{train_loss:.4g}"}
-    if val_loss is not None:
-        postfix.update(val_loss=f"{val_loss:.4g}", val_acc=f"{val_accuracy:.3f}")
-    return postfix
