@@ -257,6 +257,25 @@ CLAIMS = [claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7, claim_8
 # ----------------------------------------------------------------------------- page
 
 
+def contrast_section(experiments: dict[str, Experiment]) -> list[str]:
+    """App 7.5 (not among the 11 findings): reconstructions of inputs at contrast 0.5, first vs last pass."""
+    exp = experiments.get("feedback")
+    rows = []
+    for v in exp.variants if exp else []:
+        at = [(c["first"][5], c["last"][5], c["mean_pixel_gap"][5]) for r in v.finished
+              if (c := (r.summary.get("extra") or {}).get("contrast")) and c["factors"][5] == 0.5]
+        if at:
+            rows.append(f"| {v.name} | {ms([a[0] for a in at])} | {ms([a[1] for a in at])} | {ms([a[2] for a in at])} |")
+    if not rows:
+        return []
+    return ["## Beyond the 11 findings: reduced contrast (App 7.5)", "",
+            "Inputs scaled by c = 0.5 (x' = c x, Fig 21), reconstruction MSE against the original images, pass 1 and the "
+            "last pass, and Fig 20's gap |mean pixel of the last pass - of pass 1| (configs/kemmerling/feedback.toml, "
+            "validation set, mean ± sd over seeds). The paper asks whether the second pass restores a regular-contrast "
+            "image; `runs/kemmerling-feedback/report/partial-t2-strip_contrast.png` shows it.", "",
+            "| Model | Pass 1 MSE | Last pass MSE | Mean pixel gap |", "|:---|---:|---:|---:|", *rows, ""]
+
+
 def load_runs(runs_dir: Path) -> dict[str, Experiment]:
     out = {}
     for config in CONFIGS:
@@ -285,6 +304,7 @@ def build(runs_dir: Path, out: Path) -> str:
     lines += ["", "## Why, claim by claim", ""]
     for i, text in enumerate(claims["claim"], start=1):
         lines += [f"**{i}.** {text['why'].strip()}", ""]
+    lines += contrast_section(experiments)
     lines += ["## The runs", "", "| Config | Runs | Training time (summed over runs) | Report |", "|:---|:---|---:|:---|"]
     for config in CONFIGS:
         exp = experiments.get(config)
