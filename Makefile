@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) -m loopnets.cli bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

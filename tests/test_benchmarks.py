@@ -1,16 +1,85 @@
 """The benchmarks stay runnable (tiny sizes; the numbers themselves are reported, not asserted here)."""
 
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import memory  # noqa: E402
+import run  # noqa: E402
+import targets  # noqa: E402
 
 
 def test_memory_benchmark_runs_and_sees_tied_growth(capsys):
     rows = memory.main(["--width", "64", "--batch", "64", "--unrolls", "2", "16", "--modes", "combine", "tied"])
     saved = {(r["mode"], r["unroll"]): r["saved_bytes"] for r in rows}
+    peak = {(r["mode"], r["unroll"]): r["peak_bytes"] for r in rows}
     assert saved["combine", 16] == saved["combine", 2]
     assert saved["tied", 16] > 4 * saved["tied", 2]
+    assert peak["combine", 16] <= 1.2 * peak["combine", 2]  # bytes held, not time: deterministic
+    assert peak["tied", 16] > 3 * peak["tied", 2]
     assert "peak / unroll=2" in capsys.readouterr().out
+
+
+def test_quick_suite_writes_results_with_every_section_and_computed_targets(tmp_path, capsys):
+    out, figure = tmp_path / "RESULTS.md", tmp_path / "unroll.png"
+    result = run.main(["--quick", "--no-memory", "--out", str(out), "--figure", str(figure)])
+    text = out.read_text()
+    for section in ("# loopnets benchmarks", "## Targets:", "## Thesis workloads (cpu)", "## Unroll scaling (cpu)",
+                    "## Image workload (cpu)"):
+        assert section in text, section
+    for fact in ("- Date:", "- Machine:", "torch 2.", "torch thread(s)", "--quick"):
+        assert fact in text, fact
+    assert figure.stat().st_size > 0
+    # every thesis row has its three timings and a neurons ratio where the issue gives a figure
+    assert {r["workload"] for r in result["thesis"]} == {"ftir_mlp", "ftir_cnn", "iris"}
+    for r in result["thesis"]:
+        assert all(r[k] > 0 for k in ("loopnets_ms", "handwritten_ms", "tuned_ms"))
+        assert (r["neurons_speedup"] is not None) == (r["variant"] in ("ffn", "combine", "couple"))
+    assert {r["mode"] for r in result["unroll"]} == {"tied", "couple", "combine"}
+    kinds = {c.target for c in result["checks"]}
+    assert {"3x faster than neurons", "at most 1.10x hand-written", "COMBINE backward time"} <= kinds
+    printed = capsys.readouterr().out
+    for c in result["checks"]:
+        assert math.isfinite(c.value) and c.line() in printed and c.line() in text
+
+
+def _thesis_row(workload, variant, unroll, loopnets_ms, handwritten_ms, neurons_ms):
+    return {"workload": workload, "variant": variant, "unroll": unroll, "device": "cpu", "loopnets_ms": loopnets_ms,
+            "handwritten_ms": handwritten_ms, "vs_handwritten": loopnets_ms / handwritten_ms, "neurons_ms": neurons_ms,
+            "neurons_speedup": neurons_ms / loopnets_ms if neurons_ms else None}
+
+
+def _unroll_row(mode, unroll, backward_ms, peak_bytes, ratio=1.0):
+    return {"mode": mode, "unroll": unroll, "device": "cpu", "loopnets_backward_ms": backward_ms,
+            "peak_bytes": peak_bytes, "vs_handwritten": ratio}
+
+
+def test_targets_pass_and_fail_at_their_bounds():
+    thesis = [
+        _thesis_row("iris", "ffn", 1, 1.7, 2.0, 5.1),  # 3.0x faster: PASS
+        _thesis_row("iris", "couple", 2, 4.0, 3.6, 11.4),  # 2.85x: FAIL; 1.11x hand-written: FAIL
+        _thesis_row("iris", "tied", 2, 2.2, 2.0, None),  # 1.10x: PASS, no neurons figure
+    ]
+    unroll = [_unroll_row("combine", 2, 10.0, 100), _unroll_row("combine", 32, 13.0, 121),
+              _unroll_row("tied", 2, 5.0, 100, ratio=0.9)]
+    images = [{"workload": "loopy CNN", "image": 32, "unroll": 3, "device": "cpu", "vs_handwritten": 1.2}]
+    got = {(c.target, c.case): (c.verdict, round(c.value, 2)) for c in targets.checks(thesis, unroll, images)}
+    assert got == {
+        ("3x faster than neurons", "iris FFN"): ("PASS", 3.0),
+        ("3x faster than neurons", "iris COUPLE x2"): ("FAIL", 2.85),
+        ("at most 1.10x hand-written", "iris COUPLE x2"): ("FAIL", 1.11),
+        ("at most 1.10x hand-written", "iris TIED x2"): ("PASS", 1.1),
+        ("at most 1.10x hand-written", "unroll suite tied x2"): ("PASS", 0.9),
+        ("at most 1.10x hand-written", "loopy CNN 32x32 Tied x3"): ("FAIL", 1.2),
+        ("COMBINE peak memory", "unroll 32 / unroll 2"): ("FAIL", 1.21),
+        ("COMBINE backward time", "unroll 32 / unroll 2"): ("PASS", 1.3),
+    }
+
+
+def test_loopnets_bench_runs_the_benchmark_script(capfd):
+    from loopnets.cli import main
+
+    assert main(["bench", "--help"]) == 0  # the options are benchmarks/run.py's
+    assert "--quick" in capfd.readouterr().out

@@ -4,6 +4,7 @@ The public API is exactly what this module re-exports; everything else is privat
 """
 
 from loopnets.backprop import Combine, Couple, Tied
+from loopnets.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
 from loopnets.dropout import Dropout
 from loopnets.loop import Loop, tie_
@@ -26,6 +27,8 @@ __all__ = [
     "inn",
     "viz",
     "fit",
+    "fit_many",
+    "ManyHistories",
     "evaluate",
     "History",
     "TrainingDiverged",

@@ -9,7 +9,8 @@ Caswell et al.), and `unroll=1` is the plain feedforward body.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from loopnets.backprop import (
     combine_forward,
     combine_stages,
 )
-from loopnets.dropout import pinned_masks, share_masks
+from loopnets.dropout import Dropout, pinned_masks, share_masks
 
 MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "replace": lambda fed, x: fed,  # linear unwrap (thesis Fig. 3.2)
@@ -110,6 +111,10 @@ class Loop(nn.Module):
                 share_masks(body, c)
         if isinstance(backprop, Combine):
             self._stages = combine_stages(body)
+        # The dropout layers whose masks every forward call pins, found once (like COMBINE's
+        # stages, the structure is fixed at construction): no module walk per forward call.
+        self._dropouts = tuple(m for c in (*self.copies, feedback) if c is not None
+                               for m in c.modules() if isinstance(m, Dropout))
 
     # -- forward ------------------------------------------------------------------------------
 
@@ -140,25 +145,30 @@ class Loop(nn.Module):
         return k
 
     def _run(self, x: torch.Tensor, k: int, readout: list | None) -> torch.Tensor:
-        with pinned_masks([*self.copies, self.feedback]):
-            if isinstance(self.backprop, Combine):
-                return combine_forward(self, x, k, readout)
-            copies = self.copies
-            outputs = []
-            h = x
-            for t in range(k):
-                v = x if t == 0 else self._merge(self._feed(h), x)
-                h = copies[min(t, len(copies) - 1)](v)
-                self._check_shape(x, h, "body output")
-                if readout is not None:
-                    readout.append(h)
-                if self.output in ("mean", "sum"):
-                    outputs.append(h)
-            if self.output == "mean":
-                return torch.stack(outputs).mean(0)
-            if self.output == "sum":
-                return torch.stack(outputs).sum(0)
-            return h
+        if not self._dropouts:
+            return self._passes(x, k, readout)
+        with pinned_masks(self._dropouts):
+            return self._passes(x, k, readout)
+
+    def _passes(self, x: torch.Tensor, k: int, readout: list | None) -> torch.Tensor:
+        if isinstance(self.backprop, Combine):
+            return combine_forward(self, x, k, readout)
+        copies = self.copies
+        outputs = []
+        h = x
+        for t in range(k):
+            v = x if t == 0 else self._merge(self._feed(h), x)
+            h = copies[min(t, len(copies) - 1)](v)
+            self._check_shape(x, h, "body output")
+            if readout is not None:
+                readout.append(h)
+            if self.output in ("mean", "sum"):
+                outputs.append(h)
+        if self.output == "mean":
+            return torch.stack(outputs).mean(0)
+        if self.output == "sum":
+            return torch.stack(outputs).sum(0)
+        return h
 
     def _feed(self, h: torch.Tensor) -> torch.Tensor:
         return h if self.feedback is None else self.feedback(h)
@@ -181,14 +191,18 @@ class Loop(nn.Module):
         """COUPLE: set every copy to the accumulation of all copies (thesis eq 3.2). No-op otherwise."""
         if not isinstance(self.backprop, Couple):
             return
-        copies = self.copies
-        weights = accumulation_weights(self.backprop.accumulate, len(copies))
-        for tensors in zip(*(_state_tensors(c) for c in copies)):
-            if not tensors[0].is_floating_point():
-                continue
-            tied = sum(w * t for w, t in zip(weights, tensors))
-            for t in tensors:
-                t.copy_(tied)
+        groups = self.__dict__.get("_tie_groups")  # set inside `cached_ties`
+        if groups is None:
+            groups = _tie_groups(self.copies)
+        weights = accumulation_weights(self.backprop.accumulate, len(self.couple_copies) + 1)
+        for tensors in groups:  # tensors[i]: copy i's floating tensors of one dtype and device
+            # tied = w_0 t_0 + w_1 t_1 + ..., rounded as a tensor-by-tensor sum(w * t for ...)
+            # would be, in 3k - 1 multi-tensor calls instead of about 3k calls per tensor.
+            tied = torch._foreach_mul(tensors[0], weights[0])
+            for w, ts in zip(weights[1:], tensors[1:]):
+                torch._foreach_add_(tied, torch._foreach_mul(ts, w))
+            for ts in tensors:
+                torch._foreach_copy_(ts, tied)
 
     def compact(self) -> "Loop":
         """The equivalent single-body loop for inference and export.
@@ -228,11 +242,44 @@ class Loop(nn.Module):
         return f"unroll={self.unroll}, backprop={self.backprop}, merge={self.merge!r}, output={self.output or 'last'!r}"
 
 
-def tie_(model: nn.Module) -> None:
-    """Re-tie the COUPLE copies of every loop in `model`; call after each `optimizer.step()`."""
-    for m in model.modules():
+def tie_(model: nn.Module | Iterable[nn.Module]) -> None:
+    """Re-tie the COUPLE copies of every loop in `model`; call after each `optimizer.step()`.
+
+    `model` may also be a list of loops, e.g. the one `cached_ties(model)` yields (`ln.fit` passes
+    that, so that no step walks the module tree).
+    """
+    for m in model.modules() if isinstance(model, nn.Module) else model:
         if isinstance(m, Loop):
             m.retie_()
+
+
+@contextmanager
+def cached_ties(model: nn.Module) -> Iterator[list[Loop]]:
+    """Yield the COUPLE loops of `model`, each holding the list of tensors it ties, for the block.
+
+    Inside the block `tie_(loops)` neither walks the module tree nor the copies' parameters, so
+    the model's structure (which parameters and buffers it has, their devices and dtypes) must not
+    change inside it; values may. `ln.fit` trains inside one.
+    """
+    loops = [m for m in model.modules() if isinstance(m, Loop) and isinstance(m.backprop, Couple)]
+    for loop in loops:
+        loop.__dict__["_tie_groups"] = _tie_groups(loop.copies)
+    try:
+        yield loops
+    finally:
+        for loop in loops:
+            loop.__dict__.pop("_tie_groups", None)
+
+
+def _tie_groups(copies: list[nn.Module]) -> list[list[list[torch.Tensor]]]:
+    """The copies' floating parameters and buffers as groups[g][copy][j], one (device, dtype) per group."""
+    groups: dict[tuple, list[list[torch.Tensor]]] = {}
+    for tensors in zip(*(_state_tensors(c) for c in copies)):
+        if tensors[0].is_floating_point():
+            group = groups.setdefault((tensors[0].device, tensors[0].dtype), [[] for _ in tensors])
+            for column, t in zip(group, tensors):
+                column.append(t)
+    return list(groups.values())
 
 
 def _state_tensors(module: nn.Module) -> list[torch.Tensor]:

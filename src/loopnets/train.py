@@ -15,14 +15,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from loopnets.loop import tie_
-from loopnets.losses import Loss, get_loss
+from loopnets.loop import cached_ties, tie_
+from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import OptimizerSpec, make_optimizer
 
 EVAL_BATCH_SIZE = 1024  # validation batch size inside fit; results do not depend on it
+GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
 
 
 @dataclass
@@ -134,6 +136,16 @@ def fit(
     (sums and counts accumulated, so rmse is the root of the epoch's mean squared error);
     val_loss / val_accuracy are computed after the epoch over the whole validation set.
 
+    Speed (docs/performance.md): per step, fit does only the forward, loss, backward, optimizer
+    step and COUPLE re-tie. The batch losses stay on the device and are read once per epoch (no
+    host sync per step), so a nan / inf training loss is detected at the end of its epoch: the
+    epoch's remaining steps have been taken by then, and the weights are nan unless
+    early_stopping restores the best epoch. The data are put in shuffled order once per epoch and
+    cut into views (data over GATHER_BYTES are indexed batch by batch instead); the COUPLE loops
+    are found once per call; named optimizers use fused kernels for float32 (see
+    `loopnets.optim`). For the same seed the results are those of a per-batch loop: the same
+    shuffling, the same batches, the same float64 numbers.
+
     Differences from the seed framework (`neurons` 2.6.2), on purpose (standard PyTorch semantics):
     - the batch loss is the *mean* over the batch (neurons sums per-sample gradients), so learning
       rates tuned there for batch size B correspond to about B times larger ones here;
@@ -171,10 +183,17 @@ def fit(
         The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
 
     Raises:
-        TrainingDiverged: a training batch loss or a validation loss is nan / inf. Its message
-            names the epoch and batch; `.history` holds the finished epochs.
+        TrainingDiverged: a training batch loss or a validation loss is nan / inf (checked at the
+            end of each epoch). Its message names the epoch and the first such batch; `.history`
+            holds the finished epochs.
         ValueError: malformed data or arguments (the message says how to fix them).
     """
+    if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.batched.fit_many
+        from loopnets.batched import fit_many
+
+        return fit_many(model, train, val, seeds=seed, loss=loss, optimizer=optimizer, epochs=epochs,
+                        batch_size=batch_size, progress=progress, early_stopping=early_stopping,
+                        restore_best=restore_best, shuffle=shuffle)
     loss = get_loss(loss)
     _check_int("epochs", epochs, minimum=0)
     _check_int("batch_size", batch_size, minimum=1)
@@ -196,71 +215,81 @@ def fit(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
     opt = make_optimizer(optimizer, model.parameters())
+    forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
+    zero_grad = _grad_clearer(opt)
+    gather = X.nelement() * X.element_size() + y.nelement() * y.element_size() <= GATHER_BYTES
 
     history = History()
     modes = {module: module.training for module in model.modules()}
     n, batches = len(X), math.ceil(len(X) / batch_size)
     best_loss, best_state = math.inf, None
+    parts = None  # the loss's (sum, count) function for training batches, set at the first batch
     bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress)
     try:
-        for epoch in bar:
-            model.train()
-            start = time.perf_counter()
-            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-            order = order.to(device)
-            total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-            for batch in range(batches):
-                index = order[batch * batch_size : (batch + 1) * batch_size]  # (B,)
-                pred, from_logits = _predict(model, X[index], loss)  # (B, *out)
-                batch_sum, batch_count = loss.parts(pred, y[index], from_logits)
-                value = loss.finish(batch_sum / batch_count)  # mean over the batch
-                if not torch.isfinite(value):
+        with cached_ties(model) as loops:  # COUPLE loops, found once; tie_(loops) walks nothing
+            for epoch in bar:
+                model.train()
+                start = time.perf_counter()
+                order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+                xs, ys = _batches(X, y, order, batch_size, gather)  # (B, *in), (B, *out) each
+                sums, count = [], 0
+                for xb, yb in zip(xs, ys):
+                    pred = forward(xb)  # (B, *out)
+                    if parts is None:
+                        parts = _training_parts(loss, pred, y, from_logits)
+                    batch_sum, batch_count = parts(pred, yb, from_logits)
+                    value = loss.finish(batch_sum / batch_count)  # mean over the batch
+                    zero_grad()
+                    value.backward()
+                    opt.step()
+                    tie_(loops)  # COUPLE: copies trained apart for one step are re-tied here
+                    sums.append(batch_sum.detach())  # stays on the device: no host sync per step
+                    count += batch_count
+                sums = torch.stack(sums).double()  # (batches,)
+                total = sums.cumsum(0)[-1]  # summed in order, as a running total would be
+                train_loss = loss.finish(total / count).item()  # the epoch's one wait for the device
+                train_seconds = time.perf_counter() - start
+                if not math.isfinite(train_loss):
+                    bad = (~sums.isfinite()).nonzero()  # the first non-finite batch loss is the one to name
+                    batch = int(bad[0]) + 1 if len(bad) else batches
                     history.diverged = True
                     raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}, batch {batch + 1} of {batches}: the {loss.name} "
-                        f"loss is {value.item()}. Try a lower learning rate (e.g. optimizer=('adam', "
+                        f"training diverged at epoch {epoch}, batch {batch} of {batches}: the {loss.name} "
+                        f"loss is {train_loss}. Try a lower learning rate (e.g. optimizer=('adam', "
                         "{'lr': 1e-4})) and check the data for nan / inf; "
                         f"the {len(history)} finished epochs are in the exception's .history",
                         history,
                     )
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
-                tie_(model)  # COUPLE: copies trained apart for one step are re-tied here
-                total += batch_sum.detach().double()
-                count += batch_count
-            train_loss = loss.finish(total / count).item()  # .item() waits for the device
-            train_seconds = time.perf_counter() - start
 
-            val_loss = val_accuracy = None
-            val_seconds = 0.0
-            if X_val is not None:
-                model.eval()
-                start = time.perf_counter()
-                metrics = _evaluate(model, X_val, y_val, loss, EVAL_BATCH_SIZE)
-                val_seconds = time.perf_counter() - start
-                val_loss, val_accuracy = metrics["loss"], metrics.get("accuracy")
-                if not math.isfinite(val_loss):
-                    history.diverged = True
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}: the validation {loss.name} loss is {val_loss} "
-                        f"(the train loss was {train_loss}). Try a lower learning rate (e.g. optimizer=('adam', "
-                        "{'lr': 1e-4})) and check the validation data for nan / inf; "
-                        f"the {len(history)} finished epochs are in the exception's .history",
-                        history,
-                    )
+                val_loss = val_accuracy = None
+                val_seconds = 0.0
+                if X_val is not None:
+                    model.eval()
+                    start = time.perf_counter()
+                    metrics = _evaluate(model, X_val, y_val, loss, EVAL_BATCH_SIZE)
+                    val_seconds = time.perf_counter() - start
+                    val_loss, val_accuracy = metrics["loss"], metrics.get("accuracy")
+                    if not math.isfinite(val_loss):
+                        history.diverged = True
+                        raise TrainingDiverged(
+                            f"training diverged at epoch {epoch}: the validation {loss.name} loss is {val_loss} "
+                            f"(the train loss was {train_loss}). Try a lower learning rate (e.g. optimizer=('adam', "
+                            "{'lr': 1e-4})) and check the validation data for nan / inf; "
+                            f"the {len(history)} finished epochs are in the exception's .history",
+                            history,
+                        )
 
-            history.records.append(
-                EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
-            )
-            bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
-            if val_loss is not None and val_loss < best_loss:
-                best_loss, history.best_epoch = val_loss, epoch
-                if early_stopping is not None and restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
-                history.stopped_early = True
-                break
+                history.records.append(
+                    EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
+                )
+                bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
+                if val_loss is not None and val_loss < best_loss:
+                    best_loss, history.best_epoch = val_loss, epoch
+                    if early_stopping is not None and restore_best:
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
+                    history.stopped_early = True
+                    break
     finally:
         bar.close()
         if best_state is not None:
@@ -335,6 +364,58 @@ def _predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
             f"its logits (the values before the {activation}) for a stable loss: give it a logits(x) method"
         )
     return model.logits(x), True
+
+
+def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
+    """(forward, from_logits): the function `fit` calls on each batch, chosen once as `_predict` chooses."""
+    activation = getattr(model, "output_activation", None)
+    if loss.logits_activation is None or activation != loss.logits_activation:
+        return model, False
+    if not callable(getattr(model, "logits", None)):
+        _predict(model, None, loss)  # raises its error
+    return model.logits, True
+
+
+def _grad_clearer(opt: torch.optim.Optimizer):
+    """`opt.zero_grad(set_to_none=True)` as a function; for torch.optim's own zero_grad, a plain loop
+    setting every parameter's .grad to None (the same effect without its ~25 us of wrapping per call)."""
+    if type(opt).zero_grad is not torch.optim.Optimizer.zero_grad:
+        return lambda: opt.zero_grad(set_to_none=True)
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def zero_grad() -> None:
+        for p in params:
+            p.grad = None
+
+    return zero_grad
+
+
+def _batches(X: Tensor, y: Tensor, order: Tensor | None, batch_size: int, gather: bool) -> tuple:
+    """One epoch's minibatches of X and y, in `order` (None: as stored).
+
+    Data up to GATHER_BYTES are put in order once (one gather per epoch) and cut into views;
+    larger data are gathered batch by batch (no second copy of the data set). The batches are the
+    same either way: sample order[i * batch_size + j] is row j of batch i.
+    """
+    if order is None:
+        return X.split(batch_size), y.split(batch_size)
+    if gather:
+        return X[order].split(batch_size), y[order].split(batch_size)
+    index = order.split(batch_size)
+    return (X[i] for i in index), (y[i] for i in index)
+
+
+def _training_parts(loss: Loss, pred: Tensor, y: Tensor, from_logits: bool):
+    """`loss.parts` for the training batches, with the per-batch checks done once for all of y.
+
+    cross_entropy checks that class indices are in range, which reads a value back from the
+    device (a host sync) in every batch; fit checks every training target once against the first
+    batch's prediction instead, and then calls F.cross_entropy directly (the same computation).
+    """
+    if loss is not LOSSES["cross_entropy"] or y.dtype != torch.long or y.dim() != 1 or pred.dim() != 2:
+        return loss.parts
+    loss.parts(pred.detach()[:1].expand(len(y), -1), y, from_logits)  # raises as a batch would
+    return lambda pred, target, from_logits: (F.cross_entropy(pred, target, reduction="sum"), pred.shape[0])
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
