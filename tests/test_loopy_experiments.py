@@ -194,6 +194,9 @@ def test_tiny_loopy_run_through_the_cli(tmp_path, capsys):
     results = json.loads((root / "report" / "results.json").read_text())
     by_name = {v["variant"]: v for v in results["variants"]}
     assert by_name["deep-x2"]["probes"]["feedback_off"] is None and by_name["loopy-x2"]["probes"]["feedback_off"]
+    # ... and gathers the first seed's analysis images into the report
+    assert (root / "report" / "loopy-x2-merge.png").is_file() and (root / "report" / "loopy-x2-guided_conv1.png").is_file()
+    assert "![loopy-x2-merge.png](loopy-x2-merge.png)" in (root / "report" / "report.md").read_text()
 
     # the feedback_off probe is the trained model evaluated with one pass
     run_exp = load_config(root / "loopy-x2" / "seed=0" / "config.toml")

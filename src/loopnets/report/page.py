@@ -16,6 +16,7 @@ from typing import Any, Union
 
 from loopnets.report.figures import FigureFile, write_figures
 from loopnets.report.gated import gated_results, gated_section
+from loopnets.report.run_figures import run_figures
 from loopnets.report.results import Experiment, load_experiment
 from loopnets.report.tables import Table, probe_table, timing_table, to_html, to_latex, to_markdown
 
@@ -88,6 +89,9 @@ def build_report(experiment_dir: Path | str) -> Path:
         results["gated"] = gated_results(experiment)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     blocks = _blocks(experiment, figures, probes, timing)
+    extra_figures = run_figures(experiment, out)
+    if extra_figures:
+        blocks += [Heading("Analyses of each variant's first seed"), *extra_figures]
     for heading, content, caption in gated:
         if heading:
             blocks.append(Heading(heading))
