@@ -12,10 +12,13 @@ a bypassing skip, five seeds). A TOML file only states what differs:
     unroll = [2, 3]        # a list expands into one variant per value
     skip = [false, true]
 
-Two model families: "lavik" (the default: a hidden-layer stack with one loop, trained by the
-variants' backprop methods) and "gated_autoencoder" (Kemmerling's feedback-gated ReLU autoencoder,
+Four model families: "lavik" (the default: a hidden-layer stack with one loop, trained by the
+variants' backprop methods), "gated_autoencoder" (Kemmerling's feedback-gated ReLU autoencoder,
 `loopnets.gated`, trained to reconstruct the data set's x; settings in `[model.gated]`, variants
-choose feedback and timesteps). Each family's variants accept only their own keys:
+choose feedback and timesteps), "loopy_cnn" (Caswell et al.'s loopy CNNs, `loopnets.loopy`;
+`[model.loopy]`, `loopnets.experiments.loopy`) and "inn" (Hershey's iterative networks and the
+LSTM baseline, `loopnets.inn`; `[model.inn]`, `loopnets.experiments.inn`). Each family's variants
+accept only their own keys:
 
     [model]
     family = "gated_autoencoder"
@@ -364,9 +367,11 @@ def _check_family_keys(family: str, raw: dict) -> None:
     variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
     if family == "lavik":
         foreign_model, foreign_variant = ("gated",), GATED_VARIANT_KEYS
-        for key in ("noise_sigmas", "analyses"):
-            if train.get(key):
-                raise ConfigError(f"config key train.{key} applies only to model.family = 'gated_autoencoder'")
+        if train.get("noise_sigmas"):
+            raise ConfigError("config key train.noise_sigmas applies only to model.family = 'gated_autoencoder'")
+        if train.get("analyses"):
+            raise ConfigError("config key train.analyses applies only to model.family = 'gated_autoencoder' "
+                              "(histograms, contrast, tsne, strips) or 'loopy_cnn' (guided, merge)")
     else:
         foreign_model, foreign_variant = LAVIK_MODEL_KEYS, LAVIK_VARIANT_KEYS
     own = "gated_autoencoder" if family == "lavik" else "lavik"
