@@ -144,7 +144,9 @@ def fit(
     cut into views (data over GATHER_BYTES are indexed batch by batch instead); the COUPLE loops
     are found once per call; named optimizers use fused kernels for float32 (see
     `loopnets.optim`). For the same seed the results are those of a per-batch loop: the same
-    shuffling, the same batches, the same float64 numbers.
+    shuffling and the same batches; in float64 the same numbers for the same memory layout of the
+    data (MKL's matmul rounding can depend on operand alignment, so the same X at another storage
+    offset may differ in the last bit, about 1e-17).
 
     Differences from the seed framework (`neurons` 2.6.2), on purpose (standard PyTorch semantics):
     - the batch loss is the *mean* over the batch (neurons sums per-sample gradients), so learning
