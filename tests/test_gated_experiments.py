@@ -57,7 +57,11 @@ def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
 
 def tiny_raw(**changes) -> dict:
     """TINY as parsed TOML, with dotted keys changed (a number indexes a list: variants.0.feedback)."""
-    raw = tomllib.loads(TINY)
+    return changed(tomllib.loads(TINY), **changes)
+
+
+def changed(raw: dict, **changes) -> dict:
+    """`raw` (a parsed config) with dotted keys set in place (a number indexes a list)."""
     for key, value in changes.items():
         node = raw
         *parents, last = key.split(".")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_gated_experiments import changed
 
 import loopnets as ln
 from loopnets.cli import main
@@ -55,14 +56,7 @@ def write(tmp_path: Path, text: str = TINY, name: str = "exp.toml") -> Path:
 
 def tiny_raw(**changes) -> dict:
     """TINY as parsed TOML, with dotted keys changed (a number indexes a list: variants.0.model)."""
-    raw = tomllib.loads(TINY)
-    for key, value in changes.items():
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        node[last] = value
-    return raw
+    return changed(tomllib.loads(TINY), **changes)
 
 
 def summary(root: Path, variant: str, seed: int = 0) -> dict:
