@@ -224,7 +224,7 @@ def fit(
     history = History()
     modes = {module: module.training for module in model.modules()}
     n, batches = len(X), math.ceil(len(X) / batch_size)
-    best_loss, best_state = math.inf, None
+    best = _BestEpoch(model, early_stopping, restore_best)
     parts = None  # the loss's (sum, count) function for training batches, set at the first batch
     bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress)
     try:
@@ -285,20 +285,39 @@ def fit(
                     EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
                 )
                 bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
-                if val_loss is not None and val_loss < best_loss:
-                    best_loss, history.best_epoch = val_loss, epoch
-                    if early_stopping is not None and restore_best:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
-                    history.stopped_early = True
+                if best.update(history, epoch, val_loss):
                     break
     finally:
         bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        best.restore()
         for module, training in modes.items():
             module.train(training)
     return history
+
+
+class _BestEpoch:
+    """The lowest validation loss so far, with its epoch, its weights (kept only when early stopping
+    will restore them), and the early-stopping decision: one per training call."""
+
+    def __init__(self, model: nn.Module, early_stopping: int | None, restore_best: bool):
+        self.model, self.early_stopping, self.restore_best = model, early_stopping, restore_best
+        self.loss, self.state = math.inf, None
+
+    def update(self, history: History, epoch: int, val_loss: float | None) -> bool:
+        """Record `epoch`'s validation loss in `history`; True when early stopping ends training."""
+        if val_loss is not None and val_loss < self.loss:
+            self.loss, history.best_epoch = val_loss, epoch
+            if self.early_stopping is not None and self.restore_best:
+                self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.early_stopping is not None and epoch - history.best_epoch >= self.early_stopping:
+            history.stopped_early = True
+            return True
+        return False
+
+    def restore(self) -> None:
+        """Load the best epoch's weights back, if they were kept."""
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
 
 
 def evaluate(model: nn.Module, data: tuple, *, loss: str | Loss, batch_size: int = 1024) -> dict:

@@ -45,6 +45,7 @@ from loopnets.train import (
     EpochRecord,
     History,
     TrainingDiverged,
+    _BestEpoch,
     _check_int,
     _device_and_dtype,
     _postfix,
@@ -254,7 +255,7 @@ def fit_sequences(
     opt = make_optimizer(optimizer, model.parameters())
     history = SequenceHistory()
     modes = {module: module.training for module in model.modules()}
-    best_loss, best_state = math.inf, None
+    best = _BestEpoch(model, early_stopping, restore_best)
     bar = tqdm(range(1, epochs + 1), desc="fit_sequences", unit="epoch", disable=not progress)
     try:
         for epoch in bar:
@@ -288,17 +289,11 @@ def fit_sequences(
                 SequenceEpochRecord(epoch, train_loss, val_loss, val_end, train_seconds, val_seconds, val_seq)
             )
             bar.set_postfix(_postfix(train_loss, val_loss, val_end), refresh=False)
-            if val_loss is not None and val_loss < best_loss:
-                best_loss, history.best_epoch = val_loss, epoch
-                if early_stopping is not None and restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
-                history.stopped_early = True
+            if best.update(history, epoch, val_loss):
                 break
     finally:
         bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        best.restore()
         for module, training in modes.items():
             module.train(training)
     return history
@@ -353,7 +348,7 @@ def fit_iterations(
     opt = make_optimizer(optimizer, model.parameters())
     history = History()
     modes = {module: module.training for module in model.modules()}
-    best_loss, best_state = math.inf, None
+    best = _BestEpoch(model, early_stopping, restore_best)
     bar = tqdm(range(1, epochs + 1), desc="fit_iterations", unit="epoch", disable=not progress)
     try:
         for epoch in bar:
@@ -392,17 +387,11 @@ def fit_iterations(
 
             history.records.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds))
             bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
-            if val_loss is not None and val_loss < best_loss:
-                best_loss, history.best_epoch = val_loss, epoch
-                if early_stopping is not None and restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
-                history.stopped_early = True
+            if best.update(history, epoch, val_loss):
                 break
     finally:
         bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        best.restore()
         for module, training in modes.items():
             module.train(training)
     return history
