@@ -354,6 +354,15 @@ def from_dict(raw: dict) -> Experiment:
     return experiment
 
 
+def raw_sections(raw: dict) -> tuple[dict, dict, list]:
+    """The [model], [train] and [[variants]] of a parsed config as written (empty where absent or
+    of the wrong type: the typed schema reports those), for the families' key checks."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
+    return model, train, variants
+
+
 def _check_family_keys(family: str, raw: dict) -> None:
     """Refuse keys of the other model family, naming the key (raw tables: only keys actually set)."""
     _inn.check_family_keys(family, raw)  # model.inn / inn variant keys only in family inn, which refuses the others' keys
@@ -362,9 +371,7 @@ def _check_family_keys(family: str, raw: dict) -> None:
     _loopy.check_family_keys(family, raw)  # model.loopy / variants' model only in loopy_cnn, which refuses the others' keys
     if family == _loopy.FAMILY:
         return
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
+    model, train, variants = raw_sections(raw)
     if family == "lavik":
         foreign_model, foreign_variant = ("gated",), GATED_VARIANT_KEYS
         if train.get("noise_sigmas"):

@@ -130,9 +130,7 @@ def _config():
 def check_family_keys(family: str, raw: dict) -> None:
     """Refuse this family's keys in the other families, and theirs in this one (raw tables: keys actually set)."""
     c = _config()
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    variants = raw.get("variants") if isinstance(raw.get("variants"), list) else []
+    model, train, variants = c.raw_sections(raw)
     tables = [(i, t) for i, t in enumerate(variants) if isinstance(t, dict)]
     if family != FAMILY:
         if "loopy" in model:
