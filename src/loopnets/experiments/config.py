@@ -51,11 +51,11 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
-from loopnets.experiments.loopy import LoopyConfig, LoopyVariant
+from loopnets.experiments.loopy import LoopyConfig
 
 # family inn (Hershey): its [model.inn] table, variants and checks live in experiments/inn.py
 from loopnets.experiments import inn as _inn
-from loopnets.experiments.inn import INNConfig, INNVariant
+from loopnets.experiments.inn import INNConfig
 
 METHODS = ("ffn", "combine", "couple", "tied")
 FAMILIES = ("lavik", "gated_autoencoder", "loopy_cnn", "inn")
@@ -517,7 +517,7 @@ def _check_gate_values(where: str, feedback, mode, beta_max, eta, choose) -> Non
 
 def expand_variants(exp: Experiment) -> list:
     """Every variant the experiment trains, in config order: `Variant`s (family lavik) or
-    `GatedVariant`s (family gated_autoencoder) or `LoopyVariant`s (family loopy_cnn)."""
+    `GatedVariant`s (family gated_autoencoder), `LoopyVariant`s (loopy_cnn) or `INNVariant`s (inn)."""
     if exp.model.family == "gated_autoencoder":
         return _expand_gated(exp)
     if exp.model.family == _loopy.FAMILY:
