@@ -36,6 +36,7 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str, threads
     import torch
 
     import loopnets as ln
+    from loopnets.memory import MallocPeak
 
     if threads:
         torch.set_num_threads(threads)
@@ -66,7 +67,7 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str, threads
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    with _MallocPeak() as malloc:
+    with MallocPeak() as malloc:
         out = loop(x)
         malloc.sample()
         out.square().mean().backward()
@@ -78,58 +79,6 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str, threads
     params = sum(p.numel() * p.element_size() for p in loop.parameters())
     return {"mode": mode, "unroll": unroll, "saved_bytes": sum(storages.values()), "peak_bytes": max(peak, 0),
             "rss_bytes": max(rss, 0), "param_bytes": params}
-
-
-class _MallocPeak:
-    """The peak of the bytes glibc's malloc has handed out, sampled within the block (see `measure`).
-
-    Sampled after every module's forward call (a global forward hook), whenever autograd saves a
-    tensor (forward) or unpacks one (backward, node by node), and at the block's ends. `.available`
-    is False off glibc; then peak == base == 0.
-    """
-
-    def __init__(self):
-        import ctypes
-
-        class Info(ctypes.Structure):  # struct mallinfo2, glibc >= 2.33
-            _fields_ = [(name, ctypes.c_size_t) for name in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-        try:
-            self._mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-            self._mallinfo2.restype = Info
-        except (OSError, AttributeError):
-            self._mallinfo2 = None
-        self.available = self._mallinfo2 is not None
-        self.base = self.peak = 0
-
-    def sample(self) -> None:
-        if self.available:
-            info = self._mallinfo2()
-            self.peak = max(self.peak, info.uordblks + info.hblkhd)  # in use: heap chunks + mmapped chunks
-
-    def __enter__(self):
-        import torch
-
-        self.sample()
-        self.base = self.peak
-        self._hook = torch.nn.modules.module.register_module_forward_hook(lambda *args: self.sample())
-        self._saved = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._saved.__enter__()
-        return self
-
-    def _pack(self, t):
-        self.sample()
-        return t
-
-    def _unpack(self, t):
-        self.sample()
-        return t
-
-    def __exit__(self, *exc):
-        self._saved.__exit__(*exc)
-        self._hook.remove()
-        self.sample()
 
 
 def _resident_reset() -> int:
