@@ -3,13 +3,15 @@
 The public API is exactly what this module re-exports; everything else is private.
 """
 
-from loopnets.backprop import Combine, Couple, Tied
+from loopnets.backprop import Combine, Couple, Implicit, OneStep, Tied, Truncated
 from loopnets.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
 from loopnets.dropout import Dropout
 from loopnets.loop import Loop, tie_
 from loopnets.network import Network
 from loopnets.probe import severed, unrolled
+from loopnets.solvers import NotConvergedWarning, SolverStats
+from loopnets.passes import EarlyExit, early_exit, pass_outputs
 from loopnets.train import History, TrainingDiverged, evaluate, fit
 from loopnets import gated, inn, layers, loopy, viz
 
@@ -17,6 +19,11 @@ __all__ = [
     "Combine",
     "Couple",
     "Tied",
+    "Truncated",
+    "Implicit",
+    "OneStep",
+    "NotConvergedWarning",
+    "SolverStats",
     "Loop",
     "tie_",
     "Dropout",
@@ -34,6 +41,9 @@ __all__ = [
     "TrainingDiverged",
     "severed",
     "unrolled",
+    "pass_outputs",
+    "early_exit",
+    "EarlyExit",
     "save",
     "load",
     "CheckpointError",

@@ -1,17 +1,19 @@
-"""Backprop modes for loops: Tied, COUPLE and COMBINE.
+"""Backprop modes for loops: Tied, COUPLE, COMBINE, Truncated, Implicit and OneStep.
 
 A mode is a small frozen object chosen once, `Loop(body, unroll=3, backprop=Couple())`. Each
 mode documents what it computes exactly, what it approximates, and what it costs. The loop
 (`loopnets.loop.Loop`) owns the modules; a mode owns the algorithm that runs them.
 
 References: H. H. Lavik, "Feedback connections in neural networks for layer reuse" (thesis,
-2024), sections 3.1-3.2 and 5.1-5.5; Caswell, Shen & Wang, "Loopy neural nets" (2016).
+2024), sections 3.1-3.2 and 5.1-5.5; Caswell, Shen & Wang, "Loopy neural nets" (2016); for the
+fixed-point modes Bai, Kolter & Koltun, "Deep equilibrium models" (2019), Geng et al., "On
+training implicit models" (2021), Fung et al., "JFB: Jacobian-free backpropagation" (2022).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable, Union
 
 import torch
@@ -20,6 +22,7 @@ from torch.func import functional_call
 
 from loopnets.dropout import Dropout
 from loopnets.layers import Reshape
+from loopnets.solvers import check_solver_args
 
 if TYPE_CHECKING:
     from loopnets.loop import Loop
@@ -155,8 +158,136 @@ class Combine:
         return {"mode": "combine", "accumulate": self.accumulate, "grad_scale": self.grad_scale}
 
 
-Backprop = Union[Tied, Couple, Combine]
-MODES = {"tied": Tied, "couple": Couple, "combine": Combine}
+@dataclass(frozen=True)
+class Truncated:
+    """Truncated backprop through the unroll: only the last `grad_passes` passes get a graph.
+
+    Of the k passes, the first k - grad_passes run under torch.no_grad (their output is
+    detached); the last grad_passes run with a graph from that detached state. The gradient is
+    exact for the last grad_passes passes seen as a function of their (fixed) starting state and
+    of x, and drops every path through the earlier passes; grad_passes >= k is exactly `Tied`.
+    Truncated(1) is the one-step gradient of an explicit unroll (Fung et al. 2022 use it at a fixed
+    point; Geiping et al. 2025 truncate a recurrent-depth unroll the same way). Memory grows with
+    grad_passes, not with k; time is k passes forward, grad_passes backward.
+
+    Args:
+        grad_passes: passes with a graph, >= 1.
+    """
+
+    grad_passes: int = 1
+
+    def __post_init__(self) -> None:
+        g = self.grad_passes
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ValueError(f"Truncated(grad_passes={g!r}): grad_passes must be an integer >= 1 (1 = one-step gradient)")
+
+    def config(self) -> dict:
+        return {"mode": "truncated", "grad_passes": self.grad_passes}
+
+
+BACKWARDS = ("ift", "phantom")
+
+
+@dataclass(frozen=True)
+class Implicit:
+    """Deep-equilibrium backprop: solve for the loop's fixed point, differentiate it implicitly.
+
+    The loop is read as f(z) = body(merge(feedback(z), x)) and its output as a fixed point
+    z* = f(z*) (Bai, Kolter & Koltun, "Deep equilibrium models", NeurIPS 2019). The initial guess
+    is pass 1, z1 = body(x); `loopnets.solvers.solve` iterates from there under torch.no_grad
+    until every sample's relative residual ||f(z) - z|| / ||f(z)|| is below `tol`, within
+    `max_passes` body passes (then plain iteration takes over; non-convergence warns, see
+    `loopnets.solvers`). The output is one more pass, f(z*), with a graph. Its gradient:
+
+    - backward="ift": the implicit function theorem. The gradient g reaching the output is
+      replaced by the solution of g = grad + J_f(z*)^T g (one vector-Jacobian product of the body
+      per pass), solved by the same solver to `backward_tol` within `backward_max_passes`
+      (`Loop.backward_stats`). Exact at an exact fixed point; the error is of the order of the
+      forward and backward residuals. Memory: two body graphs (the output pass and one for the
+      VJPs), independent of the passes; time: forward passes plus backward passes (each about one
+      body backward).
+    - backward="phantom": phantom gradients (Geng et al., "On training implicit models", NeurIPS
+      2021): `phantom_steps` damped steps z <- (1 - damping) z + damping f(z) from the detached z*
+      with a graph; the output is the last step (f(z*) for phantom_steps=1, damping=1; equal to it
+      up to the solver residual otherwise). An approximation of the IFT gradient (a truncated
+      Neumann series) that approaches it as phantom_steps grows. Memory and time grow with
+      phantom_steps.
+
+    First-order gradients only: the IFT backward solve builds no graph, so a double backward
+    (create_graph=True) does not differentiate through it.
+
+    The loop's `unroll` is not used by the solver; an explicit pass count (`loop(x, unroll=n)`,
+    `ln.unrolled`, `ln.severed`) runs n plain passes as `Tied` (e.g. test-time unroll sweeps), and
+    `Loop.passes` gives per-pass outputs with one-pass graphs. Only output "last" is possible.
+
+    Args:
+        solver: "anderson" | "broyden" | "fixed_point" (forward and IFT backward).
+        tol: forward relative residual to stop at, > 0.
+        max_passes: forward body passes allowed, >= 1 (the initial guess and the output pass are
+            not counted).
+        backward: "ift" | "phantom".
+        phantom_steps: steps of the phantom gradient, >= 1.
+        damping: phantom step size in (0, 1].
+        memory: Anderson / Broyden history, >= 1.
+        backward_tol: IFT backward tolerance (default: tol).
+        backward_max_passes: IFT backward passes allowed (default: max_passes).
+    """
+
+    solver: str = "anderson"
+    tol: float = 1e-4
+    max_passes: int = 50
+    backward: str = "ift"
+    phantom_steps: int = 5
+    damping: float = 1.0
+    memory: int = 5
+    backward_tol: float | None = None
+    backward_max_passes: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "Implicit"
+        check_solver_args(self.solver, self.tol, self.max_passes, self.memory, self.damping, where=where)
+        if self.backward not in BACKWARDS:
+            raise ValueError(f"{where}: unknown backward {self.backward!r}; choose 'ift' (implicit function theorem) or 'phantom'")
+        if isinstance(self.phantom_steps, bool) or not isinstance(self.phantom_steps, int) or self.phantom_steps < 1:
+            raise ValueError(f"{where}: phantom_steps must be an integer >= 1 (e.g. 5); got {self.phantom_steps!r}")
+        if self.backward_tol is not None:
+            check_solver_args(self.solver, self.backward_tol, self.max_passes, self.memory, 1.0, where=f"{where} backward_tol")
+        if self.backward_max_passes is not None:
+            check_solver_args(self.solver, self.tol, self.backward_max_passes, self.memory, 1.0, where=f"{where} backward_max_passes")
+
+    def config(self) -> dict:
+        return {"mode": "implicit", **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+@dataclass(frozen=True)
+class OneStep:
+    """Jacobian-free backprop (JFB): the fixed-point forward of `Implicit`, a one-pass gradient.
+
+    The forward solve is `Implicit`'s; the output f(z*.detach()) carries the graph of that one
+    pass only, so the gradient is that of f at the fixed point with J_f(z*) dropped, i.e. the
+    IFT gradient with (I - J_f^T)^{-1} replaced by I (Fung et al., "JFB: Jacobian-free
+    backpropagation for implicit networks", AAAI 2022). A descent direction when f is
+    contractive enough, not the true gradient. Memory: one body graph; time: the forward passes
+    plus one body backward. Unroll, passes() and output as for `Implicit`.
+
+    Args:
+        solver, tol, max_passes, memory: as for `Implicit`.
+    """
+
+    solver: str = "anderson"
+    tol: float = 1e-4
+    max_passes: int = 50
+    memory: int = 5
+
+    def __post_init__(self) -> None:
+        check_solver_args(self.solver, self.tol, self.max_passes, self.memory, 1.0, where="OneStep")
+
+    def config(self) -> dict:
+        return {"mode": "onestep", **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+Backprop = Union[Tied, Couple, Combine, Truncated, Implicit, OneStep]
+MODES = {"tied": Tied, "couple": Couple, "combine": Combine, "truncated": Truncated, "implicit": Implicit, "onestep": OneStep}
 
 
 def backprop_from_config(cfg: dict) -> Backprop:

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from loopnets.backprop import Couple
+from loopnets.backprop import Combine, Couple, Tied
 from loopnets.dropout import Dropout
 from loopnets.layers import Reshape
 from loopnets.loop import Loop
@@ -189,6 +189,9 @@ def _why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
             return (f"{where} is not one of the modules whose batched computation is known to be exact "
                     "(loopnets.batched.SUPPORTED: affine layers, relu / leaky_relu / tanh / softmax, pooling, "
                     "reshapes, loops and networks; sigmoid, for one, rounds a tensor's last elements differently)")
+        if isinstance(module, Loop) and not isinstance(module.backprop, (Tied, Couple, Combine)):
+            return (f"{where} uses {type(module.backprop).__name__} backprop, whose no-grad passes, solver and "
+                    "statistics are per model; only Tied, Couple and Combine loops are batched")
         if isinstance(module, Dropout) and module.p > 0:
             return (f"{where} has p={module.p}: its masks come from the global RNG, which `fit` seeds per run; "
                     "batched seeds would draw different masks")

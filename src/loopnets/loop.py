@@ -9,7 +9,7 @@ Caswell et al.), and `unroll=1` is the plain feedforward body.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -19,12 +19,17 @@ from loopnets.backprop import (
     Backprop,
     Combine,
     Couple,
+    Implicit,
+    OneStep,
     Tied,
+    Truncated,
     accumulation_weights,
     combine_forward,
     combine_stages,
 )
 from loopnets.dropout import Dropout, pinned_masks, share_masks
+from loopnets.implicit import implicit_forward
+from loopnets.solvers import SolverStats
 
 MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "replace": lambda fed, x: fed,  # linear unwrap (thesis Fig. 3.2)
@@ -49,12 +54,19 @@ class Loop(nn.Module):
     Args:
         body: module whose output shape equals its input shape, (batch, *shape) -> (batch, *shape).
         unroll: number of passes k >= 1 in training (and by default at inference).
-        backprop: `Tied()` (default), `Couple(...)` or `Combine(...)`; see `loopnets.backprop`.
+        backprop: `Tied()` (default), `Couple(...)`, `Combine(...)`, `Truncated(...)`, `Implicit(...)`
+            or `OneStep(...)`; see `loopnets.backprop`. Implicit / OneStep solve for a fixed point
+            when no pass count is given (`unroll` then only sets `passes()` and nothing else).
         merge: "replace" | "add" | "sub" | "mul" | "mean": how the fed-back value h enters the
             next pass together with the original input x ("sub" is h - x, "mean" (h + x) / 2).
-        output: "last" | "mean" | "sum" (default "last"; must be left None for COMBINE).
+        output: "last" | "mean" | "sum" (default "last"; None for COMBINE, None or "last" for
+            Implicit / OneStep).
         feedback: optional module applied to h on the way back (a loop with parameters, Caswell
             et al.); its weights are shared by all passes. COMBINE accepts only parameter-free ones.
+
+    Attributes:
+        solver_stats: `Implicit` / `OneStep`: the last forward solve's `SolverStats` (else None).
+        backward_stats: `Implicit(backward="ift")`: the last backward solve's (else None).
     """
 
     def __init__(
@@ -68,8 +80,11 @@ class Loop(nn.Module):
     ):
         super().__init__()
         backprop = Tied() if backprop is None else backprop
-        if not isinstance(backprop, (Tied, Couple, Combine)):
-            raise TypeError(f"backprop must be ln.Tied(), ln.Couple() or ln.Combine(); got {backprop!r}")
+        if not isinstance(backprop, (Tied, Couple, Combine, Truncated, Implicit, OneStep)):
+            raise TypeError(
+                "backprop must be ln.Tied(), ln.Couple(), ln.Combine(), ln.Truncated(), ln.Implicit() or "
+                f"ln.OneStep(); got {backprop!r}"
+            )
         if not isinstance(body, nn.Module):
             raise TypeError(f"body must be an nn.Module; got {type(body).__name__}")
         if feedback is not None and not isinstance(feedback, nn.Module):
@@ -88,6 +103,11 @@ class Loop(nn.Module):
                     "COMBINE cannot train a feedback module with parameters (thesis sec 3.1: learnable "
                     "feedback is unsuitable for COMBINE); use backprop=ln.Tied() or ln.Couple()"
                 )
+        elif isinstance(backprop, (Implicit, OneStep)) and output not in (None, "last"):
+            raise ValueError(
+                f"Loop(output={output!r}) with {type(backprop).__name__}: its output is the fixed point "
+                "(the last pass); leave output=None, or use backprop=ln.Tied() or ln.Truncated() for an output skip"
+            )
         elif output is not None and output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
         for where, module in (("body", body), ("feedback", feedback)):
@@ -104,6 +124,8 @@ class Loop(nn.Module):
         self.merge = merge
         self.output = output
         self.probe_unroll: int | None = None
+        self.solver_stats: SolverStats | None = None
+        self.backward_stats: SolverStats | None = None
         if isinstance(backprop, Couple):
             # Deliberate copies: COUPLE trains k untied copies and re-ties them after every step.
             self.couple_copies = nn.ModuleList(copy.deepcopy(body) for _ in range(self.unroll - 1))
@@ -126,13 +148,26 @@ class Loop(nn.Module):
         return [self.body]
 
     def forward(self, x: torch.Tensor, unroll: int | None = None) -> torch.Tensor:
+        if self._solves and unroll is None and self.probe_unroll is None:
+            return self._run(x, None, readout=None)  # the solver decides the passes
         return self._run(x, self._passes_for(unroll), readout=None)
 
     def passes(self, x: torch.Tensor, unroll: int | None = None) -> list[torch.Tensor]:
-        """The output of every pass (per-iteration readout). COMBINE's are detached raw passes."""
+        """The output of every pass (per-iteration readout, e.g. for deep supervision).
+
+        Tied / COUPLE: each carries the full graph. Truncated: the no-grad passes are detached.
+        COMBINE: detached raw passes. Implicit / OneStep: `unroll` (default: probe_unroll, then
+        the loop's unroll) plain passes h_t = body(merge(feedback(h_{t-1}.detach()), x)), each with
+        a one-pass graph (fixed-point correction, Bai, Koltun & Kolter 2022).
+        """
         readout: list[torch.Tensor] = []
         self._run(x, self._passes_for(unroll), readout=readout)
         return readout
+
+    @property
+    def _solves(self) -> bool:
+        """Whether the default forward is a fixed-point solve (Implicit, OneStep)."""
+        return isinstance(self.backprop, (Implicit, OneStep))
 
     def _passes_for(self, unroll: int | None) -> int:
         k = unroll if unroll is not None else self.probe_unroll if self.probe_unroll is not None else self.unroll
@@ -144,21 +179,29 @@ class Loop(nn.Module):
             )
         return k
 
-    def _run(self, x: torch.Tensor, k: int, readout: list | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, k: int | None, readout: list | None) -> torch.Tensor:
         if not self._dropouts:
             return self._passes(x, k, readout)
         with pinned_masks(self._dropouts):
             return self._passes(x, k, readout)
 
-    def _passes(self, x: torch.Tensor, k: int, readout: list | None) -> torch.Tensor:
+    def _passes(self, x: torch.Tensor, k: int | None, readout: list | None) -> torch.Tensor:
+        if k is None:
+            return implicit_forward(self, x)
         if isinstance(self.backprop, Combine):
             return combine_forward(self, x, k, readout)
         copies = self.copies
         outputs = []
+        # Truncated: the first k - grad_passes passes run without a graph (their output detached).
+        no_grad = max(k - self.backprop.grad_passes, 0) if isinstance(self.backprop, Truncated) else 0
+        # Implicit / OneStep readout: every pass starts from the detached previous one.
+        one_pass = readout is not None and self._solves
         h = x
         for t in range(k):
-            v = x if t == 0 else self._merge(self._feed(h), x)
-            h = copies[min(t, len(copies) - 1)](v)
+            with torch.no_grad() if t < no_grad else nullcontext():
+                fed = h.detach() if one_pass else h
+                v = x if t == 0 else self._merge(self._feed(fed), x)
+                h = copies[min(t, len(copies) - 1)](v)
             self._check_shape(x, h, "body output")
             if readout is not None:
                 readout.append(h)

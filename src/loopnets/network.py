@@ -341,17 +341,60 @@ class Network(nn.Module):
         self._check_input(x)
         saved: dict[int, torch.Tensor] = {}  # layer index -> its input, for skips leaving it
         skips = self._skips if self.skips_enabled else []
+        return self._run_units(x, range(len(self.units)), saved, skips, logits)
+
+    def _around_loop(self, x: torch.Tensor, logits: bool = False) -> tuple[Loop, torch.Tensor, Callable]:
+        """Split a run at the network's one loop, for per-pass outputs (`loopnets.passes`).
+
+        Runs the units before the loop (skips applied as in forward) and returns (loop, the loop's
+        input (B, *), after), where after(y) runs the units after the loop on loop outputs y of
+        shape (n * B, *): n loop outputs stacked along the batch dimension (pass-major), with
+        every skip value from before the loop repeated n times. after(loop(x)) is forward(x)
+        (logits(x) with logits=True); the downstream layers run once for all n.
+        """
+        self._check_input(x)
+        at = [u for u, unit in enumerate(self.units) if isinstance(unit, Loop)]
+        if len(at) != 1:
+            raise ValueError(
+                f"per-pass outputs need a Network with exactly one loop (loopback or feedback block); "
+                f"this one has {len(at)}"
+            )
+        at = at[0]
+        saved: dict[int, torch.Tensor] = {}  # layer index -> its input, for skips leaving it
+        skips = self._skips if self.skips_enabled else []
+        x = self._run_units(x, range(0, at), saved, skips, logits)
+        x = self._enter_unit(x, self._spans[at][0], saved, skips)
+        batch = len(x)
+
+        def after(y: torch.Tensor) -> torch.Tensor:
+            n = len(y) // batch  # (n * B, *): n loop outputs, pass-major
+            carried = {i: v.repeat(n, *[1] * (v.dim() - 1)) for i, v in saved.items()}
+            if logits and at == len(self.units) - 1 and self.output_activation in ("softmax", "sigmoid"):
+                return self._inverse_activation(y)
+            return self._run_units(y, range(at + 1, len(self.units)), carried, skips, logits)
+
+        return self.units[at], x, after
+
+    def _run_units(self, x: torch.Tensor, units: range, saved: dict, skips: list, logits: bool) -> torch.Tensor:
+        """_run's steps for the units in `units` (`saved` holds and receives skip values)."""
         last_unit = len(self.units) - 1
-        for u, (unit, (first, _)) in enumerate(zip(self.units, self._spans)):
-            for skip in skips:
-                if skip.target == first:
-                    x = self._accumulate(x, saved[skip.source], skip)
-            if any(skip.source == first for skip in skips):
-                saved[first] = x
+        for u in units:
+            unit = self.units[u]
+            x = self._enter_unit(x, self._spans[u][0], saved, skips)
             if logits and u == last_unit and self.output_activation in ("softmax", "sigmoid"):
                 x = self._logits_of(unit, x)
             else:
                 x = unit(x)
+        return x
+
+    def _enter_unit(self, x: torch.Tensor, first: int, saved: dict, skips: list) -> torch.Tensor:
+        """The input of the unit starting at layer `first`: x with the skips into it accumulated; it
+        is kept in `saved` when a skip leaves from there."""
+        for skip in skips:
+            if skip.target == first:
+                x = self._accumulate(x, saved[skip.source], skip)
+        if any(skip.source == first for skip in skips):
+            saved[first] = x
         return x
 
     def _accumulate(self, target: torch.Tensor, source: torch.Tensor, skip: Skip) -> torch.Tensor:
@@ -361,14 +404,17 @@ class Network(nn.Module):
 
     def _logits_of(self, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(unit, Loop):
-            y = unit(x)
-            if self.output_activation == "softmax":
-                return y.clamp_min(torch.finfo(y.dtype).tiny).log()
-            return torch.logit(y, eps=torch.finfo(y.dtype).eps)
+            return self._inverse_activation(unit(x))
         for module in unit:
             if not isinstance(module, (nn.Softmax, nn.Sigmoid)):
                 x = module(x)
         return x
+
+    def _inverse_activation(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits from the output of a loop that ends in the final softmax / sigmoid (see `logits`)."""
+        if self.output_activation == "softmax":
+            return y.clamp_min(torch.finfo(y.dtype).tiny).log()
+        return torch.logit(y, eps=torch.finfo(y.dtype).eps)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from loopnets.loop import cached_ties, tie_
 from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import OptimizerSpec, make_optimizer
+from loopnets.passes import pass_plan
 
 EVAL_BATCH_SIZE = 1024  # validation batch size inside fit; results do not depend on it
 GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
@@ -117,6 +118,8 @@ def fit(
     early_stopping: int | None = None,
     restore_best: bool = True,
     shuffle: bool = True,
+    pass_weights: str | list[float] | None = None,
+    random_passes: tuple[int, int] | None = None,
 ) -> History:
     """Train `model` on in-memory data with minibatch gradient descent; return its History.
 
@@ -180,6 +183,18 @@ def fit(
             also when TrainingDiverged is raised. Without early_stopping it has no effect: the
             model keeps its last weights.
         shuffle: reshuffle the samples every epoch (False: the same consecutive batches each epoch).
+        pass_weights: deep supervision for a model with one loop (see `loopnets.passes`): the
+            batch loss is sum_t w_t loss(output after pass t) over the loop's k passes, with
+            w_t = 1/k ("mean"), t / (1 + ... + k) ("linear"), only the final output ("last":
+            the same numbers as None), or a list of k numbers >= 0. Not with COMBINE (its passes
+            carry no graph: use Combine(accumulate=...)). The logged train_loss stays the loss of
+            the final output, so it compares with runs without deep supervision.
+        random_passes: (lo, hi): every optimizer step draws a pass count k uniformly from lo..hi
+            (a torch.Generator of its own seeded with `seed`, so the shuffling is unchanged) and
+            runs the model's loops with k passes for that step; validation runs the loops' own
+            unroll. Not with ln.Implicit / ln.OneStep (their solver chooses the passes), nor hi
+            beyond a COUPLE loop's unroll. With pass_weights "mean" / "linear" the weights are
+            those for the drawn k.
 
     Returns:
         The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
@@ -193,6 +208,11 @@ def fit(
     if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.batched.fit_many
         from loopnets.batched import fit_many
 
+        if pass_weights is not None or random_passes is not None:
+            raise ValueError(
+                "pass_weights / random_passes are not supported with several seeds (fit_many); "
+                "call fit once per seed, e.g. [fit(model_s, ..., seed=s) for s in seeds]"
+            )
         return fit_many(model, train, val, seeds=seed, loss=loss, optimizer=optimizer, epochs=epochs,
                         batch_size=batch_size, progress=progress, early_stopping=early_stopping,
                         restore_best=restore_best, shuffle=shuffle)
@@ -213,6 +233,7 @@ def fit(
     device, dtype = _device_and_dtype(model)
     X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
     X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
+    plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
@@ -236,11 +257,17 @@ def fit(
                 xs, ys = _batches(X, y, order, batch_size, gather)  # (B, *in), (B, *out) each
                 sums, count = [], 0
                 for xb, yb in zip(xs, ys):
-                    pred = forward(xb)  # (B, *out)
-                    if parts is None:
-                        parts = _training_parts(loss, pred, y, from_logits)
-                    batch_sum, batch_count = parts(pred, yb, from_logits)
-                    value = loss.finish(batch_sum / batch_count)  # mean over the batch
+                    if plan is None:
+                        pred = forward(xb)  # (B, *out)
+                        if parts is None:
+                            parts = _training_parts(loss, pred, y, from_logits)
+                        batch_sum, batch_count = parts(pred, yb, from_logits)
+                        value = loss.finish(batch_sum / batch_count)  # mean over the batch
+                    else:  # deep supervision / random passes, see loopnets.passes
+                        preds, weights = plan.predict(forward, xb, from_logits)  # k x (B, *out), final last
+                        if parts is None:
+                            parts = _training_parts(loss, preds[-1], y, from_logits)
+                        batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, parts, from_logits)
                     zero_grad()
                     value.backward()
                     opt.step()
@@ -395,6 +422,20 @@ def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
     if not callable(getattr(model, "logits", None)):
         _predict(model, None, loss)  # raises its error
     return model.logits, True
+
+
+def _pass_loss(preds: list[Tensor], weights: list[float], yb: Tensor, loss: Loss, parts, from_logits: bool):
+    """(the final output's batch sum and count, the weighted loss sum_t w_t loss(output_t)),
+    summed in pass order; the batch sum is the one logged as train_loss."""
+    value = None
+    for w, pred in zip(weights, preds):
+        if w:
+            batch_sum, batch_count = parts(pred, yb, from_logits)
+            term = loss.finish(batch_sum / batch_count) * w  # the mean over the batch, weighted
+            value = term if value is None else value + term
+    if not weights[-1]:
+        batch_sum, batch_count = parts(preds[-1].detach(), yb, from_logits)
+    return batch_sum, batch_count, value
 
 
 def _grad_clearer(opt: torch.optim.Optimizer):
