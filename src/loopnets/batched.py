@@ -68,6 +68,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from loopnets.backprop import Combine, Couple, Tied
+from loopnets.conv import Conv1d as UnfoldConv1d
 from loopnets.dropout import Dropout
 from loopnets.layers import Reshape
 from loopnets.loop import Loop
@@ -89,7 +90,7 @@ from loopnets.train import (
 
 ALIGN_BYTES = 64  # a fresh CPU tensor's alignment; every per-seed block starts on such a boundary
 
-AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+AFFINE = (nn.Linear, nn.Conv1d, UnfoldConv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 ROWWISE = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Flatten, nn.Unflatten, Reshape, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 SOFTMAX = (nn.Softmax, nn.LogSoftmax)  # accepted along a non-batch dimension
 CONTAINERS = (nn.Sequential, nn.ModuleList, Loop, Network)
@@ -565,7 +566,7 @@ class _SeedConvTranspose(_SeedAffine):
 
 
 SEED_CLASSES: dict[type, type] = {nn.Linear: _SeedLinear}
-for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+for _cls in (nn.Conv1d, UnfoldConv1d, nn.Conv2d, nn.Conv3d):  # UnfoldConv1d: its _conv_forward, per seed as in fit
     SEED_CLASSES[_cls] = type(f"_Seed{_cls.__name__}", (_SeedConv, _cls), {})
 for _cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
     SEED_CLASSES[_cls] = type(f"_Seed{_cls.__name__}", (_SeedConvTranspose, _cls), {})
