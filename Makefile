@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # the package itself accepts any torch >= 2.4 (see pyproject.toml).
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench modes setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: setup
 
 bench: setup
 	$(PY) -m loopnets.cli bench $(BENCH_ARGS)
+
+# Every backprop mode on four tasks (configs/modes/), then the comparison page docs/modes.md.
+modes: setup
+	for config in configs/modes/*.toml; do $(PY) -m loopnets.cli run $$config --workers 2 --no-progress || exit 1; done
+	$(PY) docs/build_modes.py --runs-dir runs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

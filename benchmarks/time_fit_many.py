@@ -5,7 +5,9 @@
 
 --grid: the whole iris comparison grid of configs/lavik/iris.toml (FFN, COMBINE x2-x4, COUPLE
 x2-x4, each without and with the bypassing skip: 14 variants x 5 seeds, patience 10, at most 100
-epochs), each variant's 5 seeds trained by one fit_many call (--one-at-a-time: by fit, in turn).
+epochs) through the experiment runner (`loopnets run`, into a temporary folder, probes and unroll
+sweeps included), each variant's 5 seeds trained by one fit_many call (train.group_seeds, the
+default; --one-at-a-time: train.group_seeds = false, one `fit` per run).
 
 The lavik iris setup (4-25-25-25-3, ReLU, no biases, Adam(1e-4, 0.95, 0.999, 1e-7), U(-1, 1)
 weights, batch 1, 120 training and 30 validation samples), without early stopping so that every
@@ -17,6 +19,7 @@ costs, wall time what a user waits), and checks the two ways give bit-identical 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -47,10 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(getattr(torch, args.dtype))
-    split = load_dataset("iris", seed=0)
     if args.grid:
-        grid(split, args.one_at_a_time)
+        grid(args.one_at_a_time)
         return
+    split = load_dataset("iris", seed=0)
     seeds = list(range(args.seeds))
     settings = {"loss": "cross_entropy", "optimizer": ("adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-7}),
                 "epochs": args.epochs, "batch_size": 1, "progress": False}
@@ -81,32 +84,22 @@ def main() -> None:
               f"speedup {w1 / w2:.2f}x / {c1 / c2:.2f}x{neurons}; bitwise equal: {same}")
 
 
-def grid(split, one_at_a_time: bool) -> None:
-    settings = {"loss": "cross_entropy", "optimizer": ("adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-7}),
-                "epochs": 100, "batch_size": 1, "progress": False, "early_stopping": 10}
-    variants = [("ffn", 1)] + [(method, k) for method in ("combine", "couple") for k in (2, 3, 4)]
-    seeds = [0, 1, 2, 3, 4]
+def grid(one_at_a_time: bool) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from loopnets.experiments import load_config, run_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    exp = load_config(root / "configs" / "lavik" / "iris.toml", [f"train.group_seeds={str(not one_at_a_time).lower()}"])
     wall, cpu = time.perf_counter(), time.process_time()
-    model_epochs = 0
-    for variant, unroll in variants:
-        for skip in (False, True):
-            models = []
-            for s in seeds:
-                torch.manual_seed(s)
-                model = thesis_mlp(4, (25, 25, 25), 3, variant=variant, unroll=unroll, skip=skip)
-                init_uniform_(model)
-                models.append(model)
-            if one_at_a_time:
-                histories = [ln.fit(m, split.train, split.val, seed=s, **settings) for m, s in zip(models, seeds)]
-            else:
-                histories = ln.fit_many(models, split.train, split.val, seeds=seeds, **settings)
-            model_epochs += sum(len(h) for h in histories)
-            print(f"  {variant} x{unroll} skip={skip}: epochs {[len(h) for h in histories]}, "
-                  f"{time.perf_counter() - wall:.1f} s so far", flush=True)
+    with tempfile.TemporaryDirectory() as runs:
+        folder = run_experiment(exp, runs, progress=False, log=lambda line: print(" ", line, flush=True))
+        epochs = [json.loads(p.read_text())["epochs_run"] for p in folder.glob("*/seed=*/summary.json")]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    how = "fit, one seed at a time" if one_at_a_time else "fit_many, 5 seeds per call"
-    print(f"iris grid, 14 variants x 5 seeds, batch 1 ({how}): {model_epochs} model-epochs, "
-          f"wall {wall:.1f} s, CPU {cpu:.1f} s ({1000 * cpu / model_epochs:.2f} ms CPU per model-epoch)")
+    how = "runner, train.group_seeds = false: one fit per run" if one_at_a_time else "runner, one fit_many per variant"
+    print(f"iris grid, 14 variants x 5 seeds, batch 1 ({how}): {len(epochs)} runs, {sum(epochs)} model-epochs, "
+          f"wall {wall:.1f} s, CPU {cpu:.1f} s ({1000 * cpu / sum(epochs):.2f} ms CPU per model-epoch)")
 
 
 if __name__ == "__main__":

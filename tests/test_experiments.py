@@ -235,3 +235,121 @@ def test_reproduction_page_sets_our_runs_beside_the_thesis(tmp_path):
     ffn = next(v for v in ours["variants"] if v["variant"] == "ffn")
     assert f"{ffn['probes']['original']['accuracy']['mean']:.4f}" in page
     assert "Not run yet: `loopnets run configs/lavik/bike.toml`" in page
+
+
+# --- seeds trained together (train.group_seeds) and the test-time unroll sweep ---------------
+
+GROUPED = ["variants=[{method='ffn'}, {method='combine', unroll=3}, {method='couple', unroll=2, skip=true}]",
+           "train.seeds=[0, 1, 2]"]
+TIMING_COLUMNS = {"train_seconds", "val_seconds"}
+
+
+def read_run(folder: Path) -> tuple[dict, list[dict]]:
+    """(summary without its timing / training records and measured peak memory, metrics.csv rows
+    without the timing columns)."""
+    import csv
+
+    summary = json.loads((folder / "summary.json").read_text())
+    training = summary.pop("training")
+    summary.pop("timing")
+    summary["loop_training"]["memory"].pop("peak_bytes")  # malloc's peak depends on the allocator's state
+    with (folder / "metrics.csv").open() as f:
+        rows = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
+    return {**summary, "_training": training}, rows
+
+
+def test_grouped_seeds_give_the_results_of_one_at_a_time(tmp_path):
+    import torch
+
+    from loopnets import load as load_model
+
+    config = write(tmp_path, TINY)
+    grouped, single = tmp_path / "grouped", tmp_path / "single"
+    assert main(["run", str(config), "--runs-dir", str(grouped), "--no-progress", "--no-report", *GROUPED]) == 0
+    assert main(["run", str(config), "--runs-dir", str(single), "--no-progress", "--no-report", *GROUPED,
+                 "train.group_seeds=false"]) == 0
+    folders = sorted(p.parent.relative_to(grouped) for p in grouped.glob("tiny/*/seed=*/summary.json"))
+    assert len(folders) == 9
+    for folder in folders:
+        (a, rows_a), (b, rows_b) = read_run(grouped / folder), read_run(single / folder)
+        assert rows_a == rows_b and len(rows_a) == 3
+        assert a.pop("_training") == {"path": "batched", "seeds_together": [0, 1, 2], "reason": None}
+        assert b.pop("_training") == {"path": "single", "seeds_together": [a["seed"]]}
+        assert a == b  # probes, unroll sweep, epochs, parameters: every number but the timings
+        weights_a = load_model(grouped / folder / "model.lnet").state_dict()
+        weights_b = load_model(single / folder / "model.lnet").state_dict()
+        assert weights_a.keys() == weights_b.keys()
+        assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_resume_trains_only_the_unfinished_seeds_of_a_group(tmp_path, capsys):
+    import shutil
+
+    config = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    args = ["run", str(config), "--runs-dir", str(runs), "--no-progress", "--no-report", *GROUPED]
+    assert main(args) == 0
+    first = {p.parent: read_run(p.parent) for p in runs.glob("tiny/*/seed=*/summary.json")}
+    for seed in (1, 2):  # as if the sweep had stopped before these two seeds of one variant finished
+        shutil.rmtree(runs / "tiny" / "combine-x3" / f"seed={seed}")
+    kept = {p: p.stat().st_mtime_ns for p in runs.glob("tiny/*/seed=*/summary.json")}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "7 already finished, 2 to train" in capsys.readouterr().out
+    assert kept == {p: p.stat().st_mtime_ns for p in kept}  # finished folders are never rewritten
+    for seed in (1, 2):
+        again = read_run(runs / "tiny" / "combine-x3" / f"seed={seed}")
+        assert again[0].pop("_training") == {"path": "batched", "seeds_together": [1, 2], "reason": None}
+        before = first[runs / "tiny" / "combine-x3" / f"seed={seed}"]
+        before[0].pop("_training")
+        assert again == before
+
+
+def test_experiment_folders_without_group_seeds_resume(tmp_path, capsys):
+    config = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    args = ["run", str(config), "--runs-dir", str(runs), "--no-progress", "--no-report", "train.seeds=[0]"]
+    assert main(args) == 0
+    recorded = runs / "tiny" / "experiment.toml"
+    recorded.write_text(recorded.read_text().replace("group_seeds = true\n", ""))  # written before the key existed
+    assert main([*args, "train.group_seeds=false"]) == 0
+    assert "2 already finished, 0 to train" in capsys.readouterr().out
+
+
+def test_unroll_sweep_is_the_model_evaluated_at_each_unroll(tmp_path):
+    import loopnets as ln
+    from loopnets.experiments.runner import load_split
+
+    config = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    assert main(["run", str(config), "--runs-dir", str(runs), "--no-progress", *GROUPED, "train.seeds=[0]"]) == 0
+    exp = load_config(runs / "tiny" / "experiment.toml")
+    split = load_split(exp)
+    for variant, trained in (("combine-x3", 3), ("couple-x2-skip", 2)):
+        folder = runs / "tiny" / variant / "seed=0"
+        sweep = json.loads((folder / "summary.json").read_text())["unroll_sweep"]
+        assert sweep["passes"] == list(range(1, max(8, 2 * trained) + 1)) and sweep["training_unroll"] == trained
+        model = ln.load(folder / "model.lnet")
+        for t, loss, accuracy in zip(sweep["passes"], sweep["loss"], sweep["accuracy"]):
+            with ln.unrolled(model, t):  # COUPLE x2 in eval mode: passes beyond 2 reuse its last copy
+                assert ln.evaluate(model, split.val, loss="cross_entropy") == {"loss": loss, "accuracy": accuracy}
+    assert "unroll_sweep" not in json.loads((runs / "tiny" / "ffn" / "seed=0" / "summary.json").read_text())
+    report = runs / "tiny" / "report"
+    assert (report / "unroll_sweep.png").is_file()
+    assert "unroll_sweep.png" in (report / "report.md").read_text()
+    results = {v["variant"]: v["unroll_sweep"] for v in json.loads((report / "results.json").read_text())["variants"]}
+    assert results["ffn"] is None
+    couple = json.loads((runs / "tiny" / "couple-x2-skip" / "seed=0" / "summary.json").read_text())["unroll_sweep"]
+    assert results["couple-x2-skip"]["training_unroll"] == 2
+    assert results["couple-x2-skip"]["accuracy"]["mean"] == couple["accuracy"]
+    assert results["couple-x2-skip"]["accuracy"]["passes"] == couple["passes"]
+
+
+def test_unroll_sweep_zero_writes_none(tmp_path):
+    config = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    assert main(["run", str(config), "--runs-dir", str(runs), "--no-progress", "train.seeds=[0]",
+                 "train.unroll_sweep=0"]) == 0
+    assert not any("unroll_sweep" in json.loads(p.read_text()) for p in runs.glob("tiny/*/seed=*/summary.json"))
+    assert not (runs / "tiny" / "report" / "unroll_sweep.png").exists()
+    assert "unroll_sweep.png" not in (runs / "tiny" / "report" / "report.md").read_text()

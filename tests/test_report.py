@@ -371,3 +371,36 @@ def test_no_runs_is_a_clear_error(tmp_path):
         build_report(empty)
     with pytest.raises(FileNotFoundError, match=r"does not exist"):
         build_report(tmp_path / "nowhere")
+
+
+def test_unroll_sweep_figure_and_results_are_means_over_finished_seeds(experiment):
+    root, written = experiment
+    sweeps = {}  # variant -> {seed: accuracies}; ffn variants have no loop and no sweep
+    for variant, summaries in written.items():
+        method, unroll = VARIANTS[variant][0], VARIANTS[variant][1]
+        if method == "ffn":
+            continue
+        for s in summaries:
+            accuracy = [0.5 + 0.05 * min(t, unroll) + 0.01 * s["seed"] for t in range(1, 9)]
+            s["unroll_sweep"] = {"passes": list(range(1, 9)), "loss": [1 - a for a in accuracy],
+                                 "accuracy": accuracy, "training_unroll": unroll}
+            (root / variant / f"seed={s['seed']}" / "summary.json").write_text(json.dumps(s))
+            if s["status"] == "finished":
+                sweeps.setdefault(variant, {})[s["seed"]] = accuracy
+    out = build_report(root)
+    assert (out / "unroll_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](unroll_sweep.png)" in (out / "report.md").read_text()
+    results = {v["variant"]: v["unroll_sweep"] for v in json.loads((out / "results.json").read_text())["variants"]}
+    assert results["ffn"] is None and results["ffn-skip"] is None
+    for variant, by_seed in sweeps.items():  # couple-x3's diverged seed 2 is left out
+        entry = results[variant]
+        assert entry["training_unroll"] == VARIANTS[variant][1] and entry["accuracy"]["passes"] == list(range(1, 9))
+        assert entry["accuracy"]["n"] == [len(by_seed)] * 8
+        assert np.allclose(entry["accuracy"]["mean"], np.mean(list(by_seed.values()), axis=0))
+
+
+def test_no_sweep_no_sweep_figure(experiment):
+    root, _ = experiment
+    out = build_report(root)
+    assert not (out / "unroll_sweep.png").exists()
+    assert all(v["unroll_sweep"] is None for v in json.loads((out / "results.json").read_text())["variants"])

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from loopnets import layers
-from loopnets.backprop import Backprop, Combine, Couple, Tied
+from loopnets.backprop import MODES, Backprop
 from loopnets.loop import Loop
 from loopnets.network import Network
 
-METHODS = ("ffn", "combine", "couple", "tied")
+METHODS = ("ffn", "combine", "couple", "tied", "truncated", "implicit", "onestep")  # "ffn" + backprop.MODES
 
 
 def loop_network(
@@ -49,7 +49,8 @@ def loop_network(
         hidden: hidden layer specs (`layers.Dense(...)`, `layers.Conv(...)`, ...).
         loop: (into, outof), 0-based indices into `hidden`: outof's output feeds into's input.
         outputs: units of the dense output layer.
-        method: "ffn", "combine", "couple" or "tied".
+        method: "ffn", or a backprop mode's name: "combine", "couple", "tied", "truncated",
+            "implicit" or "onestep". COUPLE builds a feedback block (its copies), the others a loopback.
         unroll: passes through the loop ("x3" is unroll=3).
         skip: add the bypassing skip over the loop.
         backprop: a configured mode (e.g. `Combine(accumulate="weighted")`); default: the
@@ -61,7 +62,7 @@ def loop_network(
     into, outof = loop
     if not 0 <= into <= outof < len(hidden):
         raise ValueError(f"loop {loop} must satisfy 0 <= into <= outof < {len(hidden)} (the hidden layers)")
-    expected = {"combine": Combine, "couple": Couple, "tied": Tied}.get(method)
+    expected = MODES.get(method)
     if backprop is not None and (expected is None or not isinstance(backprop, expected)):
         raise ValueError(f"method {method!r} cannot use backprop={backprop!r}")
     mode = backprop if backprop is not None else expected() if expected else None
@@ -78,7 +79,7 @@ def loop_network(
     for spec in hidden[outof + 1 :]:
         net.add(spec)
     net.dense(outputs, activation=output_activation, bias=output_bias)
-    if method in ("combine", "tied"):
+    if method not in ("ffn", "couple"):
         net.loopback(outof=last, into=first, unroll=unroll, backprop=mode, merge=merge, output=output)
     if skip:
         net.connect(first, last + 1)

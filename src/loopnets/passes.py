@@ -39,15 +39,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets import backprop as _backprop
-from loopnets.backprop import Combine, Couple, accumulation_weights
+from loopnets.backprop import Combine, Couple, Implicit, OneStep, accumulation_weights
 from loopnets.loop import Loop, _check_unroll
 from loopnets.network import Network
 
 CRITERIA = ("residual", "entropy", "change")
 PASS_WEIGHTS = ("mean", "linear", "last")
-# Modes whose solver chooses the number of passes (helper modes; absent in older versions).
-_SOLVER_MODES = tuple(m for m in (getattr(_backprop, "Implicit", None), getattr(_backprop, "OneStep", None)) if m)
 
 
 def pass_outputs(model: nn.Module, x: Tensor, unroll: int | None = None, logits: bool = False) -> list[Tensor]:
@@ -241,7 +238,7 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
         lo, hi = random_passes
         if lo < 1 or hi < lo:
             raise ValueError(f"random_passes=(lo, hi) needs 1 <= lo <= hi; got {random_passes!r}")
-        if isinstance(loop.backprop, _SOLVER_MODES):
+        if isinstance(loop.backprop, (Implicit, OneStep)):  # the solver chooses the passes
             raise ValueError(
                 f"random_passes with {mode}: its solver chooses the number of passes; use ln.Tied(), "
                 "ln.Truncated() or ln.Couple() to train with random pass counts"

@@ -51,13 +51,14 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
+from loopnets.passes import PASS_WEIGHTS
 from loopnets.experiments.loopy import LoopyConfig
 
 # family inn (Hershey): its [model.inn] table, variants and checks live in experiments/inn.py
 from loopnets.experiments import inn as _inn
 from loopnets.experiments.inn import INNConfig
 
-METHODS = ("ffn", "combine", "couple", "tied")
+METHODS = ("ffn", "combine", "couple", "tied", "truncated", "implicit", "onestep")
 FAMILIES = ("lavik", "gated_autoencoder", "loopy_cnn", "inn")
 GATED_ARCHITECTURES = ("dense", "conv")
 GATED_FEEDBACK = ("none", "partial", "comprehensive")
@@ -158,6 +159,12 @@ class TrainConfig:
     # the run folder (numbers in summary.json extra, PNGs beside it) and gathered by the report.
     # Any of GATED_ANALYSES; "tsne" runs for the experiment's first seed only (seconds per pass).
     analyses: list = field(default_factory=list)
+    # Train a variant's unfinished seeds together, one `ln.fit_many` call (family lavik; bit for bit
+    # the same results as one at a time, which false forces).
+    group_seeds: bool = True
+    # After training, validation loss / accuracy with every loop run for 1 .. N passes (summary.json
+    # unroll_sweep; Hershey Fig. 3.22); unset: max(8, 2 x the variant's unroll); 0: no sweep.
+    unroll_sweep: Union[int, None] = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,13 @@ class VariantConfig:
     output: Union[str, None] = None  # tied / couple only: last | mean | sum
     accumulate: Union[str, None] = None  # combine: mean | sum | weighted; couple: mean | weighted
     grad_scale: Union[float, str, None] = None  # combine only: a number or "1/k"
+    # keyword arguments of the method's backprop mode, e.g. {grad_passes = 2} (truncated) or
+    # {solver = "broyden", tol = 1e-4, max_passes = 40, backward = "phantom"} (implicit, onestep)
+    backprop_args: Union[dict, None] = None
+    # fit's deep supervision: "mean" | "linear" | "last" | a list of per-pass weights (loop methods)
+    pass_weights: Union[str, list, None] = None
+    # fit's random pass count per step, [lo, hi] (loop methods; not couple beyond its unroll)
+    random_passes: Union[list, None] = None
     name: Union[str, None] = None  # default: method-x<unroll>[-skip]; gated: <feedback>-t<timesteps>[-<overrides>]
     feedback: Union[str, list, None] = None  # gated: none | partial | comprehensive
     timesteps: Union[int, list, None] = None  # gated: passes T >= 1
@@ -190,7 +204,8 @@ class VariantConfig:
     lr: Union[float, list, None] = None  # inn: overrides train.optimizer_args.lr
 
 
-LAVIK_VARIANT_KEYS = ("method", "unroll", "skip", "merge", "output", "accumulate", "grad_scale")
+LAVIK_VARIANT_KEYS = ("method", "unroll", "skip", "merge", "output", "accumulate", "grad_scale", "backprop_args",
+                      "pass_weights", "random_passes")
 GATED_VARIANT_KEYS = ("feedback", "timesteps", "mode", "beta_max", "eta", "constant_gain")
 LAVIK_MODEL_KEYS = ("layers", "loop", "output_activation", "output_bias", "init")
 
@@ -230,6 +245,9 @@ class Variant:
     output: Union[str, None] = None
     accumulate: Union[str, None] = None
     grad_scale: Union[float, str, None] = None
+    backprop_args: Union[dict, None] = field(default=None, hash=False)
+    pass_weights: Union[str, list, None] = field(default=None, hash=False)
+    random_passes: Union[list, None] = field(default=None, hash=False)
 
     # Both variant kinds answer these, so the runner treats them alike.
     @property
@@ -242,7 +260,11 @@ class Variant:
 
     def described(self) -> dict:
         """What summary.json records about this variant."""
-        return {"method": self.method, "unroll": self.unroll, "skip": self.skip}
+        described = {"method": self.method, "unroll": self.unroll, "skip": self.skip}
+        for key in ("merge", "backprop_args", "pass_weights", "random_passes"):
+            if getattr(self, key) not in (None, "replace"):
+                described[key] = getattr(self, key)
+        return described
 
     def table(self) -> dict:
         """This variant as one [[variants]] table that expands to exactly it."""
@@ -455,6 +477,8 @@ def _check_values(exp: Experiment) -> None:
     at_least("train.batch_size", exp.train.batch_size, 1)
     if exp.train.early_stopping is not None:
         at_least("train.early_stopping", exp.train.early_stopping, 1)
+    if exp.train.unroll_sweep is not None:
+        at_least("train.unroll_sweep", exp.train.unroll_sweep, 0)
     seeds = exp.train.seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key train.seeds must be a non-empty list of distinct integers; got {seeds!r}")
@@ -475,10 +499,30 @@ def _check_values(exp: Experiment) -> None:
             )
         for i, v in enumerate(exp.variants):
             choose(f"variants[{i}].method", v.method, METHODS)
+            _check_loop_training(f"variants[{i}]", v)
     names = [v.name for v in expand_variants(exp)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
+
+
+def _check_loop_training(where: str, v: VariantConfig) -> None:
+    """The lavik variant keys of issue 8: backprop_args, pass_weights, random_passes (shapes only;
+    the mode and `fit` check the values against the model when it is built / trained)."""
+    given = [key for key in ("backprop_args", "pass_weights", "random_passes") if getattr(v, key) is not None]
+    if v.method == "ffn" and given:
+        raise ConfigError(f"config key {where}.{given[0]} needs a loop; method \"ffn\" has none")
+    weights = v.pass_weights
+    if isinstance(weights, str) and weights not in PASS_WEIGHTS:
+        raise ConfigError(f"config key {where}.pass_weights = {weights!r} is not one of {', '.join(PASS_WEIGHTS)} "
+                          "or a list of per-pass weights")
+    if isinstance(weights, list) and not (weights and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) and sum(weights) > 0):
+        raise ConfigError(f"config key {where}.pass_weights must list one weight >= 0 per pass, not all 0; got {weights!r}")
+    passes = v.random_passes
+    if passes is not None and not (len(passes) == 2 and all(isinstance(k, int) and not isinstance(k, bool) for k in passes)
+                                   and 1 <= passes[0] <= passes[1]):
+        raise ConfigError(f"config key {where}.random_passes must be [lo, hi] with 1 <= lo <= hi, e.g. [1, 8]; got {passes!r}")
 
 
 def _check_gated(exp: Experiment, choose, at_least) -> None:
@@ -538,7 +582,8 @@ def expand_variants(exp: Experiment) -> list:
             raise ConfigError(f"variants[{i}].name = {v.name!r} names one variant, but unroll / skip lists expand to several")
         for unroll, skip in itertools.product(unrolls, skips):
             name = v.name or (v.method if v.method == "ffn" else f"{v.method}-x{unroll}") + ("-skip" if skip else "")
-            out.append(Variant(name, v.method, unroll, skip, v.merge, v.output, v.accumulate, v.grad_scale))
+            out.append(Variant(name, v.method, unroll, skip, v.merge, v.output, v.accumulate, v.grad_scale,
+                               v.backprop_args, v.pass_weights, v.random_passes))
     return out
 
 

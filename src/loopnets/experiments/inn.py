@@ -488,6 +488,7 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
     from loopnets.experiments.runner import (  # the run-folder format lives in the runner
         _mean_ms,
         _metrics_csv,
+        sweep_passes,
     )
 
     g = exp.model.inn
@@ -512,7 +513,7 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
     except TrainingDiverged as err:
         history = err.history or History()
         status, error = "diverged", str(err)
-    probes = extra = None
+    probes = extra = sweep = None
     if status == "finished":
         if sequences:
             val = _sequence_results(model, data.val, g.interim)
@@ -527,6 +528,12 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
                      "test": _classification_results(model, data.test, variant.iterations, weights),
                      "accuracy_by_iterations": {"iterations": counts, "val": [by_t["val"][t] for t in counts],
                                                 "test": [by_t["test"][t] for t in counts]}}
+            passes = sweep_passes(exp, variant.iterations)
+            if passes:  # the runner's unroll sweep (accuracy only): model(x, iterations=t) on the validation split
+                more = [t for t in passes if t not in by_t["val"]]
+                by_pass = {**by_t["val"], **(inn.accuracy_by_iterations(model, *data.val, more) if more else {})}
+                sweep = {"passes": passes, "loss": None, "accuracy": [by_pass[t] for t in passes],
+                         "training_unroll": variant.iterations}
         probes = {"original": {"loss": val["loss"], "accuracy": val["accuracy"]}, "skip_off": None, "feedback_off": None}
     if variant.model == "inn":
         trainable, structure = model.trainable_weights, {"depth": model.depth, "width": model.inputs + model.depth,
@@ -545,9 +552,12 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
         "timing": {"train_ms_per_epoch": _mean_ms(history["train_seconds"]),
                    "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
                    "wall_seconds": time.perf_counter() - started},
+        "training": {"path": "single", "seeds_together": [seed]},
         "parameters": trainable,
         "extra": extra,
     }
+    if sweep is not None:
+        summary["unroll_sweep"] = sweep
     run_config = {**experiment, "train": {**experiment["train"], "seeds": [seed]}, "variants": [variant.table()]}
     files = {"config.toml": dumps(run_config).encode(), "metrics.csv": _metrics_csv(history).encode(),
              "summary.json": json.dumps(summary, indent=2).encode()}

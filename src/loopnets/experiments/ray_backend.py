@@ -1,6 +1,7 @@
 """Send runs to a Ray cluster (`loopnets run --ray ADDRESS`, or `--ray local`).
 
-Each run is one Ray task needing one CPU; it returns its files as bytes, which the driver writes
+Each runner task (one run, or one variant's seeds trained together, `runner.groups`) is one Ray
+task needing one CPU; it returns its runs' files as bytes, which the driver writes
 into the runs folder, so the cluster needs no shared file system. With a remote ADDRESS
 (e.g. `ray://head:10001` or `auto`), the loopnets package is shipped to the workers through
 Ray's runtime environment (`py_modules`); torch and the data packages must be installed there.
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-def run_on_ray(todo: list, address: str, train_one: Callable) -> Iterator[tuple[object, dict[str, bytes]]]:
-    """Yield (spec, files) for every spec in `todo` as the cluster finishes them."""
+def run_on_ray(todo: list, address: str, train: Callable) -> Iterator[tuple[object, object]]:
+    """Yield (task, train(task, 1)) for every task in `todo` as the cluster finishes them."""
     try:
         import ray
     except ImportError:
@@ -30,8 +31,8 @@ def run_on_ray(todo: list, address: str, train_one: Callable) -> Iterator[tuple[
             package = str(Path(loopnets.__file__).parent)
             ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1)(train_one)
-        pending = {task.remote(spec, 1): spec for spec in todo}
+        remote = ray.remote(num_cpus=1)(train)
+        pending = {remote.remote(task, 1): task for task in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

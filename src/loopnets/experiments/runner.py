@@ -8,11 +8,17 @@ files as bytes; the driver writes them to `seed=<n>.partial-<id>/` and renames t
 interrupted sweep resumes where it stopped without repeating or losing finished runs. A run
 whose loss turns NaN / inf is recorded as diverged (with the epochs it finished) and the sweep
 goes on. Workers need no shared file system: Ray workers on other machines only return bytes.
+
+A task is one run, or (family lavik, train.group_seeds, the default) the unfinished seeds of one
+variant, trained together by one `ln.fit_many` call with the same results as one at a time; its
+runs' folders are written when the task finishes. After training, every looped run is also
+evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -27,12 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
 import torch
 from tqdm.auto import tqdm
 
 from loopnets import layers
-from loopnets.backprop import Combine, Couple
+from loopnets.backprop import MODES
+from loopnets.batched import fit_many
 from loopnets.checkpoint import save
+from loopnets.experiments.modes import loop_training
+from loopnets.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
 from loopnets.experiments.config import (
@@ -54,7 +68,7 @@ from loopnets.lavik import init_uniform_, loop_network
 from loopnets.loop import Loop
 from loopnets.network import Network
 from loopnets.optim import make_optimizer
-from loopnets.probe import severed
+from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
@@ -115,15 +129,13 @@ def build_model(exp: Experiment, variant: Variant | GatedVariant, split: Split) 
             raise ConfigError(f"config key model.layers[{i}]: {err}") from None
     where = f"variant {variant.name!r} (config [[variants]] method = {variant.method!r})"
     backprop = None
-    if variant.method in ("ffn", "tied") and (variant.accumulate is not None or variant.grad_scale is not None):
+    if variant.method not in ("combine", "couple") and (variant.accumulate is not None or variant.grad_scale is not None):
         raise ConfigError(f"{where}: accumulate and grad_scale apply only to combine / couple")
     if variant.method == "couple" and variant.grad_scale is not None:
         raise ConfigError(f"{where}: grad_scale applies only to combine")
     try:
-        if variant.method == "combine":
-            backprop = Combine(accumulate=variant.accumulate or "mean", grad_scale=1.0 if variant.grad_scale is None else variant.grad_scale)
-        elif variant.method == "couple":
-            backprop = Couple(accumulate=variant.accumulate or "mean")
+        if variant.method != "ffn":
+            backprop = _backprop(variant, where)
         output_activation = exp.model.output_activation
         if output_activation == "auto":
             output_activation = TASK_OUTPUT_ACTIVATIONS[split.task]
@@ -138,6 +150,22 @@ def build_model(exp: Experiment, variant: Variant | GatedVariant, split: Split) 
     if exp.model.init == "uniform":
         init_uniform_(net)
     return net
+
+
+def _backprop(variant: Variant, where: str):
+    """The variant's backprop mode: its method's class with accumulate / grad_scale / backprop_args."""
+    args = dict(variant.backprop_args or {})
+    for key in ("accumulate", "grad_scale"):
+        if getattr(variant, key) is not None:
+            if key in args:
+                raise ConfigError(f"{where}: {key} is given twice, as a variant key and in backprop_args")
+            args[key] = getattr(variant, key)
+    try:
+        return MODES[variant.method](**args)
+    except TypeError:
+        valid = ", ".join(f.name for f in dataclasses.fields(MODES[variant.method])) or "none"
+        raise ConfigError(f"{where}: backprop_args {variant.backprop_args!r} has a key {variant.method} does not take; "
+                          f"its settings: {valid}") from None
 
 
 def validate(exp: Experiment) -> list[Variant]:
@@ -166,6 +194,11 @@ def validate(exp: Experiment) -> list[Variant]:
     for variant in variants:
         net = build_model(exp, variant, split)
         try:
+            if _pass_settings(variant):
+                pass_plan(net, **_pass_settings(variant), seed=0)
+        except ValueError as err:
+            raise ConfigError(f"variant {variant.name!r}: {err} (config keys pass_weights / random_passes)") from None
+        try:
             make_optimizer((exp.train.optimizer, _optimizer_args(exp)), net.parameters())
         except (ValueError, TypeError) as err:
             raise ConfigError(f"config keys train.optimizer / train.optimizer_args: {err}") from None
@@ -177,7 +210,7 @@ def _optimizer_args(exp: Experiment) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in exp.train.optimizer_args.items()}
 
 
-# --- one run -------------------------------------------------------------------------------
+# --- one run, or one group of seeds ------------------------------------------------------------
 
 
 def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
@@ -193,16 +226,89 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     loss = loss_name(exp, split)
     torch.manual_seed(seed)
     model = build_model(exp, variant, split)
-    status, error = "finished", None
+    error = None
     try:
-        history = fit(model, split.train, split.val, loss=loss, optimizer=(exp.train.optimizer, _optimizer_args(exp)),
-                      epochs=exp.train.epochs, batch_size=exp.train.batch_size, seed=seed, progress=False,
-                      early_stopping=exp.train.early_stopping)
+        history = fit(model, split.train, split.val, seed=seed, **_fit_settings(exp, loss), **_pass_settings(variant))
     except TrainingDiverged as err:
-        history = err.history or History()
-        status, error = "diverged", str(err)
+        history, error = err.history or History(), str(err)
+    return _run_files(spec, exp, split, loss, model, history, error, {"path": "single", "seeds_together": [seed]},
+                      started)
+
+
+def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[tuple[RunSpec, dict[str, bytes]]]:
+    """Train the seeds of one variant together (one `ln.fit_many` call); each run's files as `train_one`'s.
+
+    Every seed's model is built as `train_one` builds it (torch.manual_seed(seed), then
+    build_model), and fit_many trains them bit for bit as `fit` would one at a time (or, for a
+    model it cannot batch exactly, one after the other itself), so each run's metrics, probes and
+    weights are those of `train_one`; only the timings differ: a batched epoch's seconds are the
+    group's divided by its seeds, and a run's wall_seconds is its share of the group's training
+    plus its own evaluation. A group of one run is `train_one`.
+    """
+    if len(specs) == 1:
+        return [(specs[0], train_one(specs[0], threads))]
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    first = specs[0]
+    assert all(s.variant == first.variant and s.experiment == first.experiment for s in specs), "one variant per group"
+    exp = from_dict(first.experiment)
+    split = load_split(exp)
+    loss = loss_name(exp, split)
+    seeds = [spec.seed for spec in specs]
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(exp, first.variant, split))
+    histories = fit_many(models, split.train, split.val, seeds=seeds, **_fit_settings(exp, loss))
+    training = {"path": histories.path, "seeds_together": seeds, "reason": histories.reason}
+    share = (time.perf_counter() - started) / len(seeds)  # each run's part of the group's training
+    results = []
+    for spec, model, history, error in zip(specs, models, histories, histories.errors):
+        results.append((spec, _run_files(spec, exp, split, loss, model, history, None if error is None else str(error),
+                                         training, time.perf_counter() - share)))
+    return results
+
+
+def _fit_settings(exp: Experiment, loss: str) -> dict:
+    """The arguments of fit / fit_many that every run of the experiment shares (all but the seed)."""
+    return {"loss": loss, "optimizer": (exp.train.optimizer, _optimizer_args(exp)), "epochs": exp.train.epochs,
+            "batch_size": exp.train.batch_size, "progress": False, "early_stopping": exp.train.early_stopping}
+
+
+def _pass_settings(variant) -> dict:
+    """fit's deep-supervision / random-pass options of a lavik variant (none for the other families)."""
+    if type(variant) is not Variant:
+        return {}
+    random_passes = None if variant.random_passes is None else tuple(variant.random_passes)
+    return {"pass_weights": variant.pass_weights, "random_passes": random_passes}
+
+
+def _groupable(variant) -> bool:
+    """Whether a variant's seeds may train as one fit_many call: family lavik (plain `Variant`) only.
+
+    The gated, loopy_cnn and inn families keep one run per task: their networks have sigmoids,
+    buffers (batch norm) or their own training loops, which fit_many would train one at a time
+    anyway, and their post-training analyses draw from the global RNG that `fit` leaves seeded.
+    A variant with pass_weights / random_passes (fit options fit_many does not take) trains alone.
+    """
+    return type(variant) is Variant and variant.pass_weights is None and variant.random_passes is None
+
+
+def _run_files(spec: RunSpec, exp: Experiment, split: Split, loss: str, model: torch.nn.Module, history: History,
+               error: str | None, training: dict, started: float) -> dict[str, bytes]:
+    """A trained run's folder as bytes: probes and analyses (finished runs), summary, metrics, config, model.
+
+    Args:
+        history: the run's History (a diverged run's epochs before it diverged).
+        error: the TrainingDiverged message of a diverged run, else None.
+        training: summary.json's "training" record (how the run trained: path, seeds_together).
+        started: time.perf_counter() at the run's start, for its wall_seconds.
+    """
+    variant, seed = spec.variant, spec.seed
+    status = "finished" if error is None else "diverged"
     gated = isinstance(variant, GatedVariant)
-    probes = extra = None
+    probes = extra = sweep = extra_loop = None
     figures: dict[str, bytes] = {}
     if status == "finished":
         probes = {"original": evaluate(model, split.val, loss=loss), "skip_off": None, "feedback_off": None}
@@ -216,6 +322,9 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
             extra, figures = extra_results(exp, model, split, loss, seed)
         elif isinstance(variant, loopy_family.LoopyVariant):
             extra, figures = loopy_family.extra_results(exp, variant, model, split, loss, seed)
+        sweep = unroll_sweep(exp, variant, model, split, loss, known=(extra or {}).get("unroll_sweep"))
+        if type(variant) is Variant:  # the modes comparison's memory and solver numbers
+            extra_loop = loop_training(model, split, loss, exp.train.batch_size, variant.pass_weights)
     # compact parameters: COUPLE's extra copies are not counted
     compact = sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for loop in model.modules() if isinstance(loop, Loop) for c in loop.copies[1:] for p in c.parameters()
@@ -230,8 +339,13 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
             "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
             "wall_seconds": time.perf_counter() - started,
         },
+        "training": training,
         "parameters": compact,
     }
+    if sweep is not None:
+        summary["unroll_sweep"] = sweep
+    if extra_loop is not None:
+        summary["loop_training"] = extra_loop
     if gated:
         summary["extra"] = extra
     if isinstance(variant, loopy_family.LoopyVariant):  # a LoopyCNN is saved as weights only (no config())
@@ -252,6 +366,49 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
             save(model, Path(tmp) / "model.lnet", architecture=not gated)
             files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
     return files
+
+
+def sweep_passes(exp: Experiment, training_unroll: int) -> list[int]:
+    """The pass counts of the unroll sweep: 1 .. train.unroll_sweep (unset: max(8, 2 x training_unroll))."""
+    last = exp.train.unroll_sweep if exp.train.unroll_sweep is not None else max(8, 2 * training_unroll)
+    return list(range(1, last + 1))
+
+
+def unroll_sweep(exp: Experiment, variant, model: torch.nn.Module, split: Split, loss: str,
+                 known: dict | None = None) -> dict | None:
+    """Validation loss / accuracy with every loop of `model` run for t = 1 .. T passes (`ln.unrolled`).
+
+    Hershey's fixed-point test (Fig. 3.22): does a looped network keep its accuracy beyond the
+    passes it was trained with? Evaluated in eval() mode, where a COUPLE loop runs passes beyond
+    its copies with its last copy (`Loop._passes`). None for a model without loops (no module with
+    `probe_unroll`; gated feedback "none", loopy vanilla / deep) or with train.unroll_sweep = 0.
+    Costs T evaluations of the validation split.
+
+    Args:
+        known: a sweep already computed on the same split, {"unrolls": [...], "loss": [...],
+            "accuracy": [...]} (loopy_cnn's extra.unroll_sweep): its pass counts are not re-evaluated.
+
+    Returns:
+        {"passes": [1 .. T], "loss": [...], "accuracy": [...] or None (no classification),
+         "training_unroll": the variant's unroll}.
+    """
+    if not variant.has_loop or not any(hasattr(m, "probe_unroll") for m in model.modules()):
+        return None
+    passes = sweep_passes(exp, variant.unroll)
+    if not passes:
+        return None
+    done = {}
+    if known:
+        done = {t: {"loss": l, "accuracy": a} for t, l, a in zip(known["unrolls"], known["loss"], known["accuracy"])}
+    results = []
+    for t in passes:
+        if t not in done:
+            with unrolled(model, t):
+                done[t] = evaluate(model, split.val, loss=loss)
+        results.append(done[t])
+    accuracy = [r.get("accuracy") for r in results]
+    return {"passes": passes, "loss": [r["loss"] for r in results],
+            "accuracy": None if all(a is None for a in accuracy) else accuracy, "training_unroll": variant.unroll}
 
 
 def _mean_ms(seconds: list[float]) -> float | None:
@@ -293,6 +450,16 @@ def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[Run
     return todo, done
 
 
+def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
+    """The runs to do, as tasks for `train_group`: one per variant's unfinished seeds (family lavik,
+    train.group_seeds), else one per run. Finished runs are never in `todo`, so never retrained."""
+    tasks: dict[object, list[RunSpec]] = {}
+    for spec in todo:
+        key = spec.variant.name if exp.train.group_seeds and _groupable(spec.variant) else (spec.variant.name, spec.seed)
+        tasks.setdefault(key, []).append(spec)
+    return [tuple(specs) for specs in tasks.values()]
+
+
 def run_experiment(
     exp: Experiment,
     runs_dir: str | Path = "runs",
@@ -313,7 +480,7 @@ def run_experiment(
     experiment_dir = Path(runs_dir) / exp.name
     resolved = dumps(to_dict(exp))
     recorded = experiment_dir / "experiment.toml"
-    if recorded.is_file() and recorded.read_text() != resolved:
+    if recorded.is_file() and not _same_config(recorded.read_text(), resolved):
         if not fresh:
             raise ConfigError(
                 f"{experiment_dir} holds runs of a different config than this one ({_first_difference(recorded.read_text(), resolved)}); "
@@ -328,10 +495,12 @@ def run_experiment(
         shutil.rmtree(stale, ignore_errors=True)
 
     todo, done = plan(exp, experiment_dir)
+    tasks = groups(exp, todo)
+    together = f" (in {len(tasks)} tasks: a variant's seeds train together)" if len(tasks) < len(todo) else ""
     log(f"{exp.name}: {len(variants)} variants x {len(exp.train.seeds)} seeds = {len(todo) + len(done)} runs; "
-        f"{len(done)} already finished, {len(todo)} to train -> {experiment_dir}")
+        f"{len(done)} already finished, {len(todo)} to train{together} -> {experiment_dir}")
     bar = tqdm(total=len(todo), desc=exp.name, unit="run", disable=not progress)
-    for spec, files in _execute(todo, workers, ray_address):
+    for spec, files in _execute(tasks, workers, ray_address):
         write_run(experiment_dir / spec.folder, files)
         summary = json.loads(files[FINISHED])
         bar.update()
@@ -340,21 +509,22 @@ def run_experiment(
     return experiment_dir
 
 
-def _execute(todo: list[RunSpec], workers: int, ray_address: str | None) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
-    """Yield (spec, files) as runs finish, on the chosen backend."""
+def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | None) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
+    """Yield (spec, files) for every run as its task finishes, on the chosen backend."""
     if ray_address is not None:
         from loopnets.experiments.ray_backend import run_on_ray
 
-        yield from run_on_ray(todo, ray_address, train_one)
+        for _, results in run_on_ray(tasks, ray_address, train_group):
+            yield from results
     elif workers <= 1:
-        for spec in todo:
-            yield spec, train_one(spec)
+        for task in tasks:
+            yield from train_group(task)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=_spawn()) as pool:
-            futures = {pool.submit(train_one, spec, threads): spec for spec in todo}
+            futures = [pool.submit(train_group, task, threads) for task in tasks]
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                yield from future.result()
 
 
 def _spawn():
@@ -370,6 +540,18 @@ def _describe(summary: dict) -> str:
     original = summary["probes"]["original"]
     metric = f"val acc {original['accuracy']:.4f}" if "accuracy" in original else f"val loss {original['loss']:.4g}"
     return f"{head}: {metric}, {summary['timing']['wall_seconds']:.1f} s"
+
+
+def _same_config(recorded: str, resolved: str) -> bool:
+    """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
+    train (bit for bit the same results), so folders written before the key existed, or with the
+    other setting, resume."""
+    if recorded == resolved:
+        return True
+    old, new = tomllib.loads(recorded), tomllib.loads(resolved)
+    for config in (old, new):
+        config.get("train", {}).pop("group_seeds", None)
+    return old == new
 
 
 def _first_difference(old: str, new: str) -> str:

@@ -119,6 +119,68 @@ def write_figures(experiment: Experiment, out_dir: Path) -> list[FigureFile]:
     return written
 
 
+def sweep_metric(experiment: Experiment) -> str | None:
+    """The metric the unroll-sweep figure shows: accuracy where swept (classification), else loss;
+    None when no variant has a sweep."""
+    for metric in ("accuracy", "loss"):
+        if any(v.sweep(metric) for v in experiment.variants):
+            return metric
+    return None
+
+
+def sweep_figure(experiment: Experiment) -> Figure | None:
+    """Validation accuracy (or loss) versus the passes every loop runs at test time, one line per
+    variant (mean over finished seeds, 20-80 % band), each variant's training unroll ringed
+    (Hershey Fig. 3.22). Columns as `columns`; None when no run has summary.json's unroll_sweep."""
+    metric = sweep_metric(experiment)
+    if metric is None:
+        return None
+    swept = {v.name: s for v in experiment.variants if (s := v.sweep(metric))}
+    groups = [(title, [v for v in group if v.name in swept]) for title, group in columns(experiment.variants)]
+    groups = [(title, group) for title, group in groups if group]
+    fig = Figure(figsize=(6.0 * len(groups), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    styles, colors = _linestyles(experiment.variants), _colors(experiment.variants)
+    drawn: list[np.ndarray] = []
+    for ax, (title, group) in zip(axes, groups):
+        for v in group:
+            b, trained = swept[v.name]
+            ax.plot(b.epochs, b.mean, color=colors[v.name], linestyle=styles[v.name], marker=".", linewidth=1.4,
+                    label=v.legend)
+            ax.fill_between(b.epochs, b.low, b.high, color=colors[v.name], alpha=0.15, linewidth=0)
+            drawn.extend([b.mean, b.low, b.high])
+            if trained is not None and trained in b.epochs:
+                at = int(np.flatnonzero(b.epochs == trained)[0])
+                ax.plot([trained], [b.mean[at]], marker="o", markersize=9, markerfacecolor="none",
+                        markeredgecolor=colors[v.name], markeredgewidth=1.6, linestyle="none")
+        ax.set_title(title if len(groups) > 1 else "")
+        ax.set_xlabel("passes through every loop at test time")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    label = "accuracy" if metric == "accuracy" else f"loss ({experiment.loss})"
+    axes[0].set_ylabel(f"validation {label}")
+    if metric == "loss" and _wide_positive_range(drawn):
+        axes[0].set_yscale("log")
+    fig.suptitle(f"{experiment.name}: validation {label} by test-time passes (ring: training unroll)")
+    return fig
+
+
+def write_sweep_figure(experiment: Experiment, out_dir: Path) -> FigureFile | None:
+    """Write unroll_sweep.png into `out_dir`; None (nothing written) when no run has a sweep."""
+    fig = sweep_figure(experiment)
+    if fig is None:
+        return None
+    fig.savefig(out_dir / "unroll_sweep.png", dpi=DPI)
+    what = "accuracy" if sweep_metric(experiment) == "accuracy" else f"loss ({experiment.loss})"
+    return FigureFile("unroll_sweep.png", (
+        f"Validation {what} when every loop runs 1, 2, ... passes at test time (summary.json unroll_sweep; "
+        "train.unroll_sweep sets the last, by default max(8, 2 x the training unroll)): mean over the finished "
+        "seeds with the 20-80 % band; the ring marks the passes the variant trained with. A line that stays "
+        "flat beyond its ring has learned a fixed point (Hershey Fig. 3.22); one that falls off has learned "
+        "to stop after exactly its training unroll."))
+
+
 def _linestyles(variants: list[Variant]) -> dict[str, str]:
     unrolls = sorted({v.unroll for v in variants if v.method != "ffn"})
     return {v.name: "-" if v.method == "ffn" else LINESTYLES[unrolls.index(v.unroll) % len(LINESTYLES)]

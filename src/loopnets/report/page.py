@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from loopnets.report.figures import FigureFile, write_figures
+from loopnets.report.figures import FigureFile, write_figures, write_sweep_figure
 from loopnets.report.gated import gated_results, gated_section
 from loopnets.report.run_figures import run_figures
 from loopnets.report.results import Experiment, load_experiment
@@ -67,7 +67,8 @@ def build_report(experiment_dir: Path | str) -> Path:
     """Rebuild `experiment_dir/report/` from the run folders only (no retraining); returns that folder.
 
     Writes report.html (self-contained), report.md, val_loss.png, val_loss_time.png (and
-    val_accuracy*.png for classification), probes.tex, timing.tex, probes.md (the probe table
+    val_accuracy*.png for classification), unroll_sweep.png (when runs have summary.json's
+    unroll_sweep), probes.tex, timing.tex, probes.md (the probe table
     alone, for a terminal) and results.json (the numbers in the tables). Missing and diverged
     runs are reported, not fatal.
 
@@ -89,6 +90,12 @@ def build_report(experiment_dir: Path | str) -> Path:
         results["gated"] = gated_results(experiment)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     blocks = _blocks(experiment, figures, probes, timing)
+    sweep = write_sweep_figure(experiment, out)
+    if sweep is not None:
+        blocks += [Heading("Passes at test time"), Paragraph(
+            "Each trained looped model evaluated on the validation split with every loop run for more or fewer "
+            "passes than it trained with: does it converge to a fixed point, or only work at its training unroll?"),
+            sweep]
     extra_figures = run_figures(experiment, out)
     if extra_figures:
         blocks += [Heading("Analyses of each variant's first seed"), *extra_figures]

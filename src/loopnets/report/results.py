@@ -156,6 +156,21 @@ class Variant:
         sigmas = sorted(by_sigma)
         return sigmas, [float(np.mean(by_sigma[s])) for s in sigmas]
 
+    def sweep(self, metric: str) -> tuple[Band, int | None] | None:
+        """summary.json's unroll_sweep over the finished seeds: (band of `metric` by pass count, the
+        training unroll); None when no finished seed has that metric swept (no loop, sweep off)."""
+        curves, trained = [], None
+        for r in self.finished:
+            sweep = r.summary.get("unroll_sweep") or {}
+            values = sweep.get(metric)
+            if values:
+                curves.append((sweep["passes"], [math.nan if v is None else float(v) for v in values]))
+                trained = sweep.get("training_unroll", trained)
+        if not curves:
+            return None
+        swept = band(curves)
+        return (swept, trained) if swept.epochs.size else None
+
     @property
     def finished(self) -> list[Run]:
         return [r for r in self.runs if r.finished]
@@ -272,6 +287,7 @@ class Experiment:
                 "train_seconds_per_epoch": _json_float(v.train_seconds_per_epoch()),
                 "probes": probes, "timing": timing,
             })
+            variants[-1]["unroll_sweep"] = _sweep_dict(v)
             if v.method == "gated":  # summary.json extra.noise, averaged over the finished seeds
                 curve = v.noise_curve()
                 variants[-1]["noise"] = None if curve is None else {
@@ -404,6 +420,20 @@ def _assign_labels(variants: list[Variant]) -> None:
         v.label = short[id(v)] + (" w. skip" if v.skip else "")
         if counts[short[id(v)], v.skip] > 1:
             v.label += f" ({v.name})"
+
+
+def _sweep_dict(v: Variant) -> dict | None:
+    """A variant's unroll sweep for results.json: per metric, mean and 20-80 % band over finished seeds."""
+    swept = {metric: v.sweep(metric) for metric in ("loss", "accuracy")}
+    if not any(swept.values()):
+        return None
+    out: dict[str, Any] = {"training_unroll": next(s[1] for s in swept.values() if s)}
+    for metric, s in swept.items():
+        out[metric] = None if s is None else {
+            "passes": s[0].epochs.tolist(), "mean": [_json_float(x) for x in s[0].mean],
+            "low": [_json_float(x) for x in s[0].low], "high": [_json_float(x) for x in s[0].high],
+            "n": s[0].n.tolist()}
+    return out
 
 
 def _float(text: str | None) -> float:
