@@ -270,3 +270,23 @@ def test_one_seed(float64_and_seed):
     one, many = both(lavik("couple"), (X, y), classes(12, seed=1), seeds=[7], batch_size=5)
     assert many[1].path == "batched"
     assert_same(one, many)
+
+
+@pytest.mark.parametrize("real, padded, bias", [(3, 3, True), (3, 5, True), (4, 4, False)])
+def test_seed_linear_function_passes_gradcheck(real, padded, bias):
+    """The hand-written per-seed linear (forward and backward) against finite differences, with and
+    without padding rows (which get no gradient) and bias."""
+    from loopnets.batched import _Rows, _SeedLinearFunction
+
+    torch.manual_seed(0)
+    S = 3
+    rows = _Rows()
+    rows.real = real
+    x = torch.randn(S * padded, 4, dtype=torch.float64)
+    for s in range(S):
+        x[s * padded + real:(s + 1) * padded] = 0  # padding rows, as the stack lays them out
+    x.requires_grad_(True)
+    w = torch.randn(S, 2, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(S, 2, dtype=torch.float64, requires_grad=True) if bias else None
+    inputs = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradcheck(lambda *t: _SeedLinearFunction.apply(*t[:2], t[2] if bias else None, S, rows), inputs)
