@@ -172,3 +172,20 @@ def test_modes_page_numbers_come_from_the_runs(small_runs, tmp_path):
     implicit = summaries(small_runs, "implicit-ift")
     converged = sum(s["loop_training"]["solver"]["loop"]["eval_forward"]["converged"] for s in implicit)
     assert f"implicit-ift {converged} / 2 seeds converged" in page
+
+
+def test_step_memory_counts_the_batch_not_the_whole_data_set():
+    from loopnets import layers
+    from loopnets.data import load_dataset
+    from loopnets.experiments.modes import loop_training
+    from loopnets.lavik import loop_network
+
+    split = load_dataset("digits")
+    net = loop_network(split.input_shape, [layers.Dense(8, activation="tanh")] * 3, (1, 2), split.outputs,
+                       method="tied", unroll=2)
+    saved = loop_training(net, split, "cross_entropy", batch_size=16)["memory"]["saved_bytes"]
+    X = split.train[0]
+    batch_input = 16 * X[0].numel() * X.element_size()
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    assert batch_input < saved < batch_input + weights + 64 * 1024  # the batch, the weights, small activations
+    assert X.numel() * X.element_size() > 10 * saved  # not the whole training set's storage

@@ -30,7 +30,7 @@ def loop_training(model: nn.Module, split: Split, loss: str, batch_size: int, pa
     loss_fn = get_loss(loss)
     device, dtype = _device_and_dtype(model)
     X, y = _tensors(split.train, "train", device, dtype)
-    xb, yb = X[:batch_size], y[:batch_size]
+    xb, yb = X[:batch_size].clone(), y[:batch_size].clone()  # own storage: a view would count all of X as saved
     forward, from_logits = _predictor(model, loss_fn)
     plan = pass_plan(model, pass_weights, None, seed=0)
     modes = {module: module.training for module in model.modules()}
