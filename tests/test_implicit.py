@@ -363,3 +363,25 @@ def test_warning_is_an_error_in_the_suite_unless_caught():
         warnings.simplefilter("error")
         with pytest.raises(ln.NotConvergedWarning, match="tol=1e-14"):
             loop(torch.randn(2, 4))
+
+
+def test_fit_reports_unconverged_solves_once_per_epoch():
+    """A loop without a fixed point warns at every training solve; fit turns them into one warning
+    per epoch with the count and the worst residual, and other warnings still pass."""
+    torch.manual_seed(0)
+    body = nn.Linear(3, 3)
+    with torch.no_grad():
+        body.weight.copy_(torch.eye(3))
+        body.bias.fill_(1.0)  # z -> z + 1: no fixed point
+    loop = ln.Loop(body, unroll=2, backprop=ln.OneStep(solver="fixed_point", max_passes=3))
+    loop.register_forward_pre_hook(lambda module, args: warnings.warn("another warning"))
+    X, y = torch.randn(8, 3), torch.randn(8, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ln.fit(loop, (X, y), loss="mse", epochs=2, batch_size=2, progress=False,
+               optimizer=("sgd", {"lr": 0.0}))
+    unsolved = [w.message for w in caught if isinstance(w.message, ln.NotConvergedWarning)]
+    assert [str(m).split(":")[0] for m in unsolved] == ["epoch 1", "epoch 2"]
+    assert all("4 fixed-point solves in training did not converge" in str(m) for m in unsolved)
+    assert all(m.stats is not None and not m.stats.converged for m in unsolved)
+    assert sum(str(w.message) == "another warning" for w in caught) == 8  # 4 steps x 2 epochs, each passed on

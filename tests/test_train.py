@@ -479,3 +479,30 @@ def test_fit_trains_a_network_with_a_softmax_head_through_its_logits(monkeypatch
                   batch_size=8, progress=False)
     assert history["val_accuracy"][-1] == 1.0
     assert used[:3] == [8, 8, 8] and len(used) == 4 * (3 + 1)  # 3 training batches + 1 validation batch
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own internals (torch.jit.script_method)
+def test_compile_runs_a_compiled_forward_with_eager_numbers(monkeypatch):
+    """fit(compile=True) compiles the forward it trains with, and trains to the eager numbers."""
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(fn, *args, **kwargs):
+        compiled.append(fn)
+        return real_compile(fn, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    X = torch.randn(24, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (24,))
+    histories, weights = [], []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+        histories.append(ln.fit(model, (X, y), (X, y), loss="cross_entropy", epochs=2, batch_size=8,
+                                progress=False, compile=flag))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert len(compiled) == 1  # only the compile=True call
+    assert histories[1]["train_loss"] == pytest.approx(histories[0]["train_loss"], rel=1e-9)
+    assert torch.allclose(weights[1], weights[0], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        ln.fit(model, (X, y), loss="cross_entropy", epochs=1, progress=False, compile="yes")

@@ -34,7 +34,13 @@ ANDERSON_LAM = 1e-4  # Tikhonov regularisation of Anderson's least squares, rela
 
 
 class NotConvergedWarning(UserWarning):
-    """A fixed-point solve stopped above its tolerance (see `SolverStats`)."""
+    """A fixed-point solve stopped above its tolerance; `.stats` is its `SolverStats`.
+
+    `ln.fit` gathers the ones raised while training into one warning per epoch."""
+
+    def __init__(self, message: str, stats: "SolverStats | None" = None):
+        super().__init__(message)
+        self.stats = stats
 
 
 @dataclass(frozen=True)
@@ -161,13 +167,12 @@ def solve(
             tol=tol, fallback=fallback, residual=track.worst,
         )
         if not stats.converged:
-            warnings.warn(
+            warnings.warn(NotConvergedWarning(
                 f"{what} solve did not converge: {solver} reached relative residual {stats.residual:.3g} > tol={tol:g} "
                 f"after {stats.passes} passes (max_passes={max_passes}"
                 + (f", then {fallback} from the best iterate" if fallback else "")
                 + "); raise max_passes, loosen tol, or make the loop contractive (e.g. smaller weights)",
-                NotConvergedWarning,
-                stacklevel=3,
+                stats), stacklevel=3,
             )
         out = track.best_z if track.best_z is not None else z
     return out.reshape(shape), stats

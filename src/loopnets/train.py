@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import numbers
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from loopnets.loop import cached_ties, tie_
 from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import OptimizerSpec, make_optimizer
 from loopnets.passes import pass_plan
+from loopnets.solvers import NotConvergedWarning
 
 EVAL_BATCH_SIZE = 1024  # validation batch size inside fit; results do not depend on it
 GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
@@ -120,6 +123,7 @@ def fit(
     shuffle: bool = True,
     pass_weights: str | list[float] | None = None,
     random_passes: tuple[int, int] | None = None,
+    compile: bool = False,
 ) -> History:
     """Train `model` on in-memory data with minibatch gradient descent; return its History.
 
@@ -195,6 +199,12 @@ def fit(
             unroll. Not with ln.Implicit / ln.OneStep (their solver chooses the passes), nor hi
             beyond a COUPLE loop's unroll. With pass_weights "mean" / "linear" the weights are
             those for the drawn k.
+        compile: `torch.compile` the forward that training calls (the model, or its logits) once
+            per call; backward, the optimizer and validation stay eager, and the numbers are those
+            of the eager forward up to rounding. It pays only where the forward has many ops to
+            fuse per dispatch: on this project's CPU workloads it was 1.0-1.25x *slower* after 5-36 s
+            of compiling (docs/performance.md, `benchmarks/compile_step.py`); try it for large
+            models or on a GPU, and compare with `History["train_seconds"]`.
 
     Returns:
         The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
@@ -208,9 +218,9 @@ def fit(
     if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.batched.fit_many
         from loopnets.batched import fit_many
 
-        if pass_weights is not None or random_passes is not None:
+        if pass_weights is not None or random_passes is not None or compile:
             raise ValueError(
-                "pass_weights / random_passes are not supported with several seeds (fit_many); "
+                "pass_weights / random_passes / compile are not supported with several seeds (fit_many); "
                 "call fit once per seed, e.g. [fit(model_s, ..., seed=s) for s in seeds]"
             )
         return fit_many(model, train, val, seeds=seed, loss=loss, optimizer=optimizer, epochs=epochs,
@@ -221,6 +231,8 @@ def fit(
     _check_int("batch_size", batch_size, minimum=1)
     _check_int("seed", seed, minimum=None)
     epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False; got {compile!r}")
     if early_stopping is not None:
         _check_int("early_stopping", early_stopping, minimum=1)
         if val is None:
@@ -239,6 +251,8 @@ def fit(
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
     opt = make_optimizer(optimizer, model.parameters())
     forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
+    if compile:
+        forward = torch.compile(forward)
     zero_grad = _grad_clearer(opt)
     gather = X.nelement() * X.element_size() + y.nelement() * y.element_size() <= GATHER_BYTES
 
@@ -256,24 +270,25 @@ def fit(
                 order = torch.randperm(n, generator=generator).to(device) if shuffle else None
                 xs, ys = _batches(X, y, order, batch_size, gather)  # (B, *in), (B, *out) each
                 sums, count = [], 0
-                for xb, yb in zip(xs, ys):
-                    if plan is None:
-                        pred = forward(xb)  # (B, *out)
-                        if parts is None:
-                            parts = _training_parts(loss, pred, y, from_logits)
-                        batch_sum, batch_count = parts(pred, yb, from_logits)
-                        value = loss.finish(batch_sum / batch_count)  # mean over the batch
-                    else:  # deep supervision / random passes, see loopnets.passes
-                        preds, weights = plan.predict(forward, xb, from_logits)  # k x (B, *out), final last
-                        if parts is None:
-                            parts = _training_parts(loss, preds[-1], y, from_logits)
-                        batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, parts, from_logits)
-                    zero_grad()
-                    value.backward()
-                    opt.step()
-                    tie_(loops)  # COUPLE: copies trained apart for one step are re-tied here
-                    sums.append(batch_sum.detach())  # stays on the device: no host sync per step
-                    count += batch_count
+                with _solver_warnings(epoch):  # one warning per epoch, not one per solve
+                    for xb, yb in zip(xs, ys):
+                        if plan is None:
+                            pred = forward(xb)  # (B, *out)
+                            if parts is None:
+                                parts = _training_parts(loss, pred, y, from_logits)
+                            batch_sum, batch_count = parts(pred, yb, from_logits)
+                            value = loss.finish(batch_sum / batch_count)  # mean over the batch
+                        else:  # deep supervision / random passes, see loopnets.passes
+                            preds, weights = plan.predict(forward, xb, from_logits)  # k x (B, *out), final last
+                            if parts is None:
+                                parts = _training_parts(loss, preds[-1], y, from_logits)
+                            batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, parts, from_logits)
+                        zero_grad()
+                        value.backward()
+                        opt.step()
+                        tie_(loops)  # COUPLE: copies trained apart for one step are re-tied here
+                        sums.append(batch_sum.detach())  # stays on the device: no host sync per step
+                        count += batch_count
                 sums = torch.stack(sums).double()  # (batches,)
                 total = sums.cumsum(0)[-1]  # summed in order, as a running total would be
                 train_loss = loss.finish(total / count).item()  # the epoch's one wait for the device
@@ -436,6 +451,28 @@ def _pass_loss(preds: list[Tensor], weights: list[float], yb: Tensor, loss: Loss
     if not weights[-1]:
         batch_sum, batch_count = parts(preds[-1].detach(), yb, from_logits)
     return batch_sum, batch_count, value
+
+
+@contextmanager
+def _solver_warnings(epoch: int) -> Iterator[None]:
+    """Gather the NotConvergedWarnings of one epoch's training steps into one warning.
+
+    An implicit loop that misses its tolerance warns at every solve (`loopnets.solvers`), which
+    in training is every step: hundreds of lines per epoch. Inside the block they are collected
+    and reported once, with their count and the worst residual; other warnings pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NotConvergedWarning)
+        yield
+    unsolved = [w.message for w in caught if isinstance(w.message, NotConvergedWarning)]
+    for w in caught:
+        if not isinstance(w.message, NotConvergedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unsolved:
+        worst = max((m.stats.residual for m in unsolved if m.stats is not None), default=math.nan)
+        warnings.warn(NotConvergedWarning(
+            f"epoch {epoch}: {len(unsolved)} fixed-point solves in training did not converge (worst relative "
+            f"residual {worst:.3g}); the first: {unsolved[0]}", unsolved[0].stats), stacklevel=3)
 
 
 def _grad_clearer(opt: torch.optim.Optimizer):
