@@ -199,9 +199,7 @@ class Loop(nn.Module):
         h = x
         for t in range(k):
             with torch.no_grad() if t < no_grad else nullcontext():
-                fed = h.detach() if one_pass else h
-                v = x if t == 0 else self._merge(self._feed(fed), x)
-                h = copies[min(t, len(copies) - 1)](v)
+                h = self._pass(h.detach() if one_pass else h, x, t, copies)
             self._check_shape(x, h, "body output")
             if readout is not None:
                 readout.append(h)
@@ -212,6 +210,13 @@ class Loop(nn.Module):
         if self.output == "sum":
             return torch.stack(outputs).sum(0)
         return h
+
+    def _pass(self, h: torch.Tensor, x: torch.Tensor, t: int, copies: list[nn.Module] | None = None) -> torch.Tensor:
+        """Pass t (0-based): body_t(x) for t = 0, else body_t(merge(feedback(h), x)), where body_t
+        is COUPLE's copy t (its last copy beyond them) and the one body otherwise."""
+        copies = self.copies if copies is None else copies
+        v = x if t == 0 else self._merge(self._feed(h), x)
+        return copies[min(t, len(copies) - 1)](v)
 
     def _feed(self, h: torch.Tensor) -> torch.Tensor:
         return h if self.feedback is None else self.feedback(h)

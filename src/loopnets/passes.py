@@ -149,7 +149,7 @@ def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, m
     values: list[Tensor] = []  # criterion per pass, (B,)
     chosen = output = probs = None  # the loop outputs / model outputs at each sample's exit
     for t in range(k):
-        raw.append(_step(loop, raw[-1] if raw else None, loop_input, t))  # h_t: (B, *)
+        raw.append(loop._pass(raw[-1] if raw else None, loop_input, t))  # h_t: (B, *)
         y = _combined(loop, raw)  # the loop's output after t + 1 passes
         if criterion == "residual":  # needs only the loop state: the model output runs once at the end
             value = _residual(raw)
@@ -361,13 +361,6 @@ def _combined(loop: Loop, raw: list[Tensor]) -> Tensor:
     if loop.output == "sum":
         return torch.stack(raw).sum(0)
     return raw[-1]
-
-
-def _step(loop: Loop, h: Tensor | None, x: Tensor, t: int) -> Tensor:
-    """Pass t (0-based) of the loop in eval mode: h_t = body_t(merge(feedback(h_{t-1}), x))."""
-    copies = loop.copies
-    v = x if t == 0 else loop._merge(loop._feed(h), x)
-    return copies[min(t, len(copies) - 1)](v)
 
 
 def _residual(raw: list[Tensor]) -> Tensor:
