@@ -20,12 +20,11 @@ Measures (mean ± sample sd over the finished seeds):
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from pathlib import Path
 
-from loopnets.report.results import Experiment, Variant, load_experiment
+from loopnets.report.results import Experiment, Variant, load_experiment, page_cli
 
 HERE = Path(__file__).resolve().parent
 TASKS = (("iris", "Iris"), ("meats", "NIR meat spectra"), ("mnist-cnn", "MNIST tiny CNN"), ("hershey", "Hershey MNIST"))
@@ -269,12 +268,7 @@ def build(runs_dir: Path, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    p.add_argument("--out", type=Path, default=HERE / "modes.md")
-    args = p.parse_args(argv)
-    build(args.runs_dir, args.out)
-    print(f"wrote {args.out}")
+    page_cli(build, __doc__, HERE / "modes.md", argv)
 
 
 if __name__ == "__main__":

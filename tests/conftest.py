@@ -1,7 +1,21 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and helpers."""
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_page_builder(relative: str):
+    """A docs page builder script (e.g. "docs/build_modes.py") imported as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

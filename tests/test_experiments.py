@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_page_builder
 
 from loopnets.cli import main
 from loopnets.experiments import ConfigError, Experiment, expand_variants, load_config, validate
@@ -222,11 +223,7 @@ def test_ray_backend_runs_a_two_run_sweep_on_a_local_cluster(tmp_path):
 
 
 def test_reproduction_page_sets_our_runs_beside_the_thesis(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_lavik", ROOT / "docs" / "reproductions" / "build_lavik.py")
-    build_lavik = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_lavik)
+    build_lavik = load_page_builder("docs/reproductions/build_lavik.py")
     runs = tmp_path / "runs"
     assert main(["run", str(write(tmp_path, TINY)), "--runs-dir", str(runs), "--no-progress", "name=lavik-iris"]) == 0
     page = build_lavik.build(runs, tmp_path / "lavik.md")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_page_builder
 
 import loopnets as ln
 from loopnets.cli import main
@@ -259,11 +260,7 @@ def ln_report(root: Path) -> Path:
 
 
 def test_kemmerling_reproduction_page_computes_claims_from_runs(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_kemmerling", ROOT / "docs" / "reproductions" / "build_kemmerling.py")
-    build_kemmerling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_kemmerling)
+    build_kemmerling = load_page_builder("docs/reproductions/build_kemmerling.py")
     runs = tmp_path / "runs"
     args = ["run", str(write(tmp_path, TINY)), "--runs-dir", str(runs), "--no-progress", "--no-report",
             "name=kemmerling-feedback", "train.epochs=1", "train.seeds=[0]"]

@@ -1,6 +1,5 @@
 """Caswell's loopy CNNs as experiments (family loopy_cnn): configs, a tiny run through the CLI, --data-dir, the page."""
 
-import importlib.util
 import json
 import pickle
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_page_builder
 from test_gated_experiments import changed
 
 import loopnets as ln
@@ -252,9 +252,7 @@ def test_data_dir_reaches_the_cifar_loader(tmp_path):
 
 
 def test_caswell_page_reports_our_numbers_from_the_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("build_caswell", ROOT / "docs" / "reproductions" / "build_caswell.py")
-    build_caswell = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_caswell)
+    build_caswell = load_page_builder("docs/reproductions/build_caswell.py")
     runs = tmp_path / "runs"
     args = ["run", str(write(tmp_path)), "--runs-dir", str(runs), "--no-progress", "--no-report",
             "name=caswell-synthetic-batch5", "train.seeds=[0]", "train.analyses=[]"]

@@ -1,12 +1,12 @@
 """The modes comparison (issue 8): new modes and per-pass options in configs, the runner's
 loop_training record, and the docs/modes.md builder on a small run."""
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from conftest import load_page_builder
 
 import loopnets as ln
 from loopnets.cli import main
@@ -153,17 +153,12 @@ def test_pass_options_reach_fit(small_runs):
     assert deep["pass_weights"] == "mean" and summaries(small_runs, "tied-random")[0]["random_passes"] == [1, 8]
 
 
-def load_builder():
-    spec = importlib.util.spec_from_file_location("build_modes", ROOT / "docs" / "build_modes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_modes_page_numbers_come_from_the_runs(small_runs, tmp_path):
-    builder = load_builder()
+    builder = load_page_builder("docs/build_modes.py")
     page = builder.build(small_runs, tmp_path / "modes.md")
     assert (tmp_path / "modes-iris.png").is_file()
+    builder.main(["--runs-dir", str(small_runs), "--out", str(tmp_path / "cli.md")])  # the page_cli command line
+    assert (tmp_path / "cli.md").read_text() == page
     accuracy = [100 * s["probes"]["original"]["accuracy"] for s in summaries(small_runs, "tied-x8")]
     assert f"| tied-x8 | {statistics.mean(accuracy):.1f} ± {statistics.stdev(accuracy):.1f} |" in page
     tied = [[s["loop_training"]["memory"]["saved_bytes"] for s in summaries(small_runs, f"tied-x{k}")] for k in (2, 8)]

@@ -16,10 +16,11 @@ Measures (mean ± sample sd over seeds, final epoch):
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
+
+from loopnets.report.results import page_cli
 
 HERE = Path(__file__).resolve().parent
 CHANCE_9 = 1 / 9  # ACC_end of a guess among 9 positions
@@ -240,13 +241,8 @@ def build(runs: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", default="runs", type=Path)
-    parser.add_argument("--out", default=HERE / "hershey.md", type=Path)
-    args = parser.parse_args()
-    args.out.write_text(build(args.runs_dir))
-    print(f"wrote {args.out}")
+def main(argv: list[str] | None = None) -> None:
+    page_cli(lambda runs_dir, out: out.write_text(build(runs_dir)), __doc__, HERE / "hershey.md", argv)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ Measures (validation split, mean ± sample sd over seeds):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from loopnets.report.results import Experiment, Variant, load_experiment
+from loopnets.report.results import Experiment, Variant, load_experiment, page_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -320,13 +319,8 @@ def build(runs_dir: Path, out: Path) -> str:
     return text
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=HERE / "kemmerling.md")
-    args = parser.parse_args()
-    build(args.runs_dir, args.out)
-    print(f"wrote {args.out}")
+def main(argv: list[str] | None = None) -> None:
+    page_cli(build, __doc__, HERE / "kemmerling.md", argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ writes lavik.md. Every number of ours on the page comes from the run folders.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,6 +19,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+from loopnets.report.results import page_cli
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = {  # our experiment -> (title, the thesis tables it sits beside)
@@ -148,13 +149,8 @@ def _wall_seconds(variant_dir: Path) -> list[float]:
     return [json.loads(p.read_text())["timing"]["wall_seconds"] for p in variant_dir.glob("seed=*/summary.json")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=HERE / "lavik.md")
-    args = parser.parse_args()
-    build(args.runs_dir, args.out)
-    print(f"wrote {args.out}")
+def main(argv: list[str] | None = None) -> None:
+    page_cli(build, __doc__, HERE / "lavik.md", argv)
 
 
 if __name__ == "__main__":

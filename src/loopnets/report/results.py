@@ -12,13 +12,14 @@ the seeds that reached that epoch, tables use the finished seeds only. Interrupt
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -446,3 +447,15 @@ def _json_float(x: float | None) -> float | None:
 
 def _stat_dict(stat: Stat | None) -> dict | None:
     return None if stat is None else stat.to_dict()
+
+
+def page_cli(build: Callable[[Path, Path], Any], doc: str, default_out: Path, argv: list[str] | None = None) -> None:
+    """The command line of a docs page builder (docs/build_modes.py, docs/reproductions/build_*.py):
+    `--runs-dir` (default runs) and `--out` (default: the page beside the script); `build(runs_dir,
+    out)` writes the page."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args(argv)
+    build(args.runs_dir, args.out)
+    print(f"wrote {args.out}")
