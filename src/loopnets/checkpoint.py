@@ -151,6 +151,8 @@ def load(
             listed), or `device` is not available here.
     """
     path = Path(path)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise CheckpointError(f"max_bytes must be an integer >= 0 (bytes of tensors); got {max_bytes!r}")
     target = resolve_device(device)
     meta, tensors = _read(path, max_bytes)
     state = _expand(path, meta, tensors)
