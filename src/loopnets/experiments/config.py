@@ -36,6 +36,7 @@ architecture fails before any training.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import re
@@ -53,6 +54,7 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
+from loopnets.optim import OPTIMIZERS
 from loopnets.passes import PASS_WEIGHTS
 from loopnets.experiments.loopy import LoopyConfig
 
@@ -186,6 +188,9 @@ class TrainConfig:
     # After training, validation loss / accuracy with every loop run for 1 .. N passes (summary.json
     # unroll_sweep; Hershey Fig. 3.22); unset: max(8, 2 x the variant's unroll); 0: no sweep.
     unroll_sweep: Union[int, None] = None
+    # The most memory (GiB) one variant's training may need (`loopnets.experiments.budget`): an
+    # experiment estimated above it is refused before anything is built. Unset: half this machine's memory.
+    max_memory_gb: Union[float, None] = None
 
 
 @dataclass(frozen=True)
@@ -559,6 +564,8 @@ def _fix(value: Any, wanted: Any) -> str:
         return " (nan and inf are not allowed; give a finite number)"
     if isinstance(value, float) and wanted is int and value.is_integer():
         return f" (write {int(value)} without the decimal point)"
+    if wanted is bool and value in (0, 1) and not isinstance(value, bool):
+        return f" (write {'true' if value else 'false'})"
     if isinstance(value, str) and wanted in (int, float):
         return " (write the number without quotes)"
     return ""
@@ -574,6 +581,7 @@ def _check_values(exp: Experiment) -> None:
             raise ConfigError(f"config key {key} must be >= {low}; got {value}")
 
     check_name("name", exp.name)
+    _check_optimizer_arg_types(exp.train.optimizer, exp.train.optimizer_args)
     if not 0 <= exp.data.split_seed < 2**32:  # scikit-learn's random_state (the splits)
         raise ConfigError(f"config key data.split_seed = {exp.data.split_seed} is out of range: the data split takes a "
                           f"seed in [0, 2^32), e.g. 0")
@@ -583,6 +591,9 @@ def _check_values(exp: Experiment) -> None:
         at_least("train.early_stopping", exp.train.early_stopping, 1)
     if exp.train.unroll_sweep is not None:
         at_least("train.unroll_sweep", exp.train.unroll_sweep, 0)
+    if exp.train.max_memory_gb is not None and not exp.train.max_memory_gb > 0:
+        raise ConfigError(f"config key train.max_memory_gb must be > 0 (GiB); got {exp.train.max_memory_gb}; "
+                          f"leave it out for half this machine's memory")
     seeds = exp.train.seeds
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key train.seeds must be a non-empty list of distinct integers; got {seeds!r}")
@@ -609,11 +620,29 @@ def _check_values(exp: Experiment) -> None:
             choose(f"variants[{i}].method", v.method, METHODS)
             _check_loop_training(f"variants[{i}]", v)
     names = [v.name for v in expand_variants(exp)]
-    for name in names:
-        check_name("variant name", name)
+    given = {v.name: i for i, v in reversed(list(enumerate(exp.variants))) if isinstance(v.name, str)}
+    for name in names:  # given (name = ...) or made from the variant's settings (method-x<unroll>, ...)
+        check_name(f"variants[{given[name]}].name" if name in given else "variant name (made from the variant's settings)", name)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
+
+
+def _check_optimizer_arg_types(name: str, args: dict) -> None:
+    """A bool where the optimizer takes a number (lr = true), or a number where it takes a bool
+    (amsgrad = 1), is refused: torch would read true as 1. The type is the argument's default's
+    in the optimizer's signature; unknown names and arguments are left to make_optimizer."""
+    entry = OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
+    if entry is None:
+        return
+    params = inspect.signature(entry[0]).parameters
+    for key, value in args.items():
+        default = params[key].default if key in params else None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config key train.optimizer_args.{key} must be true or false; got {_described(value)}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, bool):
+            raise ConfigError(f"config key train.optimizer_args.{key} must be a number (default {default}); got "
+                              f"bool {value}{_fix(value, float)}")
 
 
 def _check_loop_training(where: str, v: VariantConfig) -> None:
