@@ -21,6 +21,10 @@ from its weight-space size (`inn.sizes`) without building. It is an estimate: te
 the backward pass and the data set itself are not counted; an activation count the meta forward
 cannot measure (a solver that reads values) is left out.
 
+A variant of more than `config.MAX_PASSES` passes is refused here too, even where its memory
+fits (a solver's activations are not measured; a tied loop of a million passes fits but would
+take hours per epoch).
+
 The limit is `MEMORY_FRACTION` of this machine's physical memory (`DEFAULT_LIMIT` where that is
 unknown), or `train.max_memory_gb` when set.
 """
@@ -39,7 +43,7 @@ from torch import nn
 from loopnets.data.split import Split
 from loopnets.experiments import inn as inn_family
 from loopnets.experiments import loopy as loopy_family
-from loopnets.experiments.config import ConfigError, Experiment, expand_variants
+from loopnets.experiments.config import MAX_PASSES, ConfigError, Experiment, expand_variants, pass_count_field
 
 MEMORY_FRACTION = 0.5  # of physical memory: room for the data, the OS and a second worker
 DEFAULT_LIMIT = 8 * 2**30  # bytes, where the physical memory cannot be read
@@ -95,9 +99,9 @@ def check_memory(exp: Experiment, load_split: Callable[[Experiment], Split], bui
         variants = expand_variants(exp)
         split = loopy_family.placeholder_split(exp) or load_split(exp)
         estimates = [(v, estimate(exp, v, split, build)) for v in variants]
-    for variant, est in estimates:
+    for variant, est in estimates:  # memory first: the estimate says how far off a huge count is
         if est is not None and est.bytes > limit:
-            field = pass_field(variant)
+            field = pass_count_field(variant)
             counts = f"{est.parameters:,} parameters x {OPTIMIZER_COPIES} (weights, gradients, Adam's moments)"
             if est.activations:
                 passes = f", {est.passes:,} passes" if est.passes > 1 else ""
@@ -108,18 +112,25 @@ def check_memory(exp: Experiment, load_split: Callable[[Experiment], Split], bui
                 f"{'the ' + field + ' or ' if field and est.passes > 1 else ''}the layer sizes, or if this machine "
                 f"really has the memory, set train.max_memory_gb = {math.ceil(est.bytes / 2**30)}"
             )
+        _check_passes(variant)
 
 
-def pass_field(variant: Any) -> str | None:
-    """The name of the variant's pass count (its loops' unroll), or None."""
-    names = {f.name for f in dataclasses.fields(variant)}
-    return next((name for name in ("unroll", "timesteps", "iterations") if name in names), None)
+def _check_passes(variant: Any) -> None:
+    """A loop of more than MAX_PASSES passes (unroll, timesteps, iterations or random_passes' upper
+    end) is refused even where its memory fits: its training would take hours per epoch."""
+    field = pass_count_field(variant)
+    passes = getattr(variant, field) if field else 1
+    highest = max([1, *(getattr(variant, "random_passes", None) or [])])
+    for count, key in ((passes, field), (highest, "random_passes")):
+        if count > MAX_PASSES:
+            raise ConfigError(f"variant {variant.name!r}: {key} {count:,} is more than {MAX_PASSES} passes; a loop of "
+                              f"that many passes would take hours per epoch: use at most {MAX_PASSES}")
 
 
 def estimate(exp: Experiment, variant: Any, split: Split, build: Callable) -> Estimate | None:
     """The variant's training memory, from meta-device builds at 1 and 2 passes (None when the
     variant cannot be built that way: the real build then reports why)."""
-    field = pass_field(variant)
+    field = pass_count_field(variant)
     passes = getattr(variant, field) if field else 1
     batch = max(1, min(exp.train.batch_size, len(split.x_train)))
     if field is None or passes <= 2:

@@ -81,6 +81,10 @@ class ConfigError(ValueError):
 
 MAX_SEED = 2**63  # seeds are integers in [0, MAX_SEED): torch.manual_seed's range
 MAX_NAME = 100  # characters in a name used as a folder (experiment, variant)
+# Passes of a loop (unroll, timesteps, iterations, random_passes, unroll_sweep): the thesis and the
+# papers use at most a few dozen; the unroll sweep evaluates 1 .. N passes, N^2 / 2 in all. The
+# variants' counts are checked with their memory estimate (`loopnets.experiments.budget`).
+MAX_PASSES = 1000
 _PORTABLE_NAME = re.compile(r"[A-Za-z0-9._=+-]+")
 
 
@@ -619,13 +623,23 @@ def _check_values(exp: Experiment) -> None:
         for i, v in enumerate(exp.variants):
             choose(f"variants[{i}].method", v.method, METHODS)
             _check_loop_training(f"variants[{i}]", v)
-    names = [v.name for v in expand_variants(exp)]
+    if exp.train.unroll_sweep is not None and exp.train.unroll_sweep > MAX_PASSES:
+        raise ConfigError(f"config key train.unroll_sweep = {exp.train.unroll_sweep} is more than {MAX_PASSES} passes "
+                          f"(the sweep evaluates every count from 1, about N^2 / 2 passes); e.g. 16")
+    expanded = expand_variants(exp)
+    names = [v.name for v in expanded]
     given = {v.name: i for i, v in reversed(list(enumerate(exp.variants))) if isinstance(v.name, str)}
     for name in names:  # given (name = ...) or made from the variant's settings (method-x<unroll>, ...)
         check_name(f"variants[{given[name]}].name" if name in given else "variant name (made from the variant's settings)", name)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
+
+
+def pass_count_field(variant: Any) -> str | None:
+    """The name of an expanded variant's pass count (its loops' unroll), or None."""
+    names = {f.name for f in dataclasses.fields(variant)}
+    return next((name for name in ("unroll", "timesteps", "iterations") if name in names), None)
 
 
 def _check_optimizer_arg_types(name: str, args: dict) -> None:
