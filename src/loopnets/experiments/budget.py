@@ -129,7 +129,8 @@ def _check_passes(variant: Any) -> None:
 
 def estimate(exp: Experiment, variant: Any, split: Split, build: Callable) -> Estimate | None:
     """The variant's training memory, from meta-device builds at 1 and 2 passes (None when the
-    variant cannot be built that way: the real build then reports why)."""
+    build needs an operation the meta device lacks). A ConfigError of the builder passes through;
+    torch refusing a size (a TypeError or RuntimeError) becomes one."""
     field = pass_count_field(variant)
     passes = getattr(variant, field) if field else 1
     batch = max(1, min(exp.train.batch_size, len(split.x_train)))
@@ -155,8 +156,11 @@ def _measure(exp: Experiment, variant: Any, split: Split, build: Callable, batch
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             model = build(exp, variant, split)
-    except (ConfigError, ValueError, TypeError, RuntimeError, NotImplementedError):
+    except NotImplementedError:  # an operation without a meta kernel: the real build is checked as before
         return None
+    except (TypeError, RuntimeError, OverflowError) as err:  # torch refuses a size (e.g. beyond int64 elements)
+        raise ConfigError(f"variant {variant.name!r} cannot be built: torch refuses its sizes ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0]}); lower the layer sizes") from None
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     params = sum(t.numel() for t in tensors.values() if t.is_floating_point())
     size = next((t.element_size() for t in tensors.values() if t.is_floating_point()), 4)

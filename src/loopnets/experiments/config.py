@@ -479,7 +479,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     these): the one place where types are checked, for every field of the schema.
 
     true / false are never numbers (TOML keeps them apart; Python's bool is an int, so it is
-    refused explicitly), floats are finite, and list elements have their declared type. Lists and
+    refused explicitly), integers fit in 64 bits (TOML's own range), floats are finite, and list
+    elements have their declared type. Lists and
     tables of free-form settings (optimizer_args, backprop_args, data.options, model.layers, the
     families' tables) may not mix true / false with numbers in one list, nor hold nan / inf.
     """
@@ -510,8 +511,8 @@ def _match(value: Any, option: Any) -> tuple[bool, Any]:
         return value is None, None
     if option is bool:
         return isinstance(value, bool), value
-    if option is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+    if option is int:  # TOML's integers are 64-bit; torch indexes with int64 too
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63, value
     if option is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return ok, float(value) if ok else None
@@ -570,6 +571,8 @@ def _fix(value: Any, wanted: Any) -> str:
         return f" (write {int(value)} without the decimal point)"
     if wanted is bool and value in (0, 1) and not isinstance(value, bool):
         return f" (write {'true' if value else 'false'})"
+    if isinstance(value, int) and not isinstance(value, bool) and wanted is int and not -(2**63) <= value < 2**63:
+        return " (beyond TOML's 64-bit integers; no setting needs a number that large)"
     if isinstance(value, str) and wanted in (int, float):
         return " (write the number without quotes)"
     return ""
