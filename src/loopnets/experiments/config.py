@@ -494,8 +494,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             (element,) = typing.get_args(option)
             for i, item in enumerate(value):
                 if not _match(item, element)[0]:
+                    _refuse_huge_int(f"{key}[{i}]", item, element)
                     raise ConfigError(f"config key {key}[{i}] must be {_type_name(element)}; got "
                                       f"{_described(item)}{_fix(item, element)}")
+    if int in options:
+        _refuse_huge_int(key, value, int)
     bad = _free_form_fault(value) if isinstance(value, (list, dict)) else None
     if bad is not None:
         where, problem = bad
@@ -503,6 +506,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     names = " or ".join(_type_name(o) for o in options)
     raise ConfigError(f"config key {key} must be {names}; got {_described(value)}"
                       f"{_fix(value, next((o for o in options if o in (int, float)), options[0]))}")
+
+
+def _refuse_huge_int(key: str, value: Any, wanted: Any) -> None:
+    if wanted is int and isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ConfigError(f"config key {key} = {value} is out of range: TOML's integers are 64-bit "
+                          f"(-2^63 .. 2^63 - 1), and no setting needs a number that large")
 
 
 def _match(value: Any, option: Any) -> tuple[bool, Any]:
@@ -571,8 +580,6 @@ def _fix(value: Any, wanted: Any) -> str:
         return f" (write {int(value)} without the decimal point)"
     if wanted is bool and value in (0, 1) and not isinstance(value, bool):
         return f" (write {'true' if value else 'false'})"
-    if isinstance(value, int) and not isinstance(value, bool) and wanted is int and not -(2**63) <= value < 2**63:
-        return " (beyond TOML's 64-bit integers; no setting needs a number that large)"
     if isinstance(value, str) and wanted in (int, float):
         return " (write the number without quotes)"
     return ""
