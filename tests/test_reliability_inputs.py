@@ -201,3 +201,17 @@ def test_huge_count_with_the_memory_limit_raised_is_still_refused_before_buildin
 def test_unroll_sweep_bounded():
     with pytest.raises(ConfigError, match=r"train.unroll_sweep = 100000 is more than 1000 passes"):
         load_config(None, ["train.unroll_sweep=100000"])
+
+
+def test_run_refuses_an_absurd_width_before_training(tmp_path, capsys):
+    from loopnets.cli import main
+
+    config = tmp_path / "wide.toml"
+    config.write_text('name = "wide"\n[model]\nlayers = [{ type = "dense", units = 1000000000 }]\nloop = [0, 0]\n'
+                      '[[variants]]\nmethod = "ffn"\n')
+    start = time.perf_counter()
+    assert main(["run", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
+    assert time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert err.startswith("loopnets: error: variant 'ffn' would need about ") and "train.max_memory_gb" in err
+    assert not (tmp_path / "runs").exists()  # nothing started
