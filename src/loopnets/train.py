@@ -240,16 +240,28 @@ class SupervisedTask:
         xb, yb = batch  # (B, *in), (B, *out) or (B,)
         loss, from_logits = self.loss_fn, self.from_logits
         if self.plan is None:
-            pred = self.forward(xb)  # (B, *out)
+            pred = self.forward(xb) if self.parts is not None else self._first(model, xb, self.forward)  # (B, *out)
             if self.parts is None:
                 self.parts = _training_parts(loss, pred, self.targets, from_logits)
             batch_sum, batch_count = self.parts(pred, yb, from_logits)
             return loss.finish(batch_sum / batch_count), batch_sum, batch_count  # mean over the batch
-        preds, weights = self.plan.predict(self.forward, xb, from_logits)  # k x (B, *out), final last
+        predict = lambda x: self.plan.predict(self.forward, x, from_logits)  # noqa: E731
+        preds, weights = predict(xb) if self.parts is not None else self._first(model, xb, predict)  # k x (B, *out)
         if self.parts is None:
             self.parts = _training_parts(loss, preds[-1], self.targets, from_logits)
         batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, self.parts, from_logits)
         return value, batch_sum, batch_count
+
+    @staticmethod
+    def _first(model: nn.Module, xb: Tensor, call):
+        """`call(xb)` for the first batch: a model that cannot take X says so in fit's terms."""
+        try:
+            return call(xb)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{type(model).__name__} cannot take the training inputs, batches of shape {tuple(xb.shape)} "
+                f"({error}); check that X's feature dimensions match the model's input"
+            ) from error
 
     def evaluate(self, model: nn.Module, batches) -> dict:
         metrics, _ = _evaluate(model, batches, self.loss_fn)
