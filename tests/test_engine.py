@@ -330,3 +330,31 @@ def test_integer_inputs_are_refused_at_the_entry_with_the_conversion():
     embedding = nn.Sequential(nn.Embedding(10, 3, dtype=D), nn.Flatten(), nn.Linear(3, 3, dtype=D))
     history = ln.fit(embedding, (torch.arange(20)[:, None] % 10, y), **KW)  # indices are the inputs here
     assert len(history) == 3
+
+
+# --- benchmarks/gpu_check.py ---------------------------------------------------------------------
+
+
+def gpu_check():
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gpu_check
+
+    return gpu_check
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_gpu_check_says_no_cuda_device_and_exits_0(capsys):
+    assert gpu_check().main([]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_gpu_check_runs_its_checks_on_the_cpu(tmp_path, capsys):
+    import json
+
+    assert gpu_check().main(["--quick", "--device", "cpu", "--out", str(tmp_path / "check.json")]) == 0
+    result = json.loads((tmp_path / "check.json").read_text())
+    assert [row["mode"] for row in result["modes"]] == ["tied", "truncated", "couple", "combine", "implicit", "onestep"]
+    assert all(row["loss_rel_diff"] == 0.0 for row in result["modes"])  # cpu against cpu: the same numbers
+    assert result["throughput"]["loopnets_images_per_s"] > 0 and "all checks passed" in capsys.readouterr().out
