@@ -74,8 +74,9 @@ from loopnets.loop import Loop
 from loopnets.losses import Loss, get_loss
 from loopnets.network import Network
 from loopnets.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
-from loopnets.train import GATHER_BYTES, _check_int, _device_and_dtype, _predict, _tensors, fit
-from loopnets.training.engine import EVAL_BATCH_SIZE, BestEpoch, diverged, epoch_bar
+from loopnets.train import GATHER_BYTES, _predict, _tensors, fit
+from loopnets.training.device import device_and_dtype
+from loopnets.training.engine import EVAL_BATCH_SIZE, BestEpoch, check_options, diverged, epoch_bar
 from loopnets.training.history import EpochRecord, History, TrainingDiverged
 
 ALIGN_BYTES = 64  # a fresh CPU tensor's alignment; every per-seed block starts on such a boundary
@@ -211,7 +212,7 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
                  restore_best, shuffle) -> ManyHistories:
     """The body of `fit_many` for batchable models: `fit`'s loop with a seed dimension."""
     loss = get_loss(loss)
-    device, dtype = _device_and_dtype(models[0])
+    device, dtype = device_and_dtype(models[0])
     X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
     X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
     for s in seeds:
@@ -693,15 +694,7 @@ def _check_arguments(models, seeds, epochs, batch_size, early_stopping, val) -> 
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ValueError(f"seeds must be integers; got {s!r}")
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(
-                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
-                "or early_stopping=None"
-            )
+    check_options(epochs, batch_size, early_stopping, val)
     for i, model in enumerate(models):
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"models[{i}] ({type(model).__name__}) has no trainable parameters; there is nothing to fit")

@@ -10,7 +10,6 @@ loader is used as it is (`loopnets.training.data`).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any
 
@@ -24,15 +23,16 @@ from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.passes import pass_plan
 from loopnets.training.data import batches
-from loopnets.training.device import autocast, check_precision, resolve_device
-from loopnets.training.engine import EVAL_BATCH_SIZE, kept_modes, postfix
+from loopnets.training.device import autocast, device_and_dtype, place
+from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes, postfix
 from loopnets.training.engine import train as run_training
 from loopnets.training.history import EpochRecord, History, TrainingDiverged
 
 __all__ = ["EVAL_BATCH_SIZE", "GATHER_BYTES", "EpochRecord", "History", "TrainingDiverged", "evaluate", "fit"]
 
 GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
-_postfix = postfix  # the old private name, still imported by code outside this package
+# old private names, still imported by modules outside the training package (experiments.modes, inn)
+_postfix, _check_int, _device_and_dtype = postfix, check_int, device_and_dtype
 
 
 def fit(
@@ -181,26 +181,13 @@ def fit(
                         batch_size=batch_size, progress=progress, early_stopping=early_stopping,
                         restore_best=restore_best, shuffle=shuffle)
     loss = get_loss(loss)
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=None)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False; got {compile!r}")
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(
-                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
-                "or early_stopping=None"
-            )
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
-    target = resolve_device(device, model)
-    check_precision(precision, target)
-    if device is not None:
-        model.to(target)  # once, in place; the data follow the model
-    device, dtype = _device_and_dtype(model)
+    device, dtype = place(model, device, precision)  # the model moves once, in place; the data follow it
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
 
     def prepare(name: str):
@@ -292,12 +279,8 @@ def evaluate(model: nn.Module, data: Any, *, loss: str | Loss, batch_size: int =
         predictions (argmax for multi-class, threshold 0.5 per element for binary).
     """
     loss = get_loss(loss)
-    _check_int("batch_size", batch_size, minimum=1)
-    target = resolve_device(device, model)
-    check_precision(precision, target)
-    if device is not None:
-        model.to(target)
-    device, dtype = _device_and_dtype(model)
+    check_int("batch_size", batch_size, minimum=1)
+    device, dtype = place(model, device, precision)
     source = batches(data, "data", lambda pair: _tensors(pair, "data", device, dtype, model), batch_size=int(batch_size))
     with kept_modes(model), torch.no_grad(), autocast(precision, device):
         model.eval()
@@ -387,13 +370,6 @@ def _training_parts(loss: Loss, pred: Tensor, y: Tensor, from_logits: bool):
     return lambda pred, target, from_logits: (F.cross_entropy(pred, target, reduction="sum"), pred.shape[0])
 
 
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first parameter (CPU / default dtype without any)."""
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.get_default_dtype())
-    return torch.device("cpu"), torch.get_default_dtype()
-
-
 def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
              model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
     """Check an (X, y) pair and return it as tensors on `device`; floating data cast to `dtype`.
@@ -438,10 +414,3 @@ def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
     if len(X) == 0:
         raise ValueError(f"{name} is empty (X has shape {tuple(X.shape)}); it needs at least one sample")
     return X, y
-
-
-def _check_int(name: str, value: Any, minimum: int | None) -> None:
-    """ValueError unless `value` is an int (not a bool) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")

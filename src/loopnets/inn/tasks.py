@@ -36,10 +36,11 @@ from torch import Tensor, nn
 
 from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
-from loopnets.train import EVAL_BATCH_SIZE, EpochRecord, History, _check_int, _device_and_dtype
 from loopnets.training.data import batches
-from loopnets.training.device import check_precision, resolve_device
+from loopnets.training.device import device_and_dtype, place
+from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes
 from loopnets.training.engine import train as run_training
+from loopnets.training.history import EpochRecord, History
 
 INTERIM = ("sum", "mean")
 
@@ -138,24 +139,19 @@ def accuracy_by_iterations(
     Returns:
         {T: accuracy} in the order given.
     """
-    _check_int("batch_size", batch_size, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     for t in iterations:
-        _check_int("iterations", t, minimum=1)
+        check_int("iterations", t, minimum=1)
     counts = [int(t) for t in iterations]
-    device, dtype = _device_and_dtype(model)
+    device, dtype = device_and_dtype(model)
     x, y = _classification((x, y), "data", device, dtype)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with kept_modes(model), torch.no_grad():
+        model.eval()
         hits = torch.zeros(len(counts), dtype=torch.int64, device=device)  # correct answers per count
-        with torch.no_grad():
-            for k, t in enumerate(counts):
-                for first in range(0, len(x), batch_size):
-                    logits = model(x[first : first + batch_size], iterations=t)  # (B, classes)
-                    hits[k] += (logits.argmax(dim=1) == y[first : first + batch_size]).sum()
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+        for k, t in enumerate(counts):
+            for first in range(0, len(x), batch_size):
+                logits = model(x[first : first + batch_size], iterations=t)  # (B, classes)
+                hits[k] += (logits.argmax(dim=1) == y[first : first + batch_size]).sum()
     return dict(zip(counts, (hits.double() / len(x)).tolist()))
 
 
@@ -232,7 +228,7 @@ def fit_sequences(
             finished epochs.
         ValueError: malformed data or options.
     """
-    _check_options(epochs, batch_size, seed, early_stopping, val)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     if interim not in INTERIM:
         raise ValueError(f"interim must be one of {INTERIM}; got {interim!r}")
     task = SequenceTask(flag_unit, interim)
@@ -284,9 +280,9 @@ def fit_iterations(
         TrainingDiverged: the epoch's train loss or the val loss is nan / inf (checked once per epoch).
         ValueError: malformed data or options.
     """
-    _check_options(epochs, batch_size, seed, early_stopping, val)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     if iterations is not None:
-        _check_int("iterations", iterations, minimum=1)
+        check_int("iterations", iterations, minimum=1)
     task = IterationTask({} if iterations is None else {"iterations": int(iterations)}, weights)
     return _fit(model, task, train, val, History(), "fit_iterations", _classification, 2, "(x, y)",
                 optimizer=optimizer, epochs=epochs, batch_size=batch_size, seed=seed, early_stopping=early_stopping,
@@ -350,11 +346,7 @@ def _fit(model: nn.Module, task: Any, train: Any, val: Any, history: History, de
          what: str, *, optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress,
          device=None, precision=None, callbacks=None, scheduler=None, clip=None) -> History:
     """Check and place the data, then run the one training loop (`loopnets.training.engine.train`)."""
-    target = resolve_device(device, model)
-    check_precision(precision, target)
-    if device is not None:
-        model.to(target)
-    device, dtype = _device_and_dtype(model)
+    device, dtype = place(model, device, precision)
     generator = torch.Generator().manual_seed(int(seed))  # CPU generator: the same order on every device
     data = batches(train, "train", lambda part: check(part, "train", device, dtype), arity=arity, what=what,
                    batch_size=int(batch_size), shuffle=True, generator=generator)
@@ -430,13 +422,3 @@ def _classification(data, name: str, device: torch.device, dtype: torch.dtype) -
     if bool(y.min() < 0):
         raise ValueError(f"{name} y holds negative classes (min {int(y.min())}); classes start at 0")
     return x.to(device, dtype), y.to(device).long()
-
-
-def _check_options(epochs, batch_size, seed, early_stopping, val) -> None:
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=None)
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(f"early_stopping={early_stopping} watches the validation loss: pass val, or early_stopping=None")

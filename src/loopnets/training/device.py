@@ -48,6 +48,23 @@ def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch
     return resolved
 
 
+def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first parameter (CPU / default dtype without any)."""
+    for p in model.parameters():
+        return p.device, (p.dtype if p.is_floating_point() else torch.get_default_dtype())
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def place(model: nn.Module, device: str | torch.device | None, precision: str | None) -> tuple[torch.device, torch.dtype]:
+    """Check `device` and `precision`, move the model there once (in place; None leaves it where it is),
+    and return the device and floating dtype the data must take."""
+    target = resolve_device(device, model)
+    check_precision(precision, target)
+    if device is not None:
+        model.to(target)
+    return device_and_dtype(model)
+
+
 def available() -> str:
     """The devices this machine has, in words."""
     found = ["cpu"]

@@ -20,6 +20,7 @@ path (`loopnets.batched`) uses the same pieces for its per-seed bookkeeping.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -169,6 +170,27 @@ def train(
             best.restore(model)
             hooks.call(callbacks, "on_train_end", history)
     return history
+
+
+def check_int(name: str, value: Any, minimum: int | None) -> None:
+    """ValueError unless `value` is an int (not a bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")
+
+
+def check_options(epochs: Any, batch_size: Any, early_stopping: Any, val: Any, seed: Any = 0) -> None:
+    """The checks every training front makes on the loop's options (ValueErrors that say how to fix them)."""
+    check_int("epochs", epochs, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=None)
+    if early_stopping is not None:
+        check_int("early_stopping", early_stopping, minimum=1)
+        if val is None:
+            raise ValueError(
+                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
+                "or early_stopping=None"
+            )
 
 
 def epoch_record(history: History, epoch: int, train_loss: float, metrics: dict, train_seconds: float,
