@@ -54,24 +54,17 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) ->
             spec, or a callable that does not return a torch.optim.Optimizer.
     """
     params = list(params)
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    elif isinstance(spec, (tuple, list)):
-        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
-            raise ValueError(f"optimizer must be {_FORMS}; got {spec!r}")
-        name, kwargs = spec[0], dict(spec[1])
-    elif callable(spec):
+    if callable(spec) and not isinstance(spec, (str, tuple, list)):
         optimizer = spec(params)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"the optimizer callable must return a torch.optim.Optimizer; it returned {type(optimizer).__name__}"
             )
         return optimizer
-    else:
-        hint = ""
-        if isinstance(spec, torch.optim.Optimizer):
-            hint = " (an optimizer instance is already bound to parameters: pass lambda params: YourOptimizer(params, ...))"
-        raise ValueError(f"optimizer must be {_FORMS}; got {type(spec).__name__}{hint}")
+    hint = ""
+    if isinstance(spec, torch.optim.Optimizer):
+        hint = " (an optimizer instance is already bound to parameters: pass lambda params: YourOptimizer(params, ...))"
+    name, kwargs = _name_and_kwargs(spec, "optimizer", _FORMS, hint)
 
     key = name.lower()
     if key not in OPTIMIZERS:
@@ -91,6 +84,17 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) ->
         except RuntimeError:  # no fused kernel for this device / dtype in this torch build
             pass
     return cls(params, **kwargs)
+
+
+def _name_and_kwargs(spec: Any, what: str, forms: str, hint: str = "") -> tuple[str, dict]:
+    """(name, kwargs) of a spec that is a name or a (name, kwargs) pair; ValueError naming the forms otherwise."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
+            raise ValueError(f"{what} must be {forms}; got {spec!r}")
+        return spec[0], dict(spec[1])
+    raise ValueError(f"{what} must be {forms}; got {type(spec).__name__}{hint}")
 
 
 def _fusable(cls: type[torch.optim.Optimizer], params: list, kwargs: dict) -> bool:
@@ -138,16 +142,9 @@ def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any
         return None
     forms = ('a name ("CosineAnnealingLR"), a (name, kwargs) pair (("StepLR", {"step_size": 10})), '
              "or a callable optimizer -> scheduler")
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    elif isinstance(spec, (tuple, list)):
-        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
-            raise ValueError(f"scheduler must be {forms}; got {spec!r}")
-        name, kwargs = spec[0], dict(spec[1])
-    elif callable(spec):
+    if callable(spec) and not isinstance(spec, (str, tuple, list)):
         return spec(optimizer)
-    else:
-        raise ValueError(f"scheduler must be {forms}; got {type(spec).__name__}")
+    name, kwargs = _name_and_kwargs(spec, "scheduler", forms)
     known = schedulers()
     if name not in known:
         close = [k for k in known if k.lower() == name.lower()]
