@@ -24,6 +24,7 @@ from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.passes import pass_plan
 from loopnets.training.data import batches
 from loopnets.training.device import autocast, device_and_dtype, place
+from loopnets.training.distributed import Replicas
 from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes, postfix
 from loopnets.training.engine import train as run_training
 from loopnets.training.history import EpochRecord, History, TrainingDiverged
@@ -155,6 +156,10 @@ def fit(
         clip: gradient clipping after backward: ("norm", max_norm) or ("value", max_value), e.g.
             ("value", 5.0) for the thesis's (-5, 5) clamp (see `loopnets.optim.make_clipper`).
 
+    Under `torchrun --nproc-per-node N` (or an initialised torch.distributed group) fit trains data
+    parallel: `batch_size` per rank, tensors split between the ranks, gradients averaged after every
+    backward, progress and callbacks on rank 0 only (`loopnets.training.distributed`).
+
     Returns:
         The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
 
@@ -193,8 +198,9 @@ def fit(
     def prepare(name: str):
         return lambda pair: _tensors(pair, name, device, dtype, model)
 
+    replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
     data = batches(train, "train", prepare("train"), batch_size=batch_size, shuffle=shuffle,
-                   generator=generator, gather_bytes=GATHER_BYTES)
+                   generator=generator, gather_bytes=GATHER_BYTES, replicas=replicas)
     val = batches(val, "val", prepare("val")) if val is not None else None
     plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
     forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
@@ -205,7 +211,8 @@ def fit(
     return run_training(model, task, data, val, history=History(), optimizer=optimizer, epochs=epochs, seed=seed,
                         early_stopping=early_stopping, restore_best=restore_best, progress=progress, desc="fit",
                         callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision,
-                        retie=lambda loops: tie_(loops))  # tie_ looked up here at each call: tests count its calls
+                        retie=lambda loops: tie_(loops),  # tie_ looked up here at each call: tests count its calls
+                        replicas=replicas)
 
 
 class SupervisedTask:

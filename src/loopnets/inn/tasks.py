@@ -38,6 +38,7 @@ from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.training.data import batches
 from loopnets.training.device import device_and_dtype, place
+from loopnets.training.distributed import Replicas
 from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes
 from loopnets.training.engine import train as run_training
 from loopnets.training.history import EpochRecord, History
@@ -348,13 +349,15 @@ def _fit(model: nn.Module, task: Any, train: Any, val: Any, history: History, de
     """Check and place the data, then run the one training loop (`loopnets.training.engine.train`)."""
     device, dtype = place(model, device, precision)
     generator = torch.Generator().manual_seed(int(seed))  # CPU generator: the same order on every device
+    replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
     data = batches(train, "train", lambda part: check(part, "train", device, dtype), arity=arity, what=what,
-                   batch_size=int(batch_size), shuffle=True, generator=generator)
+                   batch_size=int(batch_size), shuffle=True, generator=generator, replicas=replicas)
     val = batches(val, "val", lambda part: check(part, "val", device, dtype), arity=arity, what=what) \
         if val is not None else None
     return run_training(model, task, data, val, history=history, optimizer=optimizer, epochs=int(epochs),
                         seed=int(seed), early_stopping=early_stopping, restore_best=restore_best, progress=progress,
-                        desc=desc, callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision)
+                        desc=desc, callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision,
+                        replicas=replicas)
 
 
 # --- private helpers --------------------------------------------------------------------------

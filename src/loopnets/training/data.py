@@ -36,12 +36,25 @@ class TensorBatches:
     """
 
     def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, shuffle: bool,
-                 generator: torch.Generator | None, gather_bytes: int):
+                 generator: torch.Generator | None, gather_bytes: int, replicas: Any = None):
         self.tensors, self.batch_size, self.shuffle, self.generator = tensors, batch_size, shuffle, generator
         self.gather = sum(t.nelement() * t.element_size() for t in tensors) <= gather_bytes
         self.samples = len(tensors[0])
+        self.replicas = replicas
+        if replicas is not None:  # data parallel: global batches of batch_size x ranks, split between the ranks
+            self.batch_size = batch_size * replicas.size
+            last = self.samples % self.batch_size
+            if 0 < last < replicas.size:
+                raise ValueError(
+                    f"with {replicas.size} ranks and batch_size={batch_size} per rank, the last global batch holds "
+                    f"{last} of the {self.samples} samples, fewer than one per rank; choose a batch_size for which "
+                    f"{self.samples} % (batch_size * {replicas.size}) is 0 or at least {replicas.size}"
+                )
 
     def epoch(self) -> Iterable[tuple[Tensor, ...]]:
+        return self._mine(self._global())
+
+    def _global(self) -> Iterable[tuple[Tensor, ...]]:
         device = self.tensors[0].device
         if not self.shuffle:
             return zip(*(t.split(self.batch_size) for t in self.tensors))
@@ -49,6 +62,13 @@ class TensorBatches:
         if self.gather:
             return zip(*(t[order].split(self.batch_size) for t in self.tensors))
         return (tuple(t[i] for t in self.tensors) for i in order.split(self.batch_size))
+
+    def _mine(self, batches: Iterable[tuple[Tensor, ...]]) -> Iterable[tuple[Tensor, ...]]:
+        """This rank's part of every global batch (all of it in one process): near-equal row ranges."""
+        if self.replicas is None:
+            return batches
+        rank, size = self.replicas.rank, self.replicas.size
+        return (tuple(t.tensor_split(size)[rank] for t in batch) for batch in batches)
 
     def evaluation(self, batch_size: int) -> Iterable[tuple[Tensor, ...]]:
         return zip(*(t.split(batch_size) for t in self.tensors))
@@ -87,7 +107,7 @@ class LoaderBatches:
 
 def batches(data: Any, name: str, prepare: Prepare, *, arity: int = 2, what: str = "(inputs, targets)",
             batch_size: int = 1024, shuffle: bool = False, generator: torch.Generator | None = None,
-            gather_bytes: int = 0) -> TensorBatches | LoaderBatches:
+            gather_bytes: int = 0, replicas: Any = None) -> TensorBatches | LoaderBatches:
     """The batch source for `data` (see the module docstring).
 
     Args:
@@ -98,6 +118,8 @@ def batches(data: Any, name: str, prepare: Prepare, *, arity: int = 2, what: str
         arity, what: the number of tensors in a batch, and how to describe them in errors.
         batch_size, shuffle, generator: how tensors and map-style Datasets are batched.
         gather_bytes: tensors up to this size are gathered once per epoch (see TensorBatches).
+        replicas: the data-parallel group (`loopnets.training.distributed`), for training data: tensors
+            are split between the ranks; a Dataset or loader must be sharded by the caller.
     """
     if isinstance(data, TensorDataset):
         data = data.tensors
@@ -108,7 +130,7 @@ def batches(data: Any, name: str, prepare: Prepare, *, arity: int = 2, what: str
     ):
         return LoaderBatches(data, name, arity, what, prepare)
     if listed or isinstance(data, (Tensor, np.ndarray)) or not _iterable(data):
-        return TensorBatches(prepare(data), batch_size, shuffle, generator, gather_bytes)
+        return TensorBatches(prepare(data), batch_size, shuffle, generator, gather_bytes, replicas)
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         data = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
     return LoaderBatches(data, name, arity, what, prepare)

@@ -36,6 +36,7 @@ from loopnets.optim import PER_BATCH_SCHEDULERS, ClipSpec, OptimizerSpec, Schedu
 from loopnets.solvers import NotConvergedWarning
 from loopnets.training import callbacks as hooks
 from loopnets.training.device import autocast
+from loopnets.training.distributed import Replicas
 from loopnets.training.history import History, TrainingDiverged
 
 EVAL_BATCH_SIZE = 1024  # validation batch size inside training; results do not depend on it
@@ -72,6 +73,7 @@ def train(
     clip: ClipSpec = None,
     precision: str | None = None,
     retie: Callable[[list], None] = tie_,
+    replicas: Replicas | None = None,
 ) -> History:
     """Train `model` in place for `epochs` passes over `data`; fill and return `history`.
 
@@ -92,11 +94,17 @@ def train(
         precision: None, "bf16" or "fp16" (checked by the front): autocast over forward and loss,
             with a GradScaler for fp16.
         retie: re-ties the COUPLE loops after every step (given the cached list of loops).
+        replicas: the data-parallel process group, or None in one process (`training.distributed`):
+            replicas start from rank 0's weights, gradients and the epoch's loss are averaged over
+            the ranks, and only rank 0 shows progress and calls the callbacks.
 
     Raises:
         TrainingDiverged: the epoch's train loss or the validation loss is nan / inf.
     """
     callbacks = hooks.check_callbacks(callbacks)
+    if replicas is not None:
+        replicas.synchronize(model)
+        callbacks, progress = (callbacks, progress) if replicas.rank == 0 else ([], False)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, model.parameters())
@@ -123,11 +131,15 @@ def train(
                         zero_grad()
                         if scaler is None:
                             value.backward()
+                            if replicas is not None:
+                                replicas.average_gradients(params, batch_count)
                             if clipper is not None:
                                 clipper(params)
                             opt.step()
                         else:  # fp16: scaled loss, gradients unscaled before clipping, steps with inf skipped
                             scaler.scale(value).backward()
+                            if replicas is not None:
+                                replicas.average_gradients(params, batch_count)
                             if clipper is not None:
                                 scaler.unscale_(opt)
                                 clipper(params)
@@ -142,6 +154,8 @@ def train(
                     raise ValueError(f"the training data yielded no batches in epoch {epoch}; a loader must yield "
                                      "at least one (inputs, targets) batch per epoch (is it exhausted after one pass?)")
                 sums = torch.stack(sums).double()  # (batches,)
+                if replicas is not None:
+                    sums, count = replicas.total(sums, count)  # the global batches' sums, over all ranks
                 train_loss = task.finish(sums.cumsum(0)[-1] / count).item()  # summed in order; one host sync
                 train_seconds = time.perf_counter() - start
                 if not math.isfinite(train_loss):
