@@ -358,3 +358,13 @@ def test_gpu_check_runs_its_checks_on_the_cpu(tmp_path, capsys):
     assert [row["mode"] for row in result["modes"]] == ["tied", "truncated", "couple", "combine", "implicit", "onestep"]
     assert all(row["loss_rel_diff"] == 0.0 for row in result["modes"])  # cpu against cpu: the same numbers
     assert result["throughput"]["loopnets_images_per_s"] > 0 and "all checks passed" in capsys.readouterr().out
+
+
+def test_a_model_without_trainable_parameters_is_refused_by_every_front():
+    X, y = data()
+    frozen = model().requires_grad_(False)
+    with pytest.raises(ValueError, match="Sequential has no trainable parameters"):
+        ln.fit(frozen, (X, y), **KW)
+    net = IterativeNetwork(4, 8, 3, iterations=2).double().requires_grad_(False)
+    with pytest.raises(ValueError, match="IterativeNetwork has no trainable parameters"):
+        fit_iterations(net, (X, y), epochs=1, progress=False)

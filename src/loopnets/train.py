@@ -190,8 +190,6 @@ def fit(
     epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False; got {compile!r}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
     device, dtype = place(model, device, precision)  # the model moves once, in place; the data follow it
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
 

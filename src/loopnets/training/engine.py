@@ -105,8 +105,10 @@ def train(
     if replicas is not None:
         replicas.synchronize(model)
         callbacks, progress = (callbacks, progress) if replicas.rank == 0 else ([], False)
-    torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
+    torch.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters())
     schedule = make_scheduler(scheduler, opt)
     per_batch = type(schedule).__name__ in PER_BATCH_SCHEDULERS
@@ -129,21 +131,17 @@ def train(
                         with autocast(precision, device):
                             value, batch_sum, batch_count = task.loss(model, batch)
                         zero_grad()
+                        (value if scaler is None else scaler.scale(value)).backward()  # fp16: a scaled loss
+                        if replicas is not None:
+                            replicas.average_gradients(params, batch_count)  # the global batch's gradient
+                        if clipper is not None:
+                            if scaler is not None:
+                                scaler.unscale_(opt)  # clip the true gradients
+                            clipper(params)
                         if scaler is None:
-                            value.backward()
-                            if replicas is not None:
-                                replicas.average_gradients(params, batch_count)
-                            if clipper is not None:
-                                clipper(params)
                             opt.step()
-                        else:  # fp16: scaled loss, gradients unscaled before clipping, steps with inf skipped
-                            scaler.scale(value).backward()
-                            if replicas is not None:
-                                replicas.average_gradients(params, batch_count)
-                            if clipper is not None:
-                                scaler.unscale_(opt)
-                                clipper(params)
-                            scaler.step(opt)
+                        else:
+                            scaler.step(opt)  # skipped when a gradient is inf / nan, then a smaller scale
                             scaler.update()
                         retie(loops)  # COUPLE: copies trained apart for one step are re-tied here
                         if per_batch:
@@ -175,8 +173,10 @@ def train(
                 history.records.append(record)
                 bar.set_postfix(postfix(train_loss, record.val_loss, record.val_accuracy), refresh=False)
                 hooks.call(callbacks, "on_epoch_end", record)
-                if schedule is not None and not per_batch:
-                    schedule.step(record.val_loss if record.val_loss is not None else train_loss) if plateau else schedule.step()
+                if plateau:
+                    schedule.step(record.val_loss if record.val_loss is not None else train_loss)
+                elif schedule is not None and not per_batch:
+                    schedule.step()
                 if best.update(history, epoch, record.val_loss, lambda: state_copy(model)):
                     break
         finally:
