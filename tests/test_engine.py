@@ -368,3 +368,9 @@ def test_a_model_without_trainable_parameters_is_refused_by_every_front():
     net = IterativeNetwork(4, 8, 3, iterations=2).double().requires_grad_(False)
     with pytest.raises(ValueError, match="IterativeNetwork has no trainable parameters"):
         fit_iterations(net, (X, y), epochs=1, progress=False)
+
+
+def test_fit_many_refuses_integer_inputs_at_the_entry_too():
+    X, y = data()
+    with pytest.raises(TypeError, match=r"train X has dtype torch.int64.*X.float\(\)"):
+        ln.fit_many([model(0), model(1)], (X.long(), y), seeds=[0, 1], loss="cross_entropy", epochs=1, progress=False)

@@ -213,8 +213,8 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
     """The body of `fit_many` for batchable models: `fit`'s loop with a seed dimension."""
     loss = get_loss(loss)
     device, dtype = device_and_dtype(models[0])
-    X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
-    X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
+    X, y = _tensors(train, "train", device, dtype, models[0])  # (N, *in), (N, *out) or (N,)
+    X_val, y_val = _tensors(val, "val", device, dtype, models[0]) if val is not None else (None, None)
     for s in seeds:
         torch.manual_seed(s)  # the global RNG as `fit` leaves it after the last seed (nothing draws from it)
     generators = [torch.Generator().manual_seed(s) for s in seeds]  # CPU: same order on every device
