@@ -7,7 +7,8 @@
    Combine, Implicit, OneStep) is trained 2 epochs by `ln.fit` on the CPU and on the device from the
    same initial weights and seed; the epoch losses and the final weights must agree within `--rtol`
    (the devices' kernels round differently, so not bit for bit).
-2. Throughput: a CIFAR-shaped loopy CNN (`loopnets.loopy.loopy`, 32x32 images, batch 128, Tied x3)
+2. Precision (CUDA only): bf16 and fp16 autocast train the Tied MLP 2 epochs within 5 % of float32.
+3. Throughput: a CIFAR-shaped loopy CNN (`loopnets.loopy.loopy`, 32x32 images, batch 128, Tied x3)
    trained by `ln.fit`, against the same network by hand (`images.HandLoopy`) trained by the
    textbook loop (`handwritten.train_epochs`), epochs of `--batches` steps, interleaved rounds,
    median per epoch. Target: loopnets images/s >= 0.9 x hand-written images/s.
@@ -72,6 +73,24 @@ def check_modes(device: str, rtol: float, log=print) -> list[dict]:
     return rows
 
 
+def check_precisions(device: str, rtol: float = 5e-2, log=print) -> list[dict]:
+    """bf16 and fp16 (autocast, GradScaler for fp16) train the Tied MLP 2 epochs near the float32 losses."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(256, 16, generator=g), torch.randint(0, 4, (256,), generator=g)
+    losses = {}
+    for precision in (None, "bf16", "fp16"):
+        history = ln.fit(looped_mlp("tied"), (X, y), loss="cross_entropy", optimizer=("adam", {"lr": 1e-2}),
+                         epochs=2, batch_size=32, seed=0, progress=False, device=device, precision=precision)
+        losses[precision] = history["train_loss"]
+    rows = []
+    for precision in ("bf16", "fp16"):
+        diff = max(abs(a - b) / abs(b) for a, b in zip(losses[precision], losses[None]))
+        rows.append({"precision": precision, "loss_rel_diff": diff, "ok": diff <= rtol})
+        log(f"{precision}: 2 epochs' losses within {diff:.2e} of float32 (tolerance {rtol})  "
+            f"{'ok' if diff <= rtol else 'FAIL'}")
+    return rows
+
+
 def check_throughput(device: str, quick: bool, batches: int, rounds: int, log=print) -> dict:
     from loopnets.data import synthetic_cifar
 
@@ -126,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     print(f"gpu_check on {device} ({name}), torch {torch.__version__}")
     modes = check_modes(device, args.rtol)
+    precisions = check_precisions(device) if device.startswith("cuda") else []  # autocast needs CUDA
     throughput = check_throughput(device, args.quick, 2 if args.quick else args.batches, 1 if args.quick else args.rounds)
-    result = {"device": device, "name": name, "torch": torch.__version__, "modes": modes, "throughput": throughput}
+    result = {"device": device, "name": name, "torch": torch.__version__, "modes": modes, "precisions": precisions,
+              "throughput": throughput}
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2))
-    ok = all(row["ok"] for row in modes) and (throughput["ok"] or args.quick)
+    ok = all(row["ok"] for row in modes + precisions) and (throughput["ok"] or args.quick)
     print("gpu_check: all checks passed" if ok else "gpu_check: FAILED (see above)")
     return 0 if ok else 1
 
