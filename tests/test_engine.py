@@ -374,3 +374,10 @@ def test_fit_many_refuses_integer_inputs_at_the_entry_too():
     X, y = data()
     with pytest.raises(TypeError, match=r"train X has dtype torch.int64.*X.float\(\)"):
         ln.fit_many([model(0), model(1)], (X.long(), y), seeds=[0, 1], loss="cross_entropy", epochs=1, progress=False)
+
+
+def test_one_cycle_schedules_are_stepped_after_every_optimizer_step():
+    X, y = data()  # 20 samples, batch 6: 4 steps per epoch, 12 in 3 epochs
+    ln.fit(model(), (X, y), scheduler=("OneCycleLR", {"max_lr": 0.1, "total_steps": 12}), **KW)
+    with pytest.raises(ValueError, match="Tried to step 12 times"):  # stepped per batch, not per epoch
+        ln.fit(model(), (X, y), scheduler=("OneCycleLR", {"max_lr": 0.1, "total_steps": 11}), **KW)
