@@ -6,8 +6,8 @@ each yielding tuples of tensors already on the model's device:
 
 - a tuple of tensors or numpy arrays, e.g. (X, y), or a `TensorDataset`: checked once, moved to the
   device once, shuffled by index with the run's generator and cut into views (`TensorBatches`);
-- a map-style `torch.utils.data.Dataset`: wrapped in a `DataLoader` with fit's batch_size, its
-  shuffle and its seeded generator;
+- a map-style `torch.utils.data.Dataset`: wrapped in a `DataLoader` whose batches are the ones
+  the same data as tensors would give (`IndexBatches`: fit's batch_size, shuffle and generator);
 - any other iterable of batches (a `DataLoader`, an `IterableDataset`, a generator function's list):
   the loader owns shuffling and batching; each batch is checked for its structure and moved to the
   device as it arrives (`LoaderBatches`).
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
 
 Prepare = Callable[[Any], tuple[Tensor, ...]]  # checks a tuple of tensors / arrays, returns them on the device
 
@@ -37,41 +37,66 @@ class TensorBatches:
 
     def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, shuffle: bool,
                  generator: torch.Generator | None, gather_bytes: int, replicas: Any = None):
-        self.tensors, self.batch_size, self.shuffle, self.generator = tensors, batch_size, shuffle, generator
+        self.tensors, self.shuffle, self.generator, self.replicas = tensors, shuffle, generator, replicas
         self.gather = sum(t.nelement() * t.element_size() for t in tensors) <= gather_bytes
         self.samples = len(tensors[0])
-        self.replicas = replicas
-        if replicas is not None:  # data parallel: global batches of batch_size x ranks, split between the ranks
-            self.batch_size = batch_size * replicas.size
-            last = self.samples % self.batch_size
-            if 0 < last < replicas.size:
-                raise ValueError(
-                    f"with {replicas.size} ranks and batch_size={batch_size} per rank, the last global batch holds "
-                    f"{last} of the {self.samples} samples, fewer than one per rank; choose a batch_size for which "
-                    f"{self.samples} % (batch_size * {replicas.size}) is 0 or at least {replicas.size}"
-                )
+        self.batch_size = global_batch_size(self.samples, batch_size, replicas)
 
     def epoch(self) -> Iterable[tuple[Tensor, ...]]:
-        return self._mine(self._global())
-
-    def _global(self) -> Iterable[tuple[Tensor, ...]]:
+        """One epoch's batches (under data parallel: this rank's part of each global batch)."""
         device = self.tensors[0].device
         if not self.shuffle:
-            return zip(*(t.split(self.batch_size) for t in self.tensors))
-        order = torch.randperm(self.samples, generator=self.generator).to(device)
-        if self.gather:
-            return zip(*(t[order].split(self.batch_size) for t in self.tensors))
-        return (tuple(t[i] for t in self.tensors) for i in order.split(self.batch_size))
-
-    def _mine(self, batches: Iterable[tuple[Tensor, ...]]) -> Iterable[tuple[Tensor, ...]]:
-        """This rank's part of every global batch (all of it in one process): near-equal row ranges."""
+            batches = zip(*(t.split(self.batch_size) for t in self.tensors))
+        else:
+            order = torch.randperm(self.samples, generator=self.generator).to(device)
+            if self.gather:
+                batches = zip(*(t[order].split(self.batch_size) for t in self.tensors))
+            else:
+                batches = (tuple(t[i] for t in self.tensors) for i in order.split(self.batch_size))
         if self.replicas is None:
             return batches
-        rank, size = self.replicas.rank, self.replicas.size
-        return (tuple(t.tensor_split(size)[rank] for t in batch) for batch in batches)
+        return (tuple(my_part(t, self.replicas) for t in batch) for batch in batches)
 
     def evaluation(self, batch_size: int) -> Iterable[tuple[Tensor, ...]]:
         return zip(*(t.split(batch_size) for t in self.tensors))
+
+
+class IndexBatches(Sampler):
+    """The index lists of one epoch's batches, drawn and cut as TensorBatches does: a map-style
+    Dataset given to `fit` gets the very batches its tensors would (and its rank's part of them)."""
+
+    def __init__(self, samples: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                 replicas: Any = None):
+        self.samples, self.shuffle, self.generator, self.replicas = samples, shuffle, generator, replicas
+        self.batch_size = global_batch_size(samples, batch_size, replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.samples, generator=self.generator) if self.shuffle else torch.arange(self.samples)
+        return (my_part(index, self.replicas).tolist() for index in order.split(self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-self.samples // self.batch_size)
+
+
+def global_batch_size(samples: int, batch_size: int, replicas: Any) -> int:
+    """batch_size, or under data parallel batch_size x ranks (ValueError when the last global batch
+    would leave a rank without a sample)."""
+    if replicas is None:
+        return batch_size
+    size = batch_size * replicas.size
+    last = samples % size
+    if 0 < last < replicas.size:
+        raise ValueError(
+            f"with {replicas.size} ranks and batch_size={batch_size} per rank, the last global batch holds "
+            f"{last} of the {samples} samples, fewer than one per rank; choose a batch_size for which "
+            f"{samples} % (batch_size * {replicas.size}) is 0 or at least {replicas.size}"
+        )
+    return size
+
+
+def my_part(batch: Tensor, replicas: Any) -> Tensor:
+    """This rank's rows of a global batch: near-equal ranges, rank r the r-th (all of it in one process)."""
+    return batch if replicas is None else batch.tensor_split(replicas.size)[replicas.rank]
 
 
 class LoaderBatches:
@@ -119,7 +144,8 @@ def batches(data: Any, name: str, prepare: Prepare, *, arity: int = 2, what: str
         batch_size, shuffle, generator: how tensors and map-style Datasets are batched.
         gather_bytes: tensors up to this size are gathered once per epoch (see TensorBatches).
         replicas: the data-parallel group (`loopnets.training.distributed`), for training data: tensors
-            are split between the ranks; a Dataset or loader must be sharded by the caller.
+            and map-style Datasets are split between the ranks; an iterable of batches is the caller's
+            to shard (e.g. a DataLoader with a DistributedSampler).
     """
     if isinstance(data, TensorDataset):
         data = data.tensors
@@ -132,7 +158,10 @@ def batches(data: Any, name: str, prepare: Prepare, *, arity: int = 2, what: str
     if listed or isinstance(data, (Tensor, np.ndarray)) or not _iterable(data):
         return TensorBatches(prepare(data), batch_size, shuffle, generator, gather_bytes, replicas)
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        data = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        sampler = IndexBatches(len(data), batch_size, shuffle, generator, replicas)
+        # the loader's own generator only seeds its workers: a private one, so that neither the run's
+        # shuffling generator nor the global RNG (dropout) moves
+        data = DataLoader(data, batch_sampler=sampler, generator=torch.Generator().manual_seed(0))
     return LoaderBatches(data, name, arity, what, prepare)
 
 
