@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import loopnets as ln
 
@@ -54,17 +55,28 @@ def refused_clearly(error):
     unroll=st.integers(1, 3),
     mode=st.sampled_from(sorted(MODES)),
     batch_size=st.integers(-1, 4),
-    numpy=st.booleans(),
+    form=st.sampled_from(["tensors", "numpy", "dataset", "loader"]),
 )
+@example(n=6, features=2, given_features=2, classes=3, x_dtype="float32", target="classes", loss="cross_entropy",
+         unroll=2, mode="couple", batch_size=4, form="loader")  # always one call that must train
+@example(n=5, features=1, given_features=1, classes=2, x_dtype="float64", target="regression", loss="mse",
+         unroll=3, mode="combine", batch_size=2, form="dataset")
 def test_fit_and_evaluate_refuse_clearly_or_give_finite_numbers(
-    n, features, given_features, classes, x_dtype, target, loss, unroll, mode, batch_size, numpy
+    n, features, given_features, classes, x_dtype, target, loss, unroll, mode, batch_size, form
 ):
     g = torch.Generator().manual_seed(n * 7 + features)
     X = (torch.randn(n, given_features, generator=g, dtype=torch.float64) * 3).to(DTYPES[x_dtype])
     y = targets(target, n, classes, g)
     if target in ("classes", "out_of_range", "column") and loss == "binary_cross_entropy":
         y = y.double()
-    data = (X.numpy(), y.numpy()) if numpy else (X, y)
+    if form == "numpy":
+        data = (X.numpy(), y.numpy())
+    elif form == "dataset" and len(y) == n:
+        data = TensorDataset(X, y)
+    elif form == "loader" and len(y) == n:
+        data = DataLoader(TensorDataset(X, y), batch_size=max(batch_size, 1))
+    else:
+        data = (X, y)
     model = build(features, classes, unroll, mode)
     bad = n == 0 or batch_size < 1 or features != given_features or x_dtype in ("int64", "bool")
     good = not bad and (loss, target) in (("cross_entropy", "classes"), ("mse", "regression"))
