@@ -23,7 +23,7 @@ from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.passes import pass_plan
 from loopnets.training.data import batches
-from loopnets.training.device import autocast, device_and_dtype, place
+from loopnets.training.device import autocast, destination, device_and_dtype
 from loopnets.training.distributed import Replicas
 from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes, postfix
 from loopnets.training.engine import train as run_training
@@ -190,7 +190,7 @@ def fit(
     epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False; got {compile!r}")
-    device, dtype = place(model, device, precision)  # the model moves once, in place; the data follow it
+    device, dtype = destination(model, device, precision)
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
 
     def prepare(name: str):
@@ -201,6 +201,7 @@ def fit(
                    generator=generator, gather_bytes=GATHER_BYTES, replicas=replicas)
     val = batches(val, "val", prepare("val")) if val is not None else None
     plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
+    model.to(device)  # once, in place, after every check passed
     forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
     if compile:
         forward = torch.compile(forward)
@@ -285,8 +286,9 @@ def evaluate(model: nn.Module, data: Any, *, loss: str | Loss, batch_size: int =
     """
     loss = get_loss(loss)
     check_int("batch_size", batch_size, minimum=1)
-    device, dtype = place(model, device, precision)
+    device, dtype = destination(model, device, precision)
     source = batches(data, "data", lambda pair: _tensors(pair, "data", device, dtype, model), batch_size=int(batch_size))
+    model.to(device)
     with kept_modes(model), torch.no_grad(), autocast(precision, device):
         model.eval()
         metrics, finite = _evaluate(model, source.evaluation(int(batch_size)), loss)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.training.data import batches
-from loopnets.training.device import device_and_dtype, place
+from loopnets.training.device import destination, device_and_dtype
 from loopnets.training.distributed import Replicas
 from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes
 from loopnets.training.engine import train as run_training
@@ -347,13 +347,14 @@ def _fit(model: nn.Module, task: Any, train: Any, val: Any, history: History, de
          what: str, *, optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress,
          device=None, precision=None, callbacks=None, scheduler=None, clip=None) -> History:
     """Check and place the data, then run the one training loop (`loopnets.training.engine.train`)."""
-    device, dtype = place(model, device, precision)
+    device, dtype = destination(model, device, precision)
     generator = torch.Generator().manual_seed(int(seed))  # CPU generator: the same order on every device
     replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
     data = batches(train, "train", lambda part: check(part, "train", device, dtype), arity=arity, what=what,
                    batch_size=int(batch_size), shuffle=True, generator=generator, replicas=replicas)
     val = batches(val, "val", lambda part: check(part, "val", device, dtype), arity=arity, what=what) \
         if val is not None else None
+    model.to(device)  # once, in place, after the data passed their checks
     return run_training(model, task, data, val, history=history, optimizer=optimizer, epochs=int(epochs),
                         seed=int(seed), early_stopping=early_stopping, restore_best=restore_best, progress=progress,
                         desc=desc, callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision,

@@ -55,14 +55,12 @@ def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-def place(model: nn.Module, device: str | torch.device | None, precision: str | None) -> tuple[torch.device, torch.dtype]:
-    """Check `device` and `precision`, move the model there once (in place; None leaves it where it is),
-    and return the device and floating dtype the data must take."""
+def destination(model: nn.Module, device: str | torch.device | None, precision: str | None) -> tuple[torch.device, torch.dtype]:
+    """Check `device` and `precision`; return the device the model and data train on and the floating
+    dtype the data take (the model's). The front moves the model there once its data passed their checks."""
     target = resolve_device(device, model)
     check_precision(precision, target)
-    if device is not None:
-        model.to(target)
-    return device_and_dtype(model)
+    return target, device_and_dtype(model)[1]
 
 
 def available() -> str:
