@@ -15,3 +15,6 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         exec(compile(block.replace("...", "pass"), str(README), "exec"), namespace)
     assert (tmp_path / "model.lnet").is_file()
     assert 0.0 <= namespace["metrics"]["accuracy"] <= 1.0
+    # the DataLoader / device / scheduler / logger example trained and logged every epoch
+    rows = (tmp_path / "runs" / "readme" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(namespace["history"]) == 5

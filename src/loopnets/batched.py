@@ -65,7 +65,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from loopnets.backprop import Combine, Couple, Tied
 from loopnets.conv import Conv1d as UnfoldConv1d
@@ -75,18 +74,10 @@ from loopnets.loop import Loop
 from loopnets.losses import Loss, get_loss
 from loopnets.network import Network
 from loopnets.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
-from loopnets.train import (
-    EVAL_BATCH_SIZE,
-    GATHER_BYTES,
-    EpochRecord,
-    History,
-    TrainingDiverged,
-    _check_int,
-    _device_and_dtype,
-    _predict,
-    _tensors,
-    fit,
-)
+from loopnets.train import GATHER_BYTES, _predict, _tensors, fit
+from loopnets.training.device import device_and_dtype
+from loopnets.training.engine import EVAL_BATCH_SIZE, BestEpoch, check_options, diverged, epoch_bar
+from loopnets.training.history import EpochRecord, History, TrainingDiverged
 
 ALIGN_BYTES = 64  # a fresh CPU tensor's alignment; every per-seed block starts on such a boundary
 
@@ -221,9 +212,9 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
                  restore_best, shuffle) -> ManyHistories:
     """The body of `fit_many` for batchable models: `fit`'s loop with a seed dimension."""
     loss = get_loss(loss)
-    device, dtype = _device_and_dtype(models[0])
-    X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
-    X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
+    device, dtype = device_and_dtype(models[0])
+    X, y = _tensors(train, "train", device, dtype, models[0])  # (N, *in), (N, *out) or (N,)
+    X_val, y_val = _tensors(val, "val", device, dtype, models[0]) if val is not None else (None, None)
     for s in seeds:
         torch.manual_seed(s)  # the global RNG as `fit` leaves it after the last seed (nothing draws from it)
     generators = [torch.Generator().manual_seed(s) for s in seeds]  # CPU: same order on every device
@@ -233,18 +224,15 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
     feed = _Feed(X, y, batch_size, shuffle, device)
     histories = [History() for _ in models]
     errors: list[TrainingDiverged | None] = [None] * len(models)
-    best_loss = [math.inf] * len(models)
-    best_state: list[dict | None] = [None] * len(models)
-    keep_best = early_stopping is not None and restore_best
-    batches = math.ceil(len(X) / batch_size)
+    best = [BestEpoch(early_stopping, restore_best) for _ in models]  # early stopping, per seed
     fast = None  # whether `_seed_sums` may shortcut the loss; decided at the first batch
 
     def finish(position: int) -> None:
         """Write seed `position`'s final weights (its best epoch's, if kept) into its model."""
         i = stack.live[position]
-        stack.write(models[i], best_state[i] if best_state[i] is not None else stack.extract(position))
+        stack.write(models[i], best[i].state if best[i].state is not None else stack.extract(position))
 
-    bar = tqdm(range(1, epochs + 1), desc="fit_many", unit="epoch", disable=not progress)
+    bar = epoch_bar(epochs, "fit_many", progress)
     try:
         for epoch in bar:
             stack.model.train()
@@ -283,7 +271,7 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
                 history, train_loss = histories[i], train_losses[p]
                 val_loss = val_losses[p] if val_losses is not None else None
                 if not math.isfinite(train_loss) or (val_loss is not None and not math.isfinite(val_loss)):
-                    errors[i] = _diverged(history, epoch, batches, sums[:, p], train_loss, val_loss, loss.name)
+                    errors[i] = diverged(history, epoch, loss.name, train_loss, val_loss, sums[:, p])
                     finish(p)
                     ended.append(p)
                     continue
@@ -291,12 +279,7 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
                 history.records.append(
                     EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
                 )
-                if val_loss is not None and val_loss < best_loss[i]:
-                    best_loss[i], history.best_epoch = val_loss, epoch
-                    if keep_best:
-                        best_state[i] = stack.extract(p)
-                if early_stopping is not None and epoch - history.best_epoch >= early_stopping:
-                    history.stopped_early = True
+                if best[i].update(history, epoch, val_loss, lambda: stack.extract(p)):
                     finish(p)
                     ended.append(p)
             if ended:
@@ -309,29 +292,6 @@ def _fit_batched(models, seeds, train, val, *, loss, optimizer, epochs, batch_si
         for p in range(len(stack.live)):  # epochs exhausted (or an exception): as fit's `finally`
             finish(p)
     return ManyHistories(histories, "batched", None, errors)
-
-
-def _diverged(history: History, epoch: int, batches: int, sums: Tensor, train_loss: float, val_loss: float | None,
-              name: str) -> TrainingDiverged:
-    """Mark `history` diverged and return the TrainingDiverged `fit` raises at this point."""
-    history.diverged = True
-    if not math.isfinite(train_loss):
-        bad = (~sums.isfinite()).nonzero()  # the first non-finite batch loss is the one to name
-        batch = int(bad[0]) + 1 if len(bad) else batches
-        return TrainingDiverged(
-            f"training diverged at epoch {epoch}, batch {batch} of {batches}: the {name} "
-            f"loss is {train_loss}. Try a lower learning rate (e.g. optimizer=('adam', "
-            "{'lr': 1e-4})) and check the data for nan / inf; "
-            f"the {len(history)} finished epochs are in the exception's .history",
-            history,
-        )
-    return TrainingDiverged(
-        f"training diverged at epoch {epoch}: the validation {name} loss is {val_loss} "
-        f"(the train loss was {train_loss}). Try a lower learning rate (e.g. optimizer=('adam', "
-        "{'lr': 1e-4})) and check the validation data for nan / inf; "
-        f"the {len(history)} finished epochs are in the exception's .history",
-        history,
-    )
 
 
 def _seed_sums(loss: Loss, pred: Tensor, target: Tensor, real: int, from_logits: bool, fast: bool) -> tuple[Tensor, int]:
@@ -368,7 +328,7 @@ class _Feed:
     (a multiple of 64 bytes), and targets (S, padded, ...). BLAS rounding depends on where an
     operand lies in memory (see the module docstring), so each seed's block starts at the byte
     offset modulo 64 that `fit`'s batch has: `fit` cuts its batches as views of one gathered (or
-    the given) tensor (loopnets.train._batches), so batch b starts b * batch_size rows into it.
+    the given) tensor (loopnets.training.data.TensorBatches), so batch b starts b * batch_size rows into it.
     """
 
     def __init__(self, X: Tensor, y: Tensor, batch_size: int, shuffle: bool, device: torch.device):
@@ -734,15 +694,7 @@ def _check_arguments(models, seeds, epochs, batch_size, early_stopping, val) -> 
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ValueError(f"seeds must be integers; got {s!r}")
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(
-                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
-                "or early_stopping=None"
-            )
+    check_options(epochs, batch_size, early_stopping, val)
     for i, model in enumerate(models):
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"models[{i}] ({type(model).__name__}) has no trainable parameters; there is nothing to fit")

@@ -54,24 +54,17 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) ->
             spec, or a callable that does not return a torch.optim.Optimizer.
     """
     params = list(params)
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    elif isinstance(spec, (tuple, list)):
-        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
-            raise ValueError(f"optimizer must be {_FORMS}; got {spec!r}")
-        name, kwargs = spec[0], dict(spec[1])
-    elif callable(spec):
+    if callable(spec) and not isinstance(spec, (str, tuple, list)):
         optimizer = spec(params)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"the optimizer callable must return a torch.optim.Optimizer; it returned {type(optimizer).__name__}"
             )
         return optimizer
-    else:
-        hint = ""
-        if isinstance(spec, torch.optim.Optimizer):
-            hint = " (an optimizer instance is already bound to parameters: pass lambda params: YourOptimizer(params, ...))"
-        raise ValueError(f"optimizer must be {_FORMS}; got {type(spec).__name__}{hint}")
+    hint = ""
+    if isinstance(spec, torch.optim.Optimizer):
+        hint = " (an optimizer instance is already bound to parameters: pass lambda params: YourOptimizer(params, ...))"
+    name, kwargs = _name_and_kwargs(spec, "optimizer", _FORMS, hint)
 
     key = name.lower()
     if key not in OPTIMIZERS:
@@ -93,9 +86,104 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) ->
     return cls(params, **kwargs)
 
 
+def _name_and_kwargs(spec: Any, what: str, forms: str, hint: str = "") -> tuple[str, dict]:
+    """(name, kwargs) of a spec that is a name or a (name, kwargs) pair; ValueError naming the forms otherwise."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], Mapping):
+            raise ValueError(f"{what} must be {forms}; got {spec!r}")
+        return spec[0], dict(spec[1])
+    raise ValueError(f"{what} must be {forms}; got {type(spec).__name__}{hint}")
+
+
 def _fusable(cls: type[torch.optim.Optimizer], params: list, kwargs: dict) -> bool:
     """Whether to ask for the fused kernel: float32 parameters and no explicit implementation choice."""
     if "fused" not in inspect.signature(cls).parameters or {"fused", "foreach", "differentiable"} & set(kwargs):
         return False
     tensors = [p for group in params for p in (group["params"] if isinstance(group, Mapping) else [group])]
     return bool(tensors) and all(isinstance(p, torch.Tensor) and p.dtype == torch.float32 for p in tensors)
+
+
+# --- learning-rate schedulers and gradient clipping ---------------------------------------------
+
+SchedulerSpec = Union[None, str, tuple, list, Callable[[torch.optim.Optimizer], Any]]
+ClipSpec = Union[None, tuple, list]
+
+PER_BATCH_SCHEDULERS = ("OneCycleLR", "CyclicLR")  # schedules in optimizer steps; the others in epochs
+_NOT_SCHEDULERS = ("LRScheduler", "_LRScheduler", "ChainedScheduler", "SequentialLR")  # bases, or take schedulers
+
+
+def schedulers() -> dict[str, type]:
+    """torch.optim.lr_scheduler's schedulers by class name (those built from an optimizer and options)."""
+    module = torch.optim.lr_scheduler
+    base = getattr(module, "LRScheduler", getattr(module, "_LRScheduler", object))
+    found = {}
+    for name, cls in vars(module).items():
+        if (isinstance(cls, type) and name not in _NOT_SCHEDULERS and not name.startswith("_")
+                and (issubclass(cls, base) or cls is module.ReduceLROnPlateau)):
+            found[name] = cls
+    return dict(sorted(found.items()))
+
+
+def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any:
+    """The learning-rate scheduler described by `spec`, on `optimizer` (None: no scheduler).
+
+    Args:
+        spec: None; a class name in `torch.optim.lr_scheduler` ("CosineAnnealingLR"); a (name, kwargs)
+            pair (("StepLR", {"step_size": 10, "gamma": 0.5})), kwargs checked against the class's
+            signature; or a callable optimizer -> scheduler.
+
+    Raises:
+        ValueError: unknown name (lists the valid ones), unknown or missing argument (lists the valid
+            ones), or a malformed spec.
+    """
+    if spec is None:
+        return None
+    forms = ('a name ("CosineAnnealingLR"), a (name, kwargs) pair (("StepLR", {"step_size": 10})), '
+             "or a callable optimizer -> scheduler")
+    if callable(spec) and not isinstance(spec, (str, tuple, list)):
+        return spec(optimizer)
+    name, kwargs = _name_and_kwargs(spec, "scheduler", forms)
+    known = schedulers()
+    if name not in known:
+        close = [k for k in known if k.lower() == name.lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown scheduler {name!r}{hint}; choose one of torch.optim.lr_scheduler's: "
+                         f"{', '.join(known)}")
+    cls = known[name]
+    signature = inspect.signature(cls)
+    valid = [p for p in signature.parameters if p != "optimizer"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for scheduler {name!r}; "
+                         f"valid arguments: {', '.join(valid)}")
+    missing = [p for p, param in signature.parameters.items()
+               if p != "optimizer" and param.default is inspect.Parameter.empty
+               and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and p not in kwargs]
+    if missing:
+        raise ValueError(f"scheduler {name!r} needs argument(s) {', '.join(map(repr, missing))}, e.g. "
+                         f"({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}})")
+    return cls(optimizer, **kwargs)
+
+
+CLIP_KINDS = ("norm", "value")
+
+
+def make_clipper(spec: ClipSpec) -> Callable[[list], None] | None:
+    """A function params -> None that clips their gradients in place, for `clip=` of fit (None: no clipping).
+
+    ("norm", c): `torch.nn.utils.clip_grad_norm_` rescales all gradients together so that their
+    total 2-norm is at most c. ("value", c): `clip_grad_value_` clamps every gradient element to
+    [-c, c] (the thesis's (-5, 5) clamp is ("value", 5.0), applied here to the parameters' gradients).
+    """
+    if spec is None:
+        return None
+    if (not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] not in CLIP_KINDS
+            or isinstance(spec[1], bool) or not isinstance(spec[1], (int, float)) or not spec[1] > 0):
+        raise ValueError(f"clip must be None, ('norm', max_norm) or ('value', max_value) with a number > 0, "
+                         f"e.g. ('value', 5.0); got {spec!r}")
+    kind, limit = spec[0], float(spec[1])
+    if kind == "norm":
+        return lambda params: torch.nn.utils.clip_grad_norm_(params, limit)
+    return lambda params: torch.nn.utils.clip_grad_value_(params, limit)

@@ -1,116 +1,45 @@
-"""fit / evaluate: the one training loop, for any torch.nn.Module (loopnets models or not).
+"""fit / evaluate: training and evaluation of any torch.nn.Module (loopnets models or not).
 
-`fit` reads top to bottom: seed, build the optimizer, loop over epochs and minibatches of the
-in-memory tensors (index shuffling, no DataLoader: the data sets are small and per-batch Python
-overhead dominates), forward, loss, backward, step, re-tie COUPLE copies, validate, log.
+`fit` checks its arguments and data, builds the supervised task (one loss on (inputs, targets)
+batches, optionally deep supervision over a loop's passes) and runs the one training loop,
+`loopnets.training.engine.train`. With in-memory tensors the batches are index-shuffled views (no
+DataLoader: the data sets are small and per-batch Python overhead dominates); a Dataset or a
+loader is used as it is (`loopnets.training.data`).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from loopnets.loop import cached_ties, tie_
+from loopnets.loop import tie_
 from loopnets.losses import LOSSES, Loss, get_loss
-from loopnets.optim import OptimizerSpec, make_optimizer
+from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.passes import pass_plan
-from loopnets.solvers import NotConvergedWarning
+from loopnets.training.data import batches
+from loopnets.training.device import autocast, destination, device_and_dtype
+from loopnets.training.distributed import Replicas
+from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes, postfix
+from loopnets.training.engine import train as run_training
+from loopnets.training.history import EpochRecord, History, TrainingDiverged
 
-EVAL_BATCH_SIZE = 1024  # validation batch size inside fit; results do not depend on it
+__all__ = ["EVAL_BATCH_SIZE", "GATHER_BYTES", "EpochRecord", "History", "TrainingDiverged", "evaluate", "fit"]
+
 GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
-
-
-@dataclass
-class EpochRecord:
-    """One epoch of training. Losses are over the whole (train / val) set; see `fit`."""
-
-    epoch: int  # 1-based
-    train_loss: float
-    val_loss: float | None  # None without val data
-    val_accuracy: float | None  # None without val data or for a non-classification loss
-    train_seconds: float
-    val_seconds: float  # 0.0 without val data
-
-
-@dataclass
-class History:
-    """Per-epoch records of one `fit` call, plus how it ended.
-
-    `history["val_loss"]` gives a column as a list (columns: EpochRecord's fields),
-    `history[-1]` the last EpochRecord, `len(history)` the number of finished epochs.
-
-    Attributes:
-        records: one EpochRecord per finished epoch.
-        stopped_early: early stopping ended training before `epochs`.
-        best_epoch: the epoch with the lowest validation loss (None without val data).
-        diverged: training raised TrainingDiverged (the records are the epochs before it).
-    """
-
-    records: list[EpochRecord] = field(default_factory=list)
-    stopped_early: bool = False
-    best_epoch: int | None = None
-    diverged: bool = False
-
-    COLUMNS: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(EpochRecord))
-
-    def __getitem__(self, key: str | int | slice) -> Any:
-        if isinstance(key, str):
-            if key not in self.COLUMNS:
-                raise KeyError(f"unknown history column {key!r}; columns: {', '.join(self.COLUMNS)}")
-            return [getattr(record, key) for record in self.records]
-        return self.records[key]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self):
-        return iter(self.records)
-
-    def to_dict(self) -> dict:
-        """A JSON-able dict (`json.dumps(history.to_dict())`); inverse of `History.from_dict`."""
-        return {
-            "records": [asdict(record) for record in self.records],
-            "stopped_early": self.stopped_early,
-            "best_epoch": self.best_epoch,
-            "diverged": self.diverged,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> History:
-        return cls(
-            records=[EpochRecord(**record) for record in data["records"]],
-            stopped_early=data["stopped_early"],
-            best_epoch=data["best_epoch"],
-            diverged=data["diverged"],
-        )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became nan or inf. `.history` holds the epochs finished before it."""
-
-    def __init__(self, message: str, history: History | None = None):
-        super().__init__(message)
-        self.history = history
-
-    def __reduce__(self):  # picklable with its history (runs in worker processes raise it)
-        return (type(self), (str(self), self.history))
+# old private names, still imported by modules outside the training package (experiments.modes, inn)
+_postfix, _check_int, _device_and_dtype = postfix, check_int, device_and_dtype
 
 
 def fit(
     model: nn.Module,
-    train: tuple,
-    val: tuple | None = None,
+    train: Any,
+    val: Any | None = None,
     *,
     loss: str | Loss,
     optimizer: OptimizerSpec = ("adam", {"lr": 1e-3}),
@@ -124,10 +53,20 @@ def fit(
     pass_weights: str | list[float] | None = None,
     random_passes: tuple[int, int] | None = None,
     compile: bool = False,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    callbacks: list | None = None,
+    scheduler: SchedulerSpec = None,
+    clip: ClipSpec = None,
 ) -> History:
-    """Train `model` on in-memory data with minibatch gradient descent; return its History.
+    """Train `model` with minibatch gradient descent; return its History. The loop is `loopnets.training.engine.train`.
 
-    Each epoch visits every sample once, in a fresh random order (a torch.Generator seeded with
+    Data: (X, y) tensors or arrays (the fast path described below), a `torch.utils.data.Dataset`
+    (batched with `batch_size`, shuffled with `seed`), or any iterable of (inputs, targets) batches
+    such as a `DataLoader` or an `IterableDataset`, which then owns shuffling and batching
+    (`batch_size` and `shuffle` are not used for it; each batch is moved to the device as it comes).
+
+    With tensors, each epoch visits every sample once, in a fresh random order (a torch.Generator seeded with
     `seed`), in minibatches of `batch_size` (the last one may be smaller). Per batch: forward,
     the mean loss over the batch, backward, one optimizer step, then `loopnets.tie_(model)`, which
     re-ties COUPLE copies (a no-op for models without COUPLE loops). The model is in train() mode
@@ -168,10 +107,10 @@ def fit(
 
     Args:
         model: any nn.Module mapping (B, *in) -> (B, *out). The data are moved to the device and
-            floating dtype of its first parameter.
-        train: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out), or (N,) integer class
-            indices for cross_entropy.
-        val: optional (X, y) validation data, same layout.
+            floating dtype of its first parameter (after `device` moved the model there).
+        train: (X, y) tensors or numpy arrays, X: (N, *in) floating, y: (N, *out), or (N,) integer
+            class indices for cross_entropy; or a Dataset, or an iterable of (X, y) batches.
+        val: optional validation data, in any of the same forms.
         loss: a name in `loopnets.losses.LOSSES` (or a Loss).
         optimizer: a name, a (name, kwargs) pair or a callable params -> optimizer; see
             `loopnets.optim.make_optimizer`.
@@ -206,6 +145,21 @@ def fit(
             of compiling (docs/performance.md, `benchmarks/compile_step.py`); try it for large
             models or on a GPU, and compare with `History["train_seconds"]`.
 
+        device: None (the model's), "cpu", "cuda", "cuda:N", "mps" or "auto" (CUDA, else MPS, else
+            the CPU): the model is moved there once, in place, and tensors once; loader batches as they come.
+        precision: None (the model's dtype), or "bf16" / "fp16": the forward and loss run under
+            torch.autocast, fp16 with a GradScaler. CUDA only.
+        callbacks: objects with any of on_train_start(model), on_epoch_end(record),
+            on_train_end(history), e.g. `loopnets.training.CSVLogger(path)`, `TensorBoardLogger(dir)`.
+        scheduler: a learning-rate scheduler of `torch.optim.lr_scheduler` by name with its arguments,
+            e.g. ("StepLR", {"step_size": 10}), stepped once per epoch (see `loopnets.optim.make_scheduler`).
+        clip: gradient clipping after backward: ("norm", max_norm) or ("value", max_value), e.g.
+            ("value", 5.0) for the thesis's (-5, 5) clamp (see `loopnets.optim.make_clipper`).
+
+    Under `torchrun --nproc-per-node N` (or an initialised torch.distributed group) fit trains data
+    parallel: `batch_size` per rank, tensors split between the ranks, gradients averaged after every
+    backward, progress and callbacks on rank 0 only (`loopnets.training.distributed`).
+
     Returns:
         The History: one EpochRecord per epoch, `stopped_early`, `best_epoch`, `diverged`.
 
@@ -213,207 +167,164 @@ def fit(
         TrainingDiverged: a training batch loss or a validation loss is nan / inf (checked at the
             end of each epoch). Its message names the epoch and the first such batch; `.history`
             holds the finished epochs.
-        ValueError: malformed data or arguments (the message says how to fix them).
+        ValueError: malformed data or arguments (the message says how to fix them), or a device
+            that is not available.
+        TypeError: a loader batch that is not an (inputs, targets) pair, or a callback without hooks.
     """
+    extras = {"pass_weights": pass_weights, "random_passes": random_passes, "compile": compile or None,
+              "device": device, "precision": precision, "callbacks": callbacks, "scheduler": scheduler, "clip": clip}
     if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.batched.fit_many
         from loopnets.batched import fit_many
 
-        if pass_weights is not None or random_passes is not None or compile:
+        given = [name for name, value in extras.items() if value is not None]
+        if given:
             raise ValueError(
-                "pass_weights / random_passes / compile are not supported with several seeds (fit_many); "
+                f"{' / '.join(given)} not supported with several seeds (fit_many); "
                 "call fit once per seed, e.g. [fit(model_s, ..., seed=s) for s in seeds]"
             )
         return fit_many(model, train, val, seeds=seed, loss=loss, optimizer=optimizer, epochs=epochs,
                         batch_size=batch_size, progress=progress, early_stopping=early_stopping,
                         restore_best=restore_best, shuffle=shuffle)
     loss = get_loss(loss)
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=None)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)  # numpy integers welcome
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False; got {compile!r}")
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(
-                f"early_stopping={early_stopping} watches the validation loss: pass val=(X_val, y_val), "
-                "or early_stopping=None"
-            )
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
-    device, dtype = _device_and_dtype(model)
-    X, y = _tensors(train, "train", device, dtype)  # (N, *in), (N, *out) or (N,)
-    X_val, y_val = _tensors(val, "val", device, dtype) if val is not None else (None, None)
-    plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
-
-    torch.manual_seed(seed)
+    device, dtype = destination(model, device, precision)
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
-    opt = make_optimizer(optimizer, model.parameters())
+
+    def prepare(name: str):
+        return lambda pair: _tensors(pair, name, device, dtype, model)
+
+    replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
+    data = batches(train, "train", prepare("train"), batch_size=batch_size, shuffle=shuffle,
+                   generator=generator, gather_bytes=GATHER_BYTES, replicas=replicas)
+    val = batches(val, "val", prepare("val")) if val is not None else None
+    plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
+    model.to(device)  # once, in place, after every check passed
     forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
     if compile:
         forward = torch.compile(forward)
-    zero_grad = _grad_clearer(opt)
-    gather = X.nelement() * X.element_size() + y.nelement() * y.element_size() <= GATHER_BYTES
-
-    history = History()
-    modes = {module: module.training for module in model.modules()}
-    n, batches = len(X), math.ceil(len(X) / batch_size)
-    best = _BestEpoch(model, early_stopping, restore_best)
-    parts = None  # the loss's (sum, count) function for training batches, set at the first batch
-    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress)
-    try:
-        with cached_ties(model) as loops:  # COUPLE loops, found once; tie_(loops) walks nothing
-            for epoch in bar:
-                model.train()
-                start = time.perf_counter()
-                order = torch.randperm(n, generator=generator).to(device) if shuffle else None
-                xs, ys = _batches(X, y, order, batch_size, gather)  # (B, *in), (B, *out) each
-                sums, count = [], 0
-                with _solver_warnings(epoch):  # one warning per epoch, not one per solve
-                    for xb, yb in zip(xs, ys):
-                        if plan is None:
-                            pred = forward(xb)  # (B, *out)
-                            if parts is None:
-                                parts = _training_parts(loss, pred, y, from_logits)
-                            batch_sum, batch_count = parts(pred, yb, from_logits)
-                            value = loss.finish(batch_sum / batch_count)  # mean over the batch
-                        else:  # deep supervision / random passes, see loopnets.passes
-                            preds, weights = plan.predict(forward, xb, from_logits)  # k x (B, *out), final last
-                            if parts is None:
-                                parts = _training_parts(loss, preds[-1], y, from_logits)
-                            batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, parts, from_logits)
-                        zero_grad()
-                        value.backward()
-                        opt.step()
-                        tie_(loops)  # COUPLE: copies trained apart for one step are re-tied here
-                        sums.append(batch_sum.detach())  # stays on the device: no host sync per step
-                        count += batch_count
-                sums = torch.stack(sums).double()  # (batches,)
-                total = sums.cumsum(0)[-1]  # summed in order, as a running total would be
-                train_loss = loss.finish(total / count).item()  # the epoch's one wait for the device
-                train_seconds = time.perf_counter() - start
-                if not math.isfinite(train_loss):
-                    bad = (~sums.isfinite()).nonzero()  # the first non-finite batch loss is the one to name
-                    batch = int(bad[0]) + 1 if len(bad) else batches
-                    history.diverged = True
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}, batch {batch} of {batches}: the {loss.name} "
-                        f"loss is {train_loss}. Try a lower learning rate (e.g. optimizer=('adam', "
-                        "{'lr': 1e-4})) and check the data for nan / inf; "
-                        f"the {len(history)} finished epochs are in the exception's .history",
-                        history,
-                    )
-
-                val_loss = val_accuracy = None
-                val_seconds = 0.0
-                if X_val is not None:
-                    model.eval()
-                    start = time.perf_counter()
-                    metrics = _evaluate(model, X_val, y_val, loss, EVAL_BATCH_SIZE)
-                    val_seconds = time.perf_counter() - start
-                    val_loss, val_accuracy = metrics["loss"], metrics.get("accuracy")
-                    if not math.isfinite(val_loss):
-                        history.diverged = True
-                        raise TrainingDiverged(
-                            f"training diverged at epoch {epoch}: the validation {loss.name} loss is {val_loss} "
-                            f"(the train loss was {train_loss}). Try a lower learning rate (e.g. optimizer=('adam', "
-                            "{'lr': 1e-4})) and check the validation data for nan / inf; "
-                            f"the {len(history)} finished epochs are in the exception's .history",
-                            history,
-                        )
-
-                history.records.append(
-                    EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds)
-                )
-                bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
-                if best.update(history, epoch, val_loss):
-                    break
-    finally:
-        bar.close()
-        best.restore()
-        for module, training in modes.items():
-            module.train(training)
-    return history
+    targets = data.tensors[1] if hasattr(data, "tensors") else None
+    task = SupervisedTask(loss, forward, from_logits, plan, targets)
+    return run_training(model, task, data, val, history=History(), optimizer=optimizer, epochs=epochs, seed=seed,
+                        early_stopping=early_stopping, restore_best=restore_best, progress=progress, desc="fit",
+                        callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision,
+                        retie=lambda loops: tie_(loops),  # tie_ looked up here at each call: tests count its calls
+                        replicas=replicas)
 
 
-class _BestEpoch:
-    """The lowest validation loss so far, with its epoch, its weights (kept only when early stopping
-    will restore them), and the early-stopping decision: one per training call."""
+class SupervisedTask:
+    """`fit`'s task: the mean loss over an (inputs, targets) batch, or deep supervision over passes.
 
-    def __init__(self, model: nn.Module, early_stopping: int | None, restore_best: bool):
-        self.model, self.early_stopping, self.restore_best = model, early_stopping, restore_best
-        self.loss, self.state = math.inf, None
+    Args:
+        loss: the Loss. forward, from_logits: what `_predictor` chose (model or model.logits).
+        plan: the PassPlan of pass_weights / random_passes (`loopnets.passes`), or None.
+        targets: all training targets when they are in memory (their class indices are then checked
+            once, not in every batch; see `_training_parts`), else None.
+    """
 
-    def update(self, history: History, epoch: int, val_loss: float | None) -> bool:
-        """Record `epoch`'s validation loss in `history`; True when early stopping ends training."""
-        if val_loss is not None and val_loss < self.loss:
-            self.loss, history.best_epoch = val_loss, epoch
-            if self.early_stopping is not None and self.restore_best:
-                self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.early_stopping is not None and epoch - history.best_epoch >= self.early_stopping:
-            history.stopped_early = True
-            return True
-        return False
+    def __init__(self, loss: Loss, forward, from_logits: bool, plan, targets: Tensor | None):
+        self.loss_fn, self.forward, self.from_logits, self.plan, self.targets = loss, forward, from_logits, plan, targets
+        self.loss_name, self.finish = loss.name, loss.finish
+        self.parts = None  # the loss's (sum, count) function for training batches, set at the first batch
 
-    def restore(self) -> None:
-        """Load the best epoch's weights back, if they were kept."""
-        if self.state is not None:
-            self.model.load_state_dict(self.state)
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
+        xb, yb = batch  # (B, *in), (B, *out) or (B,)
+        loss, from_logits = self.loss_fn, self.from_logits
+        if self.plan is None:
+            pred = self.forward(xb) if self.parts is not None else self._first(model, xb, self.forward)  # (B, *out)
+            if self.parts is None:
+                self.parts = _training_parts(loss, pred, self.targets, from_logits)
+            batch_sum, batch_count = self.parts(pred, yb, from_logits)
+            return loss.finish(batch_sum / batch_count), batch_sum, batch_count  # mean over the batch
+        predict = lambda x: self.plan.predict(self.forward, x, from_logits)  # noqa: E731
+        preds, weights = predict(xb) if self.parts is not None else self._first(model, xb, predict)  # k x (B, *out)
+        if self.parts is None:
+            self.parts = _training_parts(loss, preds[-1], self.targets, from_logits)
+        batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, self.parts, from_logits)
+        return value, batch_sum, batch_count
+
+    @staticmethod
+    def _first(model: nn.Module, xb: Tensor, call):
+        """`call(xb)` for the first batch: a model that cannot take X says so in fit's terms."""
+        try:
+            return call(xb)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{type(model).__name__} cannot take the training inputs, batches of shape {tuple(xb.shape)} "
+                f"({error}); check that X's feature dimensions match the model's input"
+            ) from error
+
+    def evaluate(self, model: nn.Module, batches) -> dict:
+        metrics, _ = _evaluate(model, batches, self.loss_fn)
+        return metrics
 
 
-def evaluate(model: nn.Module, data: tuple, *, loss: str | Loss, batch_size: int = 1024) -> dict:
+def evaluate(model: nn.Module, data: Any, *, loss: str | Loss, batch_size: int = 1024,
+             device: str | torch.device | None = None, precision: str | None = None) -> dict:
     """The loss (and accuracy, for classification losses) of `model` over the whole of `data`.
 
     Runs in eval() mode without gradients (modes restored afterwards). Losses are accumulated as
     sums and counts over the batches, so the result does not depend on `batch_size` (rmse is
-    the root of the mean squared error over the whole set).
+    the root of the mean squared error over the whole set). When any output is nan / inf, every
+    metric is nan and a RuntimeWarning says so (an argmax over nan would count as a prediction).
 
     Args:
         model: any nn.Module; predictions as in `fit` (logits when the model declares a
             softmax / sigmoid output for a classification loss).
-        data: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out) or (N,) class indices.
+        data: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out) or (N,) class indices;
+            or a Dataset, or an iterable of (X, y) batches (a DataLoader).
         loss: a name in `loopnets.losses.LOSSES` (or a Loss).
-        batch_size: samples per forward pass (memory only).
+        batch_size: samples per forward pass for tensors and Datasets (memory only).
+        device: as in `fit` (None: the model's; otherwise the model is moved there, in place).
+        precision: as in `fit` ("bf16" / "fp16" autocast, CUDA only).
 
     Returns:
         {"loss": float} and, for classification losses, "accuracy": the fraction of correct
         predictions (argmax for multi-class, threshold 0.5 per element for binary).
     """
     loss = get_loss(loss)
-    _check_int("batch_size", batch_size, minimum=1)
-    device, dtype = _device_and_dtype(model)
-    X, y = _tensors(data, "data", device, dtype)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        return _evaluate(model, X, y, loss, batch_size)
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+    check_int("batch_size", batch_size, minimum=1)
+    device, dtype = destination(model, device, precision)
+    source = batches(data, "data", lambda pair: _tensors(pair, "data", device, dtype, model), batch_size=int(batch_size))
+    model.to(device)
+    with kept_modes(model), torch.no_grad(), autocast(precision, device):
+        model.eval()
+        metrics, finite = _evaluate(model, source.evaluation(int(batch_size)), loss)
+    if not finite:
+        warnings.warn(f"{type(model).__name__} produced nan / inf outputs on this data, so its metrics are nan "
+                      "(check the weights for nan, e.g. after a diverged training, and the inputs for nan / inf)",
+                      RuntimeWarning, stacklevel=2)
+        metrics = {name: math.nan for name in metrics}
+    return metrics
 
 
-def _evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: Loss, batch_size: int) -> dict:
-    """evaluate() on tensors already checked and on the model's device; the caller sets the mode."""
-    device = X.device
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    hits = torch.zeros((), dtype=torch.int64, device=device)
+def _evaluate(model: nn.Module, batches, loss: Loss) -> tuple[dict, bool]:
+    """(metrics, whether every output was finite) over `batches` of (X, y) on the model's device;
+    the caller sets eval() mode and no_grad."""
+    total = hits = finite = None
     count = seen = 0
-    with torch.no_grad():
-        for start in range(0, len(X), batch_size):
-            pred, from_logits = _predict(model, X[start : start + batch_size], loss)
-            target = y[start : start + batch_size]
-            batch_sum, batch_count = loss.parts(pred, target, from_logits)
-            total += batch_sum.double()
-            count += batch_count
-            if loss.classification:
-                correct, predictions = loss.correct(pred, target, from_logits)
-                hits += correct
-                seen += predictions
+    for X, y in batches:
+        pred, from_logits = _predict(model, X, loss)
+        if total is None:
+            total = torch.zeros((), dtype=torch.float64, device=pred.device)
+            hits = torch.zeros((), dtype=torch.int64, device=pred.device)
+            finite = torch.ones((), dtype=torch.bool, device=pred.device)
+        batch_sum, batch_count = loss.parts(pred, y, from_logits)
+        total += batch_sum.double()
+        count += batch_count
+        finite &= pred.isfinite().all()  # stays on the device: read once at the end
+        if loss.classification:
+            correct, predictions = loss.correct(pred, y, from_logits)
+            hits += correct
+            seen += predictions
+    if total is None:
+        raise ValueError("the evaluation data yielded no batches; it needs at least one (inputs, targets) batch")
     metrics = {"loss": loss.finish(total / count).item()}
     if loss.classification:
         metrics["accuracy"] = hits.item() / seen
-    return metrics
+    return metrics, bool(finite)
 
 
 def _predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
@@ -453,57 +364,6 @@ def _pass_loss(preds: list[Tensor], weights: list[float], yb: Tensor, loss: Loss
     return batch_sum, batch_count, value
 
 
-@contextmanager
-def _solver_warnings(epoch: int) -> Iterator[None]:
-    """Gather the NotConvergedWarnings of one epoch's training steps into one warning.
-
-    An implicit loop that misses its tolerance warns at every solve (`loopnets.solvers`), which
-    in training is every step: hundreds of lines per epoch. Inside the block they are collected
-    and reported once, with their count and the worst residual; other warnings pass through.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", NotConvergedWarning)
-        yield
-    unsolved = [w.message for w in caught if isinstance(w.message, NotConvergedWarning)]
-    for w in caught:
-        if not isinstance(w.message, NotConvergedWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if unsolved:
-        worst = max((m.stats.residual for m in unsolved if m.stats is not None), default=math.nan)
-        warnings.warn(NotConvergedWarning(
-            f"epoch {epoch}: {len(unsolved)} fixed-point solves in training did not converge (worst relative "
-            f"residual {worst:.3g}); the first: {unsolved[0]}", unsolved[0].stats), stacklevel=3)
-
-
-def _grad_clearer(opt: torch.optim.Optimizer):
-    """`opt.zero_grad(set_to_none=True)` as a function; for torch.optim's own zero_grad, a plain loop
-    setting every parameter's .grad to None (the same effect without its ~25 us of wrapping per call)."""
-    if type(opt).zero_grad is not torch.optim.Optimizer.zero_grad:
-        return lambda: opt.zero_grad(set_to_none=True)
-    params = [p for group in opt.param_groups for p in group["params"]]
-
-    def zero_grad() -> None:
-        for p in params:
-            p.grad = None
-
-    return zero_grad
-
-
-def _batches(X: Tensor, y: Tensor, order: Tensor | None, batch_size: int, gather: bool) -> tuple:
-    """One epoch's minibatches of X and y, in `order` (None: as stored).
-
-    Data up to GATHER_BYTES are put in order once (one gather per epoch) and cut into views;
-    larger data are gathered batch by batch (no second copy of the data set). The batches are the
-    same either way: sample order[i * batch_size + j] is row j of batch i.
-    """
-    if order is None:
-        return X.split(batch_size), y.split(batch_size)
-    if gather:
-        return X[order].split(batch_size), y[order].split(batch_size)
-    index = order.split(batch_size)
-    return (X[i] for i in index), (y[i] for i in index)
-
-
 def _training_parts(loss: Loss, pred: Tensor, y: Tensor, from_logits: bool):
     """`loss.parts` for the training batches, with the per-batch checks done once for all of y.
 
@@ -511,24 +371,21 @@ def _training_parts(loss: Loss, pred: Tensor, y: Tensor, from_logits: bool):
     device (a host sync) in every batch; fit checks every training target once against the first
     batch's prediction instead, and then calls F.cross_entropy directly (the same computation).
     """
-    if loss is not LOSSES["cross_entropy"] or y.dtype != torch.long or y.dim() != 1 or pred.dim() != 2:
+    if y is None or loss is not LOSSES["cross_entropy"] or y.dtype != torch.long or y.dim() != 1 or pred.dim() != 2:
         return loss.parts
     loss.parts(pred.detach()[:1].expand(len(y), -1), y, from_logits)  # raises as a batch would
     return lambda pred, target, from_logits: (F.cross_entropy(pred, target, reduction="sum"), pred.shape[0])
 
 
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first parameter (CPU / default dtype without any)."""
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.get_default_dtype())
-    return torch.device("cpu"), torch.get_default_dtype()
+def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
+             model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+    """Check an (X, y) pair and return it as tensors on `device`; floating data cast to `dtype`.
 
-
-def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Check an (X, y) pair and return it as tensors on `device`; floating data cast to `dtype`."""
+    X must be floating (or complex) unless `model` has an embedding, which takes integer indices."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         got = f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
-        raise ValueError(f"{name} must be a pair (X, y) of tensors or numpy arrays; got {got}")
+        raise ValueError(f"{name} must be a pair (X, y) of tensors or numpy arrays, a torch Dataset, or an iterable "
+                         f"of (X, y) batches such as a DataLoader; got {got}")
     pair = []
     for part, value in zip(("X", "y"), data):
         if isinstance(value, np.ndarray):
@@ -546,6 +403,13 @@ def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype) -> 
             )
         if value.dim() == 0:
             raise ValueError(f"{name} {part} is a scalar; it needs a first dimension of samples, shape (N, ...)")
+        if part == "X" and model is not None and not (value.is_floating_point() or value.is_complex()) and not any(
+            isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()
+        ):
+            raise TypeError(
+                f"{name} X has dtype {value.dtype}; {type(model).__name__} computes in {dtype}: convert the inputs "
+                f"with X.to({dtype}) (X.float() for float32, X.double() for float64; numpy: X.astype(np.float32))"
+            )
         value = value.to(device, dtype) if value.is_floating_point() else value.to(device)
         pair.append(value)
     X, y = pair
@@ -557,19 +421,3 @@ def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype) -> 
     if len(X) == 0:
         raise ValueError(f"{name} is empty (X has shape {tuple(X.shape)}); it needs at least one sample")
     return X, y
-
-
-def _check_int(name: str, value: Any, minimum: int | None) -> None:
-    """ValueError unless `value` is an int (not a bool) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")
-
-
-def _postfix(train_loss: float, val_loss: float | None, val_accuracy: float | None) -> dict:
-    postfix = {"train_loss": f"{train_loss:.4g}"}
-    if val_loss is not None:
-        postfix["val_loss"] = f"{val_loss:.4g}"
-    if val_accuracy is not None:
-        postfix["val_acc"] = f"{val_accuracy:.3f}"
-    return postfix

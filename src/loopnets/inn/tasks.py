@@ -25,31 +25,23 @@ iterative network trained here must read its output region before the activation
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
-from loopnets.loop import tie_
-from loopnets.optim import OptimizerSpec, make_optimizer
-from loopnets.train import (
-    EVAL_BATCH_SIZE,
-    EpochRecord,
-    History,
-    TrainingDiverged,
-    _BestEpoch,
-    _check_int,
-    _device_and_dtype,
-    _postfix,
-)
+from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
+from loopnets.training.data import batches
+from loopnets.training.device import destination, device_and_dtype
+from loopnets.training.distributed import Replicas
+from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes
+from loopnets.training.engine import train as run_training
+from loopnets.training.history import EpochRecord, History
 
 INTERIM = ("sum", "mean")
 
@@ -148,24 +140,19 @@ def accuracy_by_iterations(
     Returns:
         {T: accuracy} in the order given.
     """
-    _check_int("batch_size", batch_size, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     for t in iterations:
-        _check_int("iterations", t, minimum=1)
+        check_int("iterations", t, minimum=1)
     counts = [int(t) for t in iterations]
-    device, dtype = _device_and_dtype(model)
+    device, dtype = device_and_dtype(model)
     x, y = _classification((x, y), "data", device, dtype)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with kept_modes(model), torch.no_grad():
+        model.eval()
         hits = torch.zeros(len(counts), dtype=torch.int64, device=device)  # correct answers per count
-        with torch.no_grad():
-            for k, t in enumerate(counts):
-                for first in range(0, len(x), batch_size):
-                    logits = model(x[first : first + batch_size], iterations=t)  # (B, classes)
-                    hits[k] += (logits.argmax(dim=1) == y[first : first + batch_size]).sum()
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+        for k, t in enumerate(counts):
+            for first in range(0, len(x), batch_size):
+                logits = model(x[first : first + batch_size], iterations=t)  # (B, classes)
+                hits[k] += (logits.argmax(dim=1) == y[first : first + batch_size]).sum()
     return dict(zip(counts, (hits.double() / len(x)).tolist()))
 
 
@@ -182,15 +169,7 @@ class SequenceHistory(History):
     `history["val_acc_seq"]` val ACC_seq. Code that reads History (the runner, reports) reads it unchanged."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(SequenceEpochRecord))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SequenceHistory:
-        return cls(
-            records=[SequenceEpochRecord(**record) for record in data["records"]],
-            stopped_early=data["stopped_early"],
-            best_epoch=data["best_epoch"],
-            diverged=data["diverged"],
-        )
+    RECORD: ClassVar[type] = SequenceEpochRecord
 
 
 def fit_sequences(
@@ -207,25 +186,31 @@ def fit_sequences(
     early_stopping: int | None = None,
     restore_best: bool = True,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    callbacks: list | None = None,
+    scheduler: SchedulerSpec = None,
+    clip: ClipSpec = None,
 ) -> SequenceHistory:
     """Train a per-step model on anomaly-detection sequences with the multi-task loss (thesis §2.1.7, §3.3).
 
-    Adam at 1e-3 by default (Table 3.1; the thesis does not give the batch size). Each epoch visits
-    every sequence once in a fresh random order (a generator seeded with `seed`); per minibatch:
-    `model.passes(x)`, `multitask_loss`, backward, one optimizer step. The epoch's train loss is
-    the mean over sequences of the batch losses as trained, accumulated on the device and read
-    once per epoch, so no batch waits for the host. Then validation: loss, ACC_end and ACC_seq
-    over the whole val set in eval() mode. Module modes are restored at the end.
+    Adam at 1e-3 by default (Table 3.1; the thesis does not give the batch size). The loop is
+    `ln.fit`'s (`loopnets.training.engine.train`) with `SequenceTask`: per minibatch
+    `model.passes(x)`, `multitask_loss`, backward, one optimizer step, COUPLE re-tie. Each epoch
+    visits every sequence once in a fresh random order (a generator seeded with `seed`). The
+    epoch's train loss is the mean over sequences of the batch losses as trained, read once per
+    epoch. Then validation: loss, ACC_end and ACC_seq over the whole val set in eval() mode.
 
-    Divergence is checked when the epoch's train loss is read, not per batch (`ln.fit` checks each
-    batch, a host sync per step): the steps after a non-finite batch loss have been taken when
-    TrainingDiverged is raised, so the weights are nan unless early_stopping restores the best.
+    Divergence is checked when the epoch's train loss is read (as in `ln.fit`): the steps after a
+    non-finite batch loss have been taken when TrainingDiverged is raised, so the weights are nan
+    unless early_stopping restores the best.
 
     Args:
         model: has `passes(x) -> (batch, T, units)` with units >= T (see `sequence_outputs`).
         train: (x, flags, index): x (n, T, *features) float, flags (n, T) or (n, T - 1) in [0, 1],
             index (n,) integer positions in [0, T - 1). Moved to the model's device and dtype.
-        val: optional validation triple, same layout.
+            Or a Dataset / an iterable of such triples as batches (see `ln.fit`).
+        val: optional validation data, same forms.
         optimizer: as in `ln.fit` (a name, (name, kwargs) or a callable params -> optimizer).
         epochs: passes over `train`. batch_size: sequences per optimizer step.
         seed: seeds torch's global RNG and the shuffling. Initialise the model's weights yourself.
@@ -234,6 +219,7 @@ def fit_sequences(
         early_stopping: stop after this many epochs without a new best (lowest) val loss; needs val.
         restore_best: with early_stopping, load the best epoch's weights before returning or raising.
         progress: a tqdm bar over epochs; False prints nothing.
+        device, precision, callbacks, scheduler, clip: as in `ln.fit`.
 
     Returns:
         A SequenceHistory (val_accuracy = ACC_end, val_acc_seq = ACC_seq).
@@ -243,60 +229,14 @@ def fit_sequences(
             finished epochs.
         ValueError: malformed data or options.
     """
-    _check_options(epochs, batch_size, seed, early_stopping, val)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     if interim not in INTERIM:
         raise ValueError(f"interim must be one of {INTERIM}; got {interim!r}")
-    device, dtype = _device_and_dtype(model)
-    x, flags, index = _sequences(train, "train", device, dtype)  # (n, T, *features), (n, T or T-1), (n,)
-    val = _sequences(val, "val", device, dtype) if val is not None else None
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)  # CPU generator: the same order on every device
-    opt = make_optimizer(optimizer, model.parameters())
-    history = SequenceHistory()
-    modes = {module: module.training for module in model.modules()}
-    best = _BestEpoch(model, early_stopping, restore_best)
-    bar = tqdm(range(1, epochs + 1), desc="fit_sequences", unit="epoch", disable=not progress)
-    try:
-        for epoch in bar:
-            model.train()
-            start = time.perf_counter()
-            order = torch.randperm(len(x), generator=generator).to(device)
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            for first in range(0, len(x), batch_size):
-                batch = order[first : first + batch_size]  # (B,)
-                outputs = model.passes(x[batch])  # (B, T, units)
-                loss = multitask_loss(outputs, flags[batch], index[batch], flag_unit=flag_unit, interim=interim)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tie_(model)  # re-ties COUPLE copies if the model has any; a no-op otherwise
-                total += loss.detach().double() * len(batch)
-            train_loss = (total / len(x)).item()  # the epoch's one wait for the device
-            train_seconds = time.perf_counter() - start
-            _check_finite("train", train_loss, epoch, history)
-
-            val_loss = val_end = val_seq = None
-            val_seconds = 0.0
-            if val is not None:
-                model.eval()
-                start = time.perf_counter()
-                val_loss, val_end, val_seq = _evaluate_sequences(model, *val, flag_unit, interim)
-                val_seconds = time.perf_counter() - start
-                _check_finite("validation", val_loss, epoch, history)
-
-            history.records.append(
-                SequenceEpochRecord(epoch, train_loss, val_loss, val_end, train_seconds, val_seconds, val_seq)
-            )
-            bar.set_postfix(_postfix(train_loss, val_loss, val_end), refresh=False)
-            if best.update(history, epoch, val_loss):
-                break
-    finally:
-        bar.close()
-        best.restore()
-        for module, training in modes.items():
-            module.train(training)
-    return history
+    task = SequenceTask(flag_unit, interim)
+    return _fit(model, task, train, val, SequenceHistory(), "fit_sequences", _sequences, 3, "(x, flags, index)",
+                optimizer=optimizer, epochs=epochs, batch_size=batch_size, seed=seed, early_stopping=early_stopping,
+                restore_best=restore_best, progress=progress, device=device, precision=precision,
+                callbacks=callbacks, scheduler=scheduler, clip=clip)
 
 
 def fit_iterations(
@@ -313,6 +253,11 @@ def fit_iterations(
     early_stopping: int | None = None,
     restore_best: bool = True,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    callbacks: list | None = None,
+    scheduler: SchedulerSpec = None,
+    clip: ClipSpec = None,
 ) -> History:
     """Train a static-input classifier with a cross-entropy loss at every iteration (thesis Fig 3.22).
 
@@ -326,7 +271,8 @@ def fit_iterations(
         train: (x, y): x (n, inputs) float, y (n,) integer classes. val: optional, same layout.
         iterations: T passed to `model.passes`; None uses the model's own default (and passes no keyword).
         weights: (T,) per-iteration loss weights; None is the mean over iterations (see `per_iteration_loss`).
-        optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress: as in `fit_sequences`.
+        optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress, device, precision,
+            callbacks, scheduler, clip: as in `fit_sequences`.
 
     Returns:
         A loopnets.History: train / val loss (the per-iteration loss), val_accuracy of the last iteration.
@@ -335,90 +281,102 @@ def fit_iterations(
         TrainingDiverged: the epoch's train loss or the val loss is nan / inf (checked once per epoch).
         ValueError: malformed data or options.
     """
-    _check_options(epochs, batch_size, seed, early_stopping, val)
+    check_options(epochs, batch_size, early_stopping, val, seed)
     if iterations is not None:
-        _check_int("iterations", iterations, minimum=1)
-    kwargs = {} if iterations is None else {"iterations": int(iterations)}
-    device, dtype = _device_and_dtype(model)
-    x, y = _classification(train, "train", device, dtype)  # (n, inputs), (n,)
-    val = _classification(val, "val", device, dtype) if val is not None else None
+        check_int("iterations", iterations, minimum=1)
+    task = IterationTask({} if iterations is None else {"iterations": int(iterations)}, weights)
+    return _fit(model, task, train, val, History(), "fit_iterations", _classification, 2, "(x, y)",
+                optimizer=optimizer, epochs=epochs, batch_size=batch_size, seed=seed, early_stopping=early_stopping,
+                restore_best=restore_best, progress=progress, device=device, precision=precision,
+                callbacks=callbacks, scheduler=scheduler, clip=clip)
 
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(optimizer, model.parameters())
-    history = History()
-    modes = {module: module.training for module in model.modules()}
-    best = _BestEpoch(model, early_stopping, restore_best)
-    bar = tqdm(range(1, epochs + 1), desc="fit_iterations", unit="epoch", disable=not progress)
-    try:
-        for epoch in bar:
-            model.train()
-            start = time.perf_counter()
-            order = torch.randperm(len(x), generator=generator).to(device)
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            for first in range(0, len(x), batch_size):
-                batch = order[first : first + batch_size]  # (B,)
-                loss = per_iteration_loss(model.passes(x[batch], **kwargs), y[batch], weights)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tie_(model)
-                total += loss.detach().double() * len(batch)
-            train_loss = (total / len(x)).item()
-            train_seconds = time.perf_counter() - start
-            _check_finite("train", train_loss, epoch, history)
 
-            val_loss = val_accuracy = None
-            val_seconds = 0.0
-            if val is not None:
-                model.eval()
-                start = time.perf_counter()
-                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-                hits = torch.zeros((), dtype=torch.int64, device=device)
-                with torch.no_grad():
-                    for first in range(0, len(val[0]), EVAL_BATCH_SIZE):
-                        xb, yb = (part[first : first + EVAL_BATCH_SIZE] for part in val)
-                        outputs = model.passes(xb, **kwargs)  # (B, T, classes)
-                        loss_sum += per_iteration_loss(outputs, yb, weights).double() * len(yb)
-                        hits += (outputs[:, -1].argmax(dim=1) == yb).sum()
-                val_loss, val_accuracy = (torch.stack([loss_sum, hits.double()]) / len(val[0])).tolist()
-                val_seconds = time.perf_counter() - start
-                _check_finite("validation", val_loss, epoch, history)
+class SequenceTask:
+    """fit_sequences' task: `multitask_loss` on `model.passes(x)`; val loss, ACC_end and ACC_seq."""
 
-            history.records.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds))
-            bar.set_postfix(_postfix(train_loss, val_loss, val_accuracy), refresh=False)
-            if best.update(history, epoch, val_loss):
-                break
-    finally:
-        bar.close()
-        best.restore()
-        for module, training in modes.items():
-            module.train(training)
-    return history
+    loss_name = "multi-task"
+
+    def __init__(self, flag_unit: int, interim: str):
+        self.flag_unit, self.interim = flag_unit, interim
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
+        x, flags, index = batch  # (B, T, *features), (B, T or T-1), (B,)
+        value = multitask_loss(model.passes(x), flags, index, flag_unit=self.flag_unit, interim=self.interim)
+        return value, value.detach().double() * len(index), len(index)  # the batch mean, weighted by its size
+
+    @staticmethod
+    def finish(mean: Tensor) -> Tensor:
+        return mean
+
+    def evaluate(self, model: nn.Module, batches) -> dict:
+        return _evaluate_sequences(model, batches, self.flag_unit, self.interim)
+
+
+class IterationTask:
+    """fit_iterations' task: `per_iteration_loss` on `model.passes(x, **kwargs)`; val accuracy of the last iteration."""
+
+    loss_name = "per-iteration cross_entropy"
+
+    def __init__(self, kwargs: dict, weights: Tensor | Sequence[float] | None):
+        self.kwargs, self.weights = kwargs, weights
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
+        x, y = batch  # (B, inputs), (B,)
+        value = per_iteration_loss(model.passes(x, **self.kwargs), y, self.weights)
+        return value, value.detach().double() * len(y), len(y)
+
+    @staticmethod
+    def finish(mean: Tensor) -> Tensor:
+        return mean
+
+    def evaluate(self, model: nn.Module, batches) -> dict:
+        loss_sum = hits = None
+        n = 0
+        for xb, yb in batches:
+            outputs = model.passes(xb, **self.kwargs)  # (B, T, classes)
+            batch_loss = per_iteration_loss(outputs, yb, self.weights).double() * len(yb)
+            batch_hits = (outputs[:, -1].argmax(dim=1) == yb).sum()
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            hits = batch_hits if hits is None else hits + batch_hits
+            n += len(yb)
+        loss, accuracy = (torch.stack([loss_sum, hits.double()]) / n).tolist()
+        return {"loss": loss, "accuracy": accuracy}
+
+
+def _fit(model: nn.Module, task: Any, train: Any, val: Any, history: History, desc: str, check, arity: int,
+         what: str, *, optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress,
+         device=None, precision=None, callbacks=None, scheduler=None, clip=None) -> History:
+    """Check and place the data, then run the one training loop (`loopnets.training.engine.train`)."""
+    device, dtype = destination(model, device, precision)
+    generator = torch.Generator().manual_seed(int(seed))  # CPU generator: the same order on every device
+    replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
+    data = batches(train, "train", lambda part: check(part, "train", device, dtype), arity=arity, what=what,
+                   batch_size=int(batch_size), shuffle=True, generator=generator, replicas=replicas)
+    val = batches(val, "val", lambda part: check(part, "val", device, dtype), arity=arity, what=what) \
+        if val is not None else None
+    model.to(device)  # once, in place, after the data passed their checks
+    return run_training(model, task, data, val, history=history, optimizer=optimizer, epochs=int(epochs),
+                        seed=int(seed), early_stopping=early_stopping, restore_best=restore_best, progress=progress,
+                        desc=desc, callbacks=callbacks, scheduler=scheduler, clip=clip, precision=precision,
+                        replicas=replicas)
 
 
 # --- private helpers --------------------------------------------------------------------------
 
 
-def _evaluate_sequences(
-    model: nn.Module, x: Tensor, flags: Tensor, index: Tensor, flag_unit: int, interim: str
-) -> tuple[float, float, float]:
-    """(loss, ACC_end, ACC_seq) over the whole set; the caller sets eval() mode."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    end = torch.zeros((), dtype=torch.int64, device=x.device)
-    seq = torch.zeros((), dtype=torch.int64, device=x.device)
-    steps = 0
-    with torch.no_grad():
-        for first in range(0, len(x), EVAL_BATCH_SIZE):
-            xb, fb, ib = (part[first : first + EVAL_BATCH_SIZE] for part in (x, flags, index))
-            outputs = model.passes(xb)  # (B, T, units)
-            loss_sum += multitask_loss(outputs, fb, ib, flag_unit=flag_unit, interim=interim).double() * len(ib)
-            end += _end_hits(outputs, ib, flag_unit)
-            seq += _seq_hits(outputs, fb, ib, flag_unit)
-            steps = outputs.shape[1]
-    n = len(x)
+def _evaluate_sequences(model: nn.Module, batches, flag_unit: int, interim: str) -> dict:
+    """{"loss", "accuracy" (ACC_end), "acc_seq"} over the batches; the caller sets eval() mode and no_grad."""
+    loss_sum = end = seq = None
+    n = steps = 0
+    for xb, fb, ib in batches:
+        outputs = model.passes(xb)  # (B, T, units)
+        parts = (multitask_loss(outputs, fb, ib, flag_unit=flag_unit, interim=interim).double() * len(ib),
+                 _end_hits(outputs, ib, flag_unit), _seq_hits(outputs, fb, ib, flag_unit))
+        loss_sum, end, seq = parts if loss_sum is None else (loss_sum + parts[0], end + parts[1], seq + parts[2])
+        n += len(ib)
+        steps = outputs.shape[1]
     loss, acc_e, acc_s = torch.stack([loss_sum / n, end.double() / n, seq.double() / (n * steps)]).tolist()
-    return loss, acc_e, acc_s
+    return {"loss": loss, "accuracy": acc_e, "acc_seq": acc_s}
 
 
 def _as_tensor(value, name: str, part: str) -> Tensor:
@@ -468,24 +426,3 @@ def _classification(data, name: str, device: torch.device, dtype: torch.dtype) -
     if bool(y.min() < 0):
         raise ValueError(f"{name} y holds negative classes (min {int(y.min())}); classes start at 0")
     return x.to(device, dtype), y.to(device).long()
-
-
-def _check_options(epochs, batch_size, seed, early_stopping, val) -> None:
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=None)
-    if early_stopping is not None:
-        _check_int("early_stopping", early_stopping, minimum=1)
-        if val is None:
-            raise ValueError(f"early_stopping={early_stopping} watches the validation loss: pass val, or early_stopping=None")
-
-
-def _check_finite(which: str, loss: float, epoch: int, history: History) -> None:
-    if not math.isfinite(loss):
-        history.diverged = True
-        raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: the {which} loss is {loss}. Try a lower learning rate "
-            "(e.g. optimizer=('adam', {'lr': 1e-4})) and check the data for nan / inf; "
-            f"the {len(history)} finished epochs are in the exception's .history",
-            history,
-        )
