@@ -498,15 +498,15 @@ def test_load_onto_cpu_and_refuse_a_device_that_is_not_there(tmp_path):
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
     target = couple_feedback_net()
     assert ln.load(path, model=target, device=torch.device("cpu")) is target
-    with pytest.raises(ln.CheckpointError, match=r"device 'bogus' is not a device name; use \"cpu\""):
+    with pytest.raises(ln.CheckpointError, match=r"cannot load .*m.lnet: device='bogus' is not a device; use 'cpu'"):
         ln.load(path, device="bogus")
-    with pytest.raises(ln.CheckpointError, match="device 'meta' holds no data"):
+    with pytest.raises(ln.CheckpointError, match="device='meta' is not supported"):
         ln.load(path, device="meta")
     if not torch.cuda.is_available():
         for device in ("cuda", "cuda:1"):
-            with pytest.raises(ln.CheckpointError, match=rf"device '{device}' is not available: this machine has no CUDA"):
+            with pytest.raises(ln.CheckpointError, match=rf"device='{device}': CUDA is not available on this machine"):
                 ln.load(path, device=device)
-            with pytest.raises(ln.CheckpointError, match=rf"device '{device}' is not available"):
+            with pytest.raises(ln.CheckpointError, match=rf"device='{device}': CUDA is not available"):
                 ln.load(path, model=couple_feedback_net(), device=device)
 
 
@@ -519,5 +519,5 @@ def test_load_onto_cuda(tmp_path):
     assert all(t.is_cuda for t in loaded.state_dict().values())
     x = x_batch(torch.float32)
     torch.testing.assert_close(loaded(x.cuda()).cpu(), net(x))
-    with pytest.raises(ln.CheckpointError, match=r"device 'cuda:\d+' is not available: this machine has \d+ CUDA"):
+    with pytest.raises(ln.CheckpointError, match=r"device='cuda:\d+': this machine has \d+ CUDA device"):
         ln.load(path, device=f"cuda:{torch.cuda.device_count()}")

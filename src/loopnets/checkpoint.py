@@ -46,6 +46,7 @@ from torch import nn
 
 from loopnets.loop import Loop
 from loopnets.network import Network
+from loopnets.training.device import resolve_device
 
 FORMAT = "loopnets"
 FORMAT_VERSION = 1
@@ -153,7 +154,7 @@ def load(
     path = Path(path)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
         raise CheckpointError(f"max_bytes must be an integer >= 0 (bytes of tensors); got {max_bytes!r}")
-    target = resolve_device(device)
+    target = _target(path, device, model)
     meta, tensors = _read(path, max_bytes)
     state = _expand(path, meta, tensors)
 
@@ -182,43 +183,15 @@ def load(
     return model
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device | None:
-    """`device` as a `torch.device` that exists on this machine (None stays None; "auto": CUDA,
-    else MPS, else the CPU); a clear `CheckpointError` naming it otherwise."""
+def _target(path: Path, device: str | torch.device | None, model: nn.Module | None) -> torch.device | None:
+    """The device to load onto (None: the default, see `load`), checked to exist here by the
+    training engine's `resolve_device` (the same names and messages as `ln.fit(device=...)`)."""
     if device is None:
         return None
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise CheckpointError(
-            f"device {device!r} is not a device name; use \"cpu\", \"cuda\", \"cuda:N\", \"mps\" or \"auto\" ({err})"
-        ) from None
-    if dev.type == "meta":
-        raise CheckpointError("device 'meta' holds no data, so weights cannot be loaded onto it; use \"cpu\" or \"cuda\"")
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise CheckpointError(f"device {str(dev)!r} is not available: this machine has no CUDA GPU visible to torch "
-                                  f"{torch.__version__} (torch.cuda.is_available() is False); use device=\"cpu\"")
-        if dev.index is not None and dev.index >= count:
-            raise CheckpointError(f"device {str(dev)!r} is not available: this machine has {count} CUDA device(s), "
-                                  f"cuda:0..cuda:{count - 1}")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise CheckpointError(f"device {str(dev)!r} is not available: this machine has no Apple MPS backend; "
-                                  f"use device=\"cpu\"")
-    elif dev.type != "cpu":
-        try:
-            torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError) as err:
-            raise CheckpointError(f"device {str(dev)!r} is not available here ({err}); use device=\"cpu\"") from None
-    return dev
+        return resolve_device(device, model if model is not None else nn.Module())
+    except ValueError as err:
+        raise CheckpointError(f"cannot load {path}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
