@@ -30,7 +30,11 @@ accept only their own keys:
 
 Unknown keys, wrong types and impossible values are errors naming the key and listing the valid
 keys or values; `validate(experiment)` also builds every variant's network, so an impossible
-architecture fails before any training.
+architecture fails before any training. Validation checks what the later stages assume: types at
+one place (`_coerce`: true / false are never numbers, integers fit in 64 bits, floats are finite,
+list elements have their type), seeds in [0, 2^63), names that are portable folder names, and
+(`loopnets.experiments.budget`, first in `validate`) each variant's estimated training memory and
+pass count, so an absurd unroll or width is refused before anything is built.
 """
 
 from __future__ import annotations
