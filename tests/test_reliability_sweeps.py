@@ -146,7 +146,7 @@ def test_worker_killed_with_sigkill_fails_only_its_run(tmp_path, capsys):
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path, capsys):
-    config = write_config(tmp_path, TINY.replace("epochs = 2", "epochs = 20"))
+    config = write_config(tmp_path, TINY.replace("epochs = 2", "epochs = 5"))
     runs = tmp_path / "runs"
     first = subprocess.Popen(cli(str(config), "--runs-dir", str(runs)), env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

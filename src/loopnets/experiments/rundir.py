@@ -1,4 +1,4 @@
-"""Run folders on disk: atomic writes, the experiment lock, and each run's state.
+"""Run folders on disk: atomic writes, the experiment lock, each run's state, the recorded config.
 
     runs/<experiment>/run.lock                        held by the process running the sweep
     runs/<experiment>/experiment.toml                 the resolved config
@@ -30,7 +30,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from loopnets.experiments.config import ConfigError, Experiment, dumps, expand_variants, to_dict
 from loopnets.faults import FileFault, about
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 FINISHED = "summary.json"
 FAILED = "failed.json"
@@ -274,3 +280,83 @@ def clear(experiment_dir: Path) -> None:
                 shutil.rmtree(child)
             else:
                 child.unlink()
+
+
+# --- the recorded config ----------------------------------------------------------------------
+
+
+def prepare(exp: Experiment, experiment_dir: Path, fresh: bool) -> None:
+    """Check experiment.toml against this config (or clear the folder with `fresh`), then record it."""
+    resolved = dumps(to_dict(exp))
+    recorded = experiment_dir / "experiment.toml"
+    if fresh:
+        clear(experiment_dir)
+    problem = _recorded_differs(exp, experiment_dir, resolved)
+    if problem:
+        raise ConfigError(f"{experiment_dir} holds runs of a different config than this one ({problem}); "
+                          f"give the experiment another name (name=...), or pass --fresh to delete those runs")
+    with about(recorded, "read the recorded config"):
+        current = recorded.read_bytes() if recorded.is_file() else None
+    if current != resolved.encode():
+        write_atomic(recorded, resolved.encode())
+    remove_partials(experiment_dir)  # left by an interrupted sweep
+
+
+def _recorded_differs(exp: Experiment, experiment_dir: Path, resolved: str) -> str | None:
+    """How the runs already in the folder differ from this config; None if they match (or there are none).
+
+    Compared with experiment.toml; when that file is unreadable (not UTF-8, not TOML, or a table
+    short: truncated), with the config.toml of every finished run instead, so a damaged experiment.toml is rewritten
+    when its runs are this config's, and refused when they are not.
+    """
+    recorded = experiment_dir / "experiment.toml"
+    with about(recorded, "read the recorded config"):
+        if not recorded.is_file():
+            return None
+        raw = recorded.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+        complete = set(tomllib.loads(resolved)) <= set(tomllib.loads(text))  # else truncated at a table
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        complete = False
+    if complete:
+        return None if _same_config(text, resolved) else _first_difference(text, resolved)
+    names = {v.name for v in expand_variants(exp)}
+    wanted = _comparable(to_dict(exp))
+    for config in sorted(experiment_dir.glob("*/seed=*/config.toml")):
+        if not (config.parent / FINISHED).is_file():
+            continue
+        try:
+            run = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            return f"experiment.toml and {config} are unreadable ({err})"
+        variant = config.parent.parent.name
+        if variant not in names or _comparable(run) != wanted:
+            return f"experiment.toml is unreadable, and the run {config.parent} is not one of this config's"
+    return None
+
+
+def _comparable(config: dict) -> dict:
+    """A config as far as every run shares it: without seeds, variants and train.group_seeds."""
+    config = {k: v for k, v in config.items() if k != "variants"}
+    config["train"] = {k: v for k, v in config.get("train", {}).items() if k not in ("seeds", "group_seeds")}
+    return config
+
+
+def _same_config(recorded: str, resolved: str) -> bool:
+    """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
+    train (bit for bit the same results), so folders written before the key existed, or with the
+    other setting, resume."""
+    if recorded == resolved:
+        return True
+    old, new = tomllib.loads(recorded), tomllib.loads(resolved)
+    for config in (old, new):
+        config.get("train", {}).pop("group_seeds", None)
+    return old == new
+
+
+def _first_difference(old: str, new: str) -> str:
+    for a, b in zip(old.splitlines(), new.splitlines()):
+        if a != b:
+            return f"recorded: {a.strip()!r}, now: {b.strip()!r}"
+    return "different lengths"

@@ -34,19 +34,15 @@ import statistics
 import tempfile
 import time
 import traceback
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 import torch
 from tqdm.auto import tqdm
 
-from loopnets import faults, layers
+from loopnets import layers
 from loopnets.backprop import MODES
 from loopnets.batched import fit_many
 from loopnets.checkpoint import save
@@ -569,66 +565,8 @@ def run_experiment(
         load_split(exp)  # read user files (cifar10) now, before any folder is written: a missing file is a ConfigError
     experiment_dir = Path(runs_dir) / exp.name
     with rundir.lock(experiment_dir):
-        _prepare_folder(exp, experiment_dir, fresh, log)
+        rundir.prepare(exp, experiment_dir, fresh)
         return _sweep(exp, variants, experiment_dir, workers, ray_address, progress, log)
-
-
-def _prepare_folder(exp: Experiment, experiment_dir: Path, fresh: bool, log: Callable[[str], None]) -> None:
-    """Check experiment.toml against this config (or clear the folder with `fresh`), then record it."""
-    resolved = dumps(to_dict(exp))
-    recorded = experiment_dir / "experiment.toml"
-    if fresh:
-        rundir.clear(experiment_dir)
-    problem = _recorded_differs(exp, experiment_dir, resolved)
-    if problem:
-        raise ConfigError(f"{experiment_dir} holds runs of a different config than this one ({problem}); "
-                          f"give the experiment another name (name=...), or pass --fresh to delete those runs")
-    with faults.about(recorded, "read the recorded config"):
-        current = recorded.read_bytes() if recorded.is_file() else None
-    if current != resolved.encode():
-        rundir.write_atomic(recorded, resolved.encode())
-    rundir.remove_partials(experiment_dir)  # left by an interrupted sweep
-
-
-def _recorded_differs(exp: Experiment, experiment_dir: Path, resolved: str) -> str | None:
-    """How the runs already in the folder differ from this config; None if they match (or there are none).
-
-    Compared with experiment.toml; when that file is unreadable (not UTF-8, not TOML, or a table
-    short: truncated), with the config.toml of every finished run instead, so a damaged experiment.toml is rewritten
-    when its runs are this config's, and refused when they are not.
-    """
-    recorded = experiment_dir / "experiment.toml"
-    with faults.about(recorded, "read the recorded config"):
-        if not recorded.is_file():
-            return None
-        raw = recorded.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-        complete = set(tomllib.loads(resolved)) <= set(tomllib.loads(text))  # else truncated at a table
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        complete = False
-    if complete:
-        return None if _same_config(text, resolved) else _first_difference(text, resolved)
-    names = {v.name for v in expand_variants(exp)}
-    wanted = _comparable(to_dict(exp))
-    for config in sorted(experiment_dir.glob(f"*/seed=*/config.toml")):
-        if not (config.parent / FINISHED).is_file():
-            continue
-        try:
-            run = tomllib.loads(config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            return f"experiment.toml and {config} are unreadable ({err})"
-        variant = config.parent.parent.name
-        if variant not in names or _comparable(run) != wanted:
-            return f"experiment.toml is unreadable, and the run {config.parent} is not one of this config's"
-    return None
-
-
-def _comparable(config: dict) -> dict:
-    """A config as far as every run shares it: without seeds, variants and train.group_seeds."""
-    config = {k: v for k, v in config.items() if k != "variants"}
-    config["train"] = {k: v for k, v in config.get("train", {}).items() if k not in ("seeds", "group_seeds")}
-    return config
 
 
 def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, ray_address: str | None,
@@ -651,13 +589,14 @@ def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, 
     failed = []
     before = torch.get_num_threads()
     try:
-        for spec, files in _execute(tasks, workers, ray_address, threads, say):
-            write_run(experiment_dir / spec.folder, files)
-            record = json.loads(files[FINISHED if FINISHED in files else FAILED])
-            if record["status"] == "failed":
-                failed.append({"variant": spec.variant.name, "seed": spec.seed, "error": record["error"]})
-            bar.update()
-            say(_describe(record))
+        with closing(_execute(tasks, workers, ray_address, threads, say)) as results:  # stops workers on any exit
+            for spec, files in results:
+                write_run(experiment_dir / spec.folder, files)
+                record = json.loads(files[FINISHED if FINISHED in files else FAILED])
+                if record["status"] == "failed":
+                    failed.append({"variant": spec.variant.name, "seed": spec.seed, "error": record["error"]})
+                bar.update()
+                say(_describe(record))
     finally:
         bar.close()
         torch.set_num_threads(before)
@@ -696,16 +635,17 @@ def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | 
             say(f"{task[0].variant.name} seed{'s' if len(task) > 1 else ''}={seeds}: started in worker pid {pid}")
 
         landed: set[tuple[str, int]] = set()
-        for kind, index, payload in run_tasks(run_task, tasks, workers, threads, started):
-            if kind == "item":
-                landed.add((payload[0].variant.name, payload[0].seed))
-                yield payload
-                continue
-            error = (f"its worker process died: {payload}" if kind == "died"
-                     else "its task raised outside the run")
-            for spec in tasks[index]:
-                if (spec.variant.name, spec.seed) not in landed:
-                    yield spec, failed_run(spec, error, payload)
+        with closing(run_tasks(run_task, tasks, workers, threads, started)) as outcomes:
+            for kind, index, payload in outcomes:
+                if kind == "item":
+                    landed.add((payload[0].variant.name, payload[0].seed))
+                    yield payload
+                    continue
+                error = (f"its worker process died: {payload}" if kind == "died"
+                         else "its task raised outside the run")
+                for spec in tasks[index]:
+                    if (spec.variant.name, spec.seed) not in landed:
+                        yield spec, failed_run(spec, error, payload)
 
 
 def _describe(summary: dict) -> str:
@@ -717,22 +657,3 @@ def _describe(summary: dict) -> str:
     original = summary["probes"]["original"]
     metric = f"val acc {original['accuracy']:.4f}" if "accuracy" in original else f"val loss {original['loss']:.4g}"
     return f"{head}: {metric}, {summary['timing']['wall_seconds']:.1f} s"
-
-
-def _same_config(recorded: str, resolved: str) -> bool:
-    """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
-    train (bit for bit the same results), so folders written before the key existed, or with the
-    other setting, resume."""
-    if recorded == resolved:
-        return True
-    old, new = tomllib.loads(recorded), tomllib.loads(resolved)
-    for config in (old, new):
-        config.get("train", {}).pop("group_seeds", None)
-    return old == new
-
-
-def _first_difference(old: str, new: str) -> str:
-    for a, b in zip(old.splitlines(), new.splitlines()):
-        if a != b:
-            return f"recorded: {a.strip()!r}, now: {b.strip()!r}"
-    return "different lengths"
