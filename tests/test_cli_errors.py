@@ -15,27 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_IRIS
 
 from loopnets.cli import main
 from loopnets.data.cifar import TEST_FILE, TRAIN_FILES, BatchFileError, load_cifar10
 from loopnets.experiments import rundir
 from loopnets.faults import FileFault, about, explain
 
-TINY = """
-name = "tiny"
-[data]
-name = "iris"
-[model]
-layers = [{ type = "dense", units = 6, activation = "relu" }, { type = "dense", units = 6, activation = "relu" }]
-loop = [1, 1]
-[train]
-epochs = 2
-batch_size = 16
-seeds = [0, 1]
-unroll_sweep = 0
-[[variants]]
-method = "ffn"
-"""
+TINY = TINY_IRIS.replace(', { method = "couple", unroll = 2 }', "")  # one variant
 
 
 @pytest.fixture

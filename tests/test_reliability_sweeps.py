@@ -15,30 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_IRIS
 
 from loopnets.cli import main
 from loopnets.experiments import load_config, rundir, run_experiment
 from loopnets.experiments.runner import INJECT_FAULT, RunsFailed, threads_per_worker
 from loopnets.faults import FileFault
 
-TINY = """
-name = "tiny"
-[data]
-name = "iris"
-[model]
-layers = [{ type = "dense", units = 6, activation = "relu" }, { type = "dense", units = 6, activation = "relu" }]
-loop = [1, 1]
-[train]
-epochs = 2
-unroll_sweep = 0
-batch_size = 16
-seeds = [0, 1]
-[[variants]]
-method = "ffn"
-[[variants]]
-method = "couple"
-unroll = 2
-"""
+TINY = TINY_IRIS
 
 
 def write_config(tmp_path: Path, text: str = TINY) -> Path:
@@ -108,8 +92,8 @@ def test_worker_killed_with_sigkill_fails_only_its_run(tmp_path, capsys):
     # three runs on two workers; the worker holding seed 0 is killed as soon as it holds it (the
     # kill lands while it starts or trains: deterministic), while the other worker trains seed 1,
     # which must land, as must seed 2 (on the survivor or a fresh worker)
-    config = write_config(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]\ngroup_seeds = false")
-                          .replace('[[variants]]\nmethod = "couple"\nunroll = 2\n', ""))
+    config = write_config(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2], group_seeds = false")
+                          .replace(', { method = "couple", unroll = 2 }', ""))
     runs = tmp_path / "runs"
     proc = subprocess.Popen(cli(str(config), "--runs-dir", str(runs), "--workers", "2"), env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
