@@ -73,7 +73,7 @@ def _report(experiment_dir: Path) -> Path:
     if not _has_runs(experiment_dir):
         raise FileFault("no finished runs to report in the experiment folder", experiment_dir,
                         f"train them first: loopnets run {experiment_dir / 'experiment.toml'} --runs-dir {experiment_dir.parent}")
-    with about(experiment_dir, "build the report of"):
+    with about(experiment_dir, "write the report"):
         report_dir = build_report(experiment_dir)
     probes = report_dir / "probes.md"
     if probes.is_file():

@@ -221,7 +221,7 @@ def lock(experiment_dir: Path) -> Iterator[dict]:
     experiment_dir = Path(experiment_dir)
     path = experiment_dir / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-          "command": " ".join(["loopnets", *sys.argv[1:]]) if sys.argv else ""}
+          "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else ""}
     with about(path, "lock the experiment folder"):
         experiment_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
