@@ -8,6 +8,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# a two-variant, two-seed iris experiment that trains in about a second (the reliability tests)
+TINY_IRIS = """
+name = "tiny"
+variants = [{ method = "ffn" }, { method = "couple", unroll = 2 }]
+data = { name = "iris" }
+model = { layers = [{ type = "dense", units = 6, activation = "relu" }, { type = "dense", units = 6, activation = "relu" }], loop = [1, 1] }
+train = { epochs = 2, batch_size = 16, seeds = [0, 1], unroll_sweep = 0 }
+"""
+
 
 def load_page_builder(relative: str):
     """A docs page builder script (e.g. "docs/build_modes.py") imported as a module."""

@@ -181,22 +181,28 @@ SLOW = TINY.replace("epochs = 3", "epochs = 60").replace("batch_size = 16", "bat
     "seeds = [0, 1]", "seeds = [0, 1, 2, 3]")
 
 
+def finished_runs(runs: Path) -> dict[Path, int]:
+    """{run folder: summary.json's mtime} of the finished runs (a partial folder, killed before its
+    rename, is not one)."""
+    return {p.parent: p.stat().st_mtime_ns for p in runs.glob("tiny/*/seed=*/summary.json") if ".partial" not in p.parent.name}
+
+
 def test_interrupted_sweep_resumes_without_losing_or_repeating_runs(tmp_path):
     config = write(tmp_path, SLOW)
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "loopnets.cli", "run", str(config), "--runs-dir", str(runs), "--no-progress", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300  # generous: a loaded 2-core CI machine can take minutes to start and train
-    while time.time() < deadline and proc.poll() is None and len(list(runs.glob("tiny/*/seed=*/summary.json"))) < 2:
+    while time.time() < deadline and proc.poll() is None and len(finished_runs(runs)) < 2:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep, possibly mid-write
     proc.wait()
-    finished = {p.parent: p.stat().st_mtime_ns for p in runs.glob("tiny/*/seed=*/summary.json")}
+    finished = finished_runs(runs)
     assert 2 <= len(finished) < 8, "the kill should land mid-sweep"
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stderr
     assert f"{len(finished)} already finished, {8 - len(finished)} to train" in result.stdout
-    after = {p.parent: p.stat().st_mtime_ns for p in runs.glob("tiny/*/seed=*/summary.json")}
+    after = finished_runs(runs)
     assert len(after) == 8
     assert all(after[folder] == mtime for folder, mtime in finished.items())  # not repeated
     assert not list(runs.glob("tiny/*/*.partial-*"))

@@ -7,6 +7,12 @@
 
 `loopnets run` with no CONFIG runs the bundled default experiment (iris; see
 `loopnets.experiments.config.Experiment`).
+
+Exit status: 0 done; 1 some runs failed (the others were trained and written; re-running the same
+command trains the failed ones again); 2 a usage error, a bad config, or a fault of the environment
+or of a file (disk full, read-only folder, a name the file system refuses, a missing, empty or
+corrupt file, an experiment folder another sweep holds). Every error is one line,
+`loopnets: error: <what happened>: <which file>; <what to do>`, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,21 +23,38 @@ import sys
 from pathlib import Path
 
 from loopnets.experiments.config import ConfigError, expand_variants, load_config
+from loopnets.faults import FileFault, about, explain
+
+
+def _load_config(path: str | None, overrides: list[str] = ()):
+    """load_config, with a config file that cannot be read (not UTF-8, unreadable) a FileFault naming it."""
+    with about(path or "the default config", "read the config file"):
+        return load_config(path, overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from loopnets.experiments.runner import run_experiment
+    from loopnets.experiments.runner import RunsFailed, run_experiment
 
     config, overrides = _split_config_and_overrides(args.items)
-    exp = load_config(config, overrides)
+    exp = _load_config(config, overrides)
     if args.data_dir is not None:
         _check_data_dir(exp.data.name)
-        exp = load_config(config, [*overrides, f"data.options.data_dir={json.dumps(args.data_dir, ensure_ascii=False)}"])
-    experiment_dir = run_experiment(exp, args.runs_dir, workers=args.workers, ray_address=args.ray,
-                                    progress=not args.no_progress, fresh=args.fresh)
+        exp = _load_config(config, [*overrides, f"data.options.data_dir={json.dumps(args.data_dir, ensure_ascii=False)}"])
+    try:
+        experiment_dir = run_experiment(exp, args.runs_dir, workers=args.workers, ray_address=args.ray,
+                                        progress=not args.no_progress, fresh=args.fresh)
+    except RunsFailed as failed:
+        if not args.no_report and _has_runs(failed.experiment_dir):
+            _report(failed.experiment_dir)
+        print(f"loopnets: {failed}", file=sys.stderr)
+        return 1
     if not args.no_report:
         _report(experiment_dir)
     return 0
+
+
+def _has_runs(experiment_dir: Path) -> bool:
+    return any(experiment_dir.glob("*/seed=*/summary.json"))
 
 
 def _check_data_dir(name: str) -> None:
@@ -47,7 +70,11 @@ def _check_data_dir(name: str) -> None:
 def _report(experiment_dir: Path) -> Path:
     from loopnets.report import build_report
 
-    report_dir = build_report(experiment_dir)
+    if not _has_runs(experiment_dir):
+        raise FileFault("no finished runs to report in the experiment folder", experiment_dir,
+                        f"train them first: loopnets run {experiment_dir / 'experiment.toml'} --runs-dir {experiment_dir.parent}")
+    with about(experiment_dir, "write the report"):
+        report_dir = build_report(experiment_dir)
     probes = report_dir / "probes.md"
     if probes.is_file():
         print("\n" + probes.read_text())
@@ -71,7 +98,7 @@ def _check(args: argparse.Namespace) -> int:
     from loopnets.experiments.runner import validate
 
     for path in args.configs:
-        exp = load_config(path)
+        exp = _load_config(path)
         variants = validate(exp)
         print(f"{path}: ok, experiment {exp.name!r}: {len(variants)} variants x {len(exp.train.seeds)} seeds "
               f"({', '.join(v.name for v in expand_variants(exp))})")
@@ -152,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as err:
         print(f"loopnets: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # FileFault, and any fault of the environment that no code above named
+        print(f"loopnets: error: {explain(err)}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as err:  # a text file read outside `about`: name what we know
+        print(f"loopnets: error: a file is not UTF-8 text ({err}); save it as UTF-8", file=sys.stderr)
         return 2
 
 

@@ -14,7 +14,8 @@ globals these files need: numpy's array and dtype reconstruction (`numpy.core.mu
 as the original files name it, its numpy 2 name `numpy._core.multiarray._reconstruct`,
 `numpy.ndarray`, `numpy.dtype`, and `numpy._core.numeric._frombuffer` of protocol-5 pickles)
 and `_codecs.encode` (how Python 3 writes bytes in protocol-2 pickles). Any other global
-(`os.system`, a class, a function) raises `pickle.UnpicklingError` before it is called.
+(`os.system`, a class, a function) raises `BatchFileError` (a `pickle.UnpicklingError`) before it
+is called; so does a file that is empty, truncated or not a pickle, naming the file.
 
 Splits. `load_cifar10` returns the 50,000 training images as the training split and the
 10,000 test images as the validation split, optionally only the first `train_size` /
@@ -39,8 +40,9 @@ import numpy as np
 import torch
 
 from loopnets.data.split import Split
+from loopnets.faults import FileFault
 
-__all__ = ["CLASSES", "TRAIN_FILES", "TEST_FILE", "load_cifar10", "synthetic_cifar", "caswell_mnist"]
+__all__ = ["CLASSES", "TRAIN_FILES", "TEST_FILE", "BatchFileError", "load_cifar10", "synthetic_cifar", "caswell_mnist"]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -83,11 +85,29 @@ class _CifarUnpickler(pickle.Unpickler):
             ) from None
 
 
+class BatchFileError(FileFault, pickle.UnpicklingError):
+    """A CIFAR-10 batch file that cannot be one: empty, truncated, not a pickle, or naming a
+    global it may not (a `loopnets.faults.FileFault`: the CLI prints it, exit status 2)."""
+
+
+_GET_AGAIN = (f"download 'CIFAR-10 python version' (cifar-10-python.tar.gz) again from {URL} and extract it "
+              "(tar xzf cifar-10-python.tar.gz)")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> (images (n, 3, 32, 32) uint8, labels (n,) int64), checked."""
+    if path.stat().st_size == 0:
+        raise BatchFileError("the CIFAR-10 batch file is empty (0 bytes)", path, _GET_AGAIN)
     with open(path, "rb") as f:
-        # encoding="bytes": the original files were written by Python 2, whose str are bytes here.
-        batch = _CifarUnpickler(f, encoding="bytes").load()
+        try:
+            # encoding="bytes": the original files were written by Python 2, whose str are bytes here.
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as err:  # a refused global, or bytes that are not a pickle
+            raise BatchFileError(f"not a CIFAR-10 batch file ({err})", path, _GET_AGAIN) from None
+        except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as err:
+            # what a truncated or foreign pickle raises half-way through
+            raise BatchFileError(f"not a CIFAR-10 batch file, or a truncated one ({type(err).__name__}: {err})",
+                                 path, _GET_AGAIN) from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"{path} is not a CIFAR-10 batch: expected a dict with keys b'data' and b'labels'; got {keys}")
@@ -137,7 +157,8 @@ def load_cifar10(
 
     Raises:
         FileNotFoundError: the folder or a batch file is missing (says where to get them).
-        pickle.UnpicklingError: a file names a global other than numpy array reconstruction.
+        BatchFileError: a file is empty, truncated, not a pickle, or names a global other than
+            numpy array reconstruction (a pickle.UnpicklingError, and a loopnets.faults.FileFault).
         ValueError: a file is not a CIFAR-10 batch, or a size is out of range.
     """
     folder = _find_folder(data_dir)

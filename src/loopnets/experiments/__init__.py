@@ -1,7 +1,7 @@
 """Experiments: typed TOML configs, the resumable runner, and its run folders."""
 
 from loopnets.experiments.config import ConfigError, Experiment, Variant, expand_variants, load_config
-from loopnets.experiments.runner import build_model, run_experiment, validate
+from loopnets.experiments.runner import RunsFailed, build_model, run_experiment, validate
 
 __all__ = [
     "ConfigError",
@@ -11,5 +11,6 @@ __all__ = [
     "load_config",
     "build_model",
     "run_experiment",
+    "RunsFailed",
     "validate",
 ]

@@ -2,17 +2,24 @@
 
     runs/<experiment>/<variant>/seed=<n>/{config.toml, metrics.csv, summary.json, model.lnet}
 
-A run trains in a worker (this process, a local process pool, or a Ray cluster) and returns its
-files as bytes; the driver writes them to `seed=<n>.partial-<id>/` and renames that folder to
-`seed=<n>/`. So a run folder exists only once its run finished, a re-run skips it, and an
-interrupted sweep resumes where it stopped without repeating or losing finished runs. A run
-whose loss turns NaN / inf is recorded as diverged (with the epochs it finished) and the sweep
-goes on. Workers need no shared file system: Ray workers on other machines only return bytes.
+A run trains in a worker (this process, local worker processes, or a Ray cluster) and returns
+its files as bytes; the driver writes each run the moment it comes back (`rundir.write_run`:
+a partial folder, fsynced, renamed to `seed=<n>/`). So a run folder with summary.json exists only
+once its run finished, a re-run skips it, and an interrupted sweep resumes where it stopped
+without repeating or losing finished runs. Workers need no shared file system: Ray workers on
+other machines only return bytes. One sweep at a time runs an experiment folder (`rundir.lock`).
+
+Nothing that fails stops the sweep. A run whose loss turns NaN / inf is recorded as diverged
+(with the epochs it finished). A run that raises, or whose worker process dies, is recorded as
+failed (`seed=<n>/failed.json` with its error) and trained again by the next sweep; the sweep
+ends with the list of failed runs and raises `RunsFailed`. Faults of the disk (full, read-only)
+stop the sweep with a `FileFault`; finished runs are never touched.
 
 A task is one run, or (family lavik, train.group_seeds, the default) the unfinished seeds of one
 variant, trained together by one `ln.fit_many` call with the same results as one at a time; its
-runs' folders are written when the task finishes. After training, every looped run is also
-evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
+runs come back when the task finishes. If a group raises, its runs are trained again one at a
+time, so one bad run fails alone. After training, every looped run is also evaluated at 1 .. T
+passes (`unroll_sweep`, summary.json key "unroll_sweep").
 """
 
 from __future__ import annotations
@@ -23,20 +30,14 @@ import functools
 import io
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import time
-import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import traceback
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 import torch
 from tqdm.auto import tqdm
@@ -63,6 +64,8 @@ from loopnets.experiments.config import (
     to_dict,
 )
 from loopnets.experiments import loopy as loopy_family
+from loopnets.experiments import rundir
+from loopnets.experiments.rundir import FAILED, FINISHED
 from loopnets.experiments import inn as inn_family
 from loopnets.experiments.gated import build_gated_model, extra_results
 from loopnets.lavik import init_uniform_, loop_network
@@ -73,7 +76,21 @@ from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
-FINISHED = "summary.json"
+INJECT_FAULT = "LOOPNETS_INJECT_FAULT"  # fault injection for the reliability tests (see `_injected_fault`)
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of a sweep failed (raised, or their worker died); every other run was trained and written.
+
+    Attributes:
+        experiment_dir: the experiment folder.
+        failed: one dict per failed run: variant, seed, error (failed.json holds the details).
+    """
+
+    def __init__(self, experiment_dir: Path, failed: list[dict], total: int):
+        self.experiment_dir, self.failed, self.total = experiment_dir, failed, total
+        super().__init__(f"{len(failed)} of {total} runs failed in {experiment_dir}; each failed run's folder holds "
+                         f"failed.json with its error, and the same command trains them again")
 
 
 @dataclass(frozen=True)
@@ -247,6 +264,7 @@ def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[
     group's divided by its seeds, and a run's wall_seconds is its share of the group's training
     plus its own evaluation. A group of one run is `train_one`.
     """
+    _injected_fault(specs)
     if len(specs) == 1:
         return [(specs[0], train_one(specs[0], threads))]
     if threads:
@@ -270,6 +288,57 @@ def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[
         results.append((spec, _run_files(spec, exp, split, loss, model, history, None if error is None else str(error),
                                          training, time.perf_counter() - share)))
     return results
+
+
+def run_task(specs: tuple[RunSpec, ...], threads: int | None = None) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
+    """Train one task (`train_group`) and yield (spec, files) for each of its runs, as they finish.
+
+    A run that raises gets the files of a failed run (failed.json with its error and traceback)
+    instead of stopping the sweep. If a group of seeds raises, its runs are trained again one at a
+    time, so only the runs that raise alone fail, and each is yielded the moment it finishes.
+    """
+    try:
+        results = train_group(specs, threads)
+    except Exception as err:
+        if len(specs) == 1:
+            yield specs[0], failed_run(specs[0], _one_line(err), traceback.format_exc())
+            return
+        for spec in specs:  # find the run at fault: every other run of the group still lands
+            try:
+                yield from train_group((spec,), threads)
+            except Exception as alone:
+                yield spec, failed_run(spec, _one_line(alone), traceback.format_exc())
+        return
+    yield from results
+
+
+def run_task_list(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[tuple[RunSpec, dict[str, bytes]]]:
+    """`run_task` as a list (a Ray task returns its results at once)."""
+    return list(run_task(specs, threads))
+
+
+def failed_run(spec: RunSpec, error: str, details: str) -> dict[str, bytes]:
+    """The files of a run that failed: failed.json with its error (`rundir.failure_record`)."""
+    return rundir.failure_record(spec.experiment.get("name", ""), spec.variant.name, spec.seed, error, details)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _injected_fault(specs: tuple[RunSpec, ...]) -> None:
+    """Fault injection for the reliability tests: raise in the runs named by $LOOPNETS_INJECT_FAULT.
+
+    The variable lists run folders, comma-separated (e.g. "ffn/seed=1"); a task holding one of
+    them raises RuntimeError as it starts, as a run whose training crashes would. Unset (always,
+    outside the tests) it costs one lookup per task.
+    """
+    named = os.environ.get(INJECT_FAULT)
+    if named:
+        hit = sorted({s.folder for s in specs} & {n.strip() for n in named.split(",")})
+        if hit:
+            raise RuntimeError(f"fault injected into {', '.join(hit)} (${INJECT_FAULT})")
 
 
 def _fit_settings(exp: Experiment, loss: str) -> dict:
@@ -426,29 +495,26 @@ def _metrics_csv(history: History) -> str:
     return out.getvalue()
 
 
-def write_run(folder: Path, files: dict[str, bytes]) -> None:
-    """Write a finished run's files: into a partial folder first, then rename it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.with_name(f"{folder.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.mkdir()
-    for name, data in files.items():
-        if name != FINISHED:
-            (partial / name).write_bytes(data)
-    (partial / FINISHED).write_bytes(files[FINISHED])  # last: its presence marks a finished run
-    os.replace(partial, folder)
+def write_run(folder: Path, files: dict[str, bytes]) -> bool:
+    """Write a run's files atomically (`rundir.write_run`); False if a finished run is already there."""
+    return rundir.write_run(folder, files)
 
 
 # --- the sweep -----------------------------------------------------------------------------
 
 
 def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(runs still to do, runs already finished) for this experiment folder."""
+    """(runs still to do, runs already finished) for this experiment folder.
+
+    A run is finished when its folder holds summary.json (finished or diverged); a failed run
+    (failed.json) and an incomplete folder are still to do, and are replaced when they land.
+    """
     data = to_dict(exp)
     todo, done = [], []
     for variant in expand_variants(exp):
         for seed in exp.train.seeds:
             spec = RunSpec(data, variant, seed)
-            (done if (experiment_dir / spec.folder / FINISHED).is_file() else todo).append(spec)
+            (done if rundir.run_state(experiment_dir / spec.folder) == "finished" else todo).append(spec)
     return todo, done
 
 
@@ -462,6 +528,16 @@ def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
     return [tuple(specs) for specs in tasks.values()]
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """torch threads for each of `workers` processes: the cores shared out, never oversubscribed."""
+    return max(1, cores() // max(1, workers))
+
+
 def run_experiment(
     exp: Experiment,
     runs_dir: str | Path = "runs",
@@ -472,7 +548,17 @@ def run_experiment(
     fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Train every (variant, seed) not yet finished; return the experiment folder."""
+    """Train every (variant, seed) not yet finished; return the experiment folder.
+
+    torch runs max(1, cores // workers) threads in each worker (this process when workers = 1;
+    its setting is restored afterwards), one per Ray task.
+
+    Raises:
+        ConfigError: the config cannot run, or the folder holds runs of another config.
+        FileFault: the folder cannot be written (disk full, read-only, bad name), or another
+            process is running this experiment (`rundir.ExperimentLocked`).
+        RunsFailed: after the sweep, when some runs failed; all others were trained and written.
+    """
     variants = validate(exp)
     if exp.model.family == inn_family.FAMILY:
         inn_family.load_data(exp)  # generate the data now: a bad data option is a ConfigError before any folder
@@ -480,84 +566,96 @@ def run_experiment(
         loopy_family.require_data_dir(exp)
         load_split(exp)  # read user files (cifar10) now, before any folder is written: a missing file is a ConfigError
     experiment_dir = Path(runs_dir) / exp.name
-    resolved = dumps(to_dict(exp))
-    recorded = experiment_dir / "experiment.toml"
-    if recorded.is_file() and not _same_config(recorded.read_text(), resolved):
-        if not fresh:
-            raise ConfigError(
-                f"{experiment_dir} holds runs of a different config than this one ({_first_difference(recorded.read_text(), resolved)}); "
-                f"give the experiment another name (name=...), or pass --fresh to delete those runs"
-            )
-        shutil.rmtree(experiment_dir)
-    elif fresh and experiment_dir.exists():
-        shutil.rmtree(experiment_dir)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(resolved)
-    for stale in experiment_dir.glob("*/seed=*.partial-*"):  # left by an interrupted sweep
-        shutil.rmtree(stale, ignore_errors=True)
+    with rundir.lock(experiment_dir):
+        rundir.prepare(exp, experiment_dir, fresh)
+        return _sweep(exp, variants, experiment_dir, workers, ray_address, progress, log)
 
+
+def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, ray_address: str | None,
+           progress: bool, log: Callable[[str], None]) -> Path:
     todo, done = plan(exp, experiment_dir)
     tasks = groups(exp, todo)
     together = f" (in {len(tasks)} tasks: a variant's seeds train together)" if len(tasks) < len(todo) else ""
+    states = [rundir.run_state(experiment_dir / spec.folder) for spec in todo]
+    again = ", ".join(f"{states.count(s)} {s} before" for s in ("failed", "incomplete") if s in states)
     log(f"{exp.name}: {len(variants)} variants x {len(exp.train.seeds)} seeds = {len(todo) + len(done)} runs; "
-        f"{len(done)} already finished, {len(todo)} to train{together} -> {experiment_dir}")
+        f"{len(done)} already finished, {len(todo)} to train{f' ({again})' if again else ''}{together} -> {experiment_dir}")
+    if not tasks:
+        return experiment_dir
+    threads = 1 if ray_address is not None else threads_per_worker(workers)
+    where = ("each Ray task" if ray_address is not None else
+             "this process" if workers <= 1 else f"each of {workers} worker processes")
+    log(f"torch threads: {threads} in {where} ({cores()} cores)")
     bar = tqdm(total=len(todo), desc=exp.name, unit="run", disable=not progress)
-    for spec, files in _execute(tasks, workers, ray_address):
-        write_run(experiment_dir / spec.folder, files)
-        summary = json.loads(files[FINISHED])
-        bar.update()
-        (bar.write if progress else log)(_describe(summary))
-    bar.close()
+    say = bar.write if progress else log
+    failed = []
+    before = torch.get_num_threads()
+    try:
+        with closing(_execute(tasks, workers, ray_address, threads, say)) as results:  # stops workers on any exit
+            for spec, files in results:
+                write_run(experiment_dir / spec.folder, files)
+                record = json.loads(files[FINISHED if FINISHED in files else FAILED])
+                if record["status"] == "failed":
+                    failed.append({"variant": spec.variant.name, "seed": spec.seed, "error": record["error"]})
+                bar.update()
+                say(_describe(record))
+    finally:
+        bar.close()
+        torch.set_num_threads(before)
+    if failed:
+        log(f"{len(failed)} of {len(todo)} runs failed (their folders hold failed.json with the error; "
+            f"the same command trains them again):")
+        for run in failed:
+            log(f"  {run['variant']} seed={run['seed']}: {run['error']}")
+        raise RunsFailed(experiment_dir, failed, len(todo))
     return experiment_dir
 
 
-def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | None) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
-    """Yield (spec, files) for every run as its task finishes, on the chosen backend."""
+def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | None, threads: int,
+             say: Callable[[str], None]) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
+    """Yield (spec, files) for every run as it finishes, on the chosen backend; a run whose task
+    raised outside its own handling, or whose worker died, gets the files of a failed run."""
     if ray_address is not None:
         from loopnets.experiments.ray_backend import run_on_ray
 
-        for _, results in run_on_ray(tasks, ray_address, train_group):
-            yield from results
+        for task, outcome in run_on_ray(tasks, ray_address, run_task_list):
+            if isinstance(outcome, BaseException):
+                for spec in task:
+                    yield spec, failed_run(spec, f"the Ray task failed: {_one_line(outcome)}", repr(outcome))
+            else:
+                yield from outcome
     elif workers <= 1:
+        torch.set_num_threads(threads)
         for task in tasks:
-            yield from train_group(task)
+            yield from run_task(task)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_spawn()) as pool:
-            futures = [pool.submit(train_group, task, threads) for task in tasks]
-            for future in as_completed(futures):
-                yield from future.result()
+        from loopnets.experiments.workers import run_tasks
 
+        def started(index: int, pid: int) -> None:
+            task = tasks[index]
+            seeds = ", ".join(str(s.seed) for s in task)
+            say(f"{task[0].variant.name} seed{'s' if len(task) > 1 else ''}={seeds}: started in worker pid {pid}")
 
-def _spawn():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+        landed: set[tuple[str, int]] = set()
+        with closing(run_tasks(run_task, tasks, workers, threads, started)) as outcomes:
+            for kind, index, payload in outcomes:
+                if kind == "item":
+                    landed.add((payload[0].variant.name, payload[0].seed))
+                    yield payload
+                    continue
+                error = (f"its worker process died: {payload}" if kind == "died"
+                         else "its task raised outside the run")
+                for spec in tasks[index]:
+                    if (spec.variant.name, spec.seed) not in landed:
+                        yield spec, failed_run(spec, error, payload)
 
 
 def _describe(summary: dict) -> str:
     head = f"{summary['variant']} seed={summary['seed']}"
+    if summary["status"] == "failed":
+        return f"{head}: FAILED ({summary['error']})"
     if summary["status"] == "diverged":
         return f"{head}: DIVERGED after {summary['epochs_run']} epochs ({summary['error'].split(':')[0]})"
     original = summary["probes"]["original"]
     metric = f"val acc {original['accuracy']:.4f}" if "accuracy" in original else f"val loss {original['loss']:.4g}"
     return f"{head}: {metric}, {summary['timing']['wall_seconds']:.1f} s"
-
-
-def _same_config(recorded: str, resolved: str) -> bool:
-    """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
-    train (bit for bit the same results), so folders written before the key existed, or with the
-    other setting, resume."""
-    if recorded == resolved:
-        return True
-    old, new = tomllib.loads(recorded), tomllib.loads(resolved)
-    for config in (old, new):
-        config.get("train", {}).pop("group_seeds", None)
-    return old == new
-
-
-def _first_difference(old: str, new: str) -> str:
-    for a, b in zip(old.splitlines(), new.splitlines()):
-        if a != b:
-            return f"recorded: {a.strip()!r}, now: {b.strip()!r}"
-    return "different lengths"
