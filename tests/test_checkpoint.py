@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -339,3 +344,180 @@ def test_config_that_does_not_rebuild_the_network_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(net, "config", lambda: wrong)
     with pytest.raises(ln.CheckpointError, match="builds a network with different parameters"):
         ln.save(net, tmp_path / "m.lnet")
+
+
+# --- forged architectures: refused at once, before any memory ------------------------------------
+
+
+def forge(path, edit) -> None:
+    """Rewrite a checkpoint's architecture with `edit(arch)` and a recomputed digest (as a forger
+    would: the digest is no signature), tensors untouched."""
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = safetensors.torch.load(path.read_bytes())
+    arch = json.loads(meta["architecture"])
+    edit(arch)
+    meta["architecture"] = json.dumps(arch)
+    meta["digest"] = checkpoint.digest(meta, tensors)
+    path.write_bytes(safetensors.torch.save(tensors, metadata=meta))
+
+
+def set_feedback_unroll(k):
+    def edit(arch):
+        (call,) = [c for c in arch["calls"] if c["op"] == "feedback"]
+        call["unroll"] = k
+    return edit
+
+
+def widen(units):
+    def edit(arch):
+        for call in arch["calls"]:
+            for spec in (call, *call.get("specs", [])):
+                if "units" in spec:
+                    spec["units"] = units
+    return edit
+
+
+FORGE_SCRIPT = r"""
+import json, resource, sys, time, tracemalloc
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import loopnets as ln
+from test_checkpoint import couple_feedback_net, forge, set_feedback_unroll, widen
+
+out = {}
+for case, edit in [("couple", set_feedback_unroll(10**9)), ("wide", widen(20_000))]:
+    path = Path(sys.argv[2]) / f"{case}.lnet"
+    ln.save(couple_feedback_net(), path)
+    forge(path, edit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        ln.load(path)
+        message = None
+    except ln.CheckpointError as err:
+        message = str(err)
+    seconds = time.perf_counter() - start
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB on Linux
+    out[case] = dict(message=message, seconds=seconds, traced=traced, grown_kib=grown, size=path.stat().st_size)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS (ru_maxrss) is measured in KiB on Linux only")
+def test_forged_huge_unroll_and_wide_layers_refused_at_once_without_memory(tmp_path):
+    # In a fresh process, so the peak RSS before the load is the imports', not other tests'.
+    # Without the meta-device build these cases allocate ~1.6 GB (20,000 x 20,000 float32) or
+    # never finish (a billion COUPLE copies).
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", FORGE_SCRIPT, str(tests), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for case, r in out.items():
+        assert r["size"] < 10_000, case  # a small checkpoint
+        assert r["message"] is not None, f"{case}: the forged checkpoint was loaded"
+        assert "does not match the saved weights" in r["message"] and "forged" in r["message"]
+        assert r["seconds"] < 2.0, case
+        assert r["traced"] < 20 * 2**20, case  # Python objects (module copies)
+        assert r["grown_kib"] < 200 * 1024, case  # tensors: far below the 1.6 GB a real build takes
+    assert "(25, 25)" in out["couple"]["message"]
+    assert "(20000, 4)" in out["wide"]["message"]
+
+
+def test_forged_unroll_of_a_parameterless_body_stops_at_the_module_bound(tmp_path):
+    # Copies of a body without tensors cost no elements; the module bound stops them.
+    path = tmp_path / "m.lnet"
+    ln.save(couple_feedback_net(), path)
+
+    def edit(arch):
+        arch["calls"].insert(2, {"op": "feedback", "specs": [{"kind": "dropout", "p": 0.1}], "unroll": 10**9,
+                                 "backprop": {"mode": "couple", "accumulate": "mean"}, "merge": "replace", "output": None})
+
+    forge(path, edit)
+    start = time.perf_counter()
+    with pytest.raises(ln.CheckpointError, match=r"builds more than \d+ modules for the file's 8 tensors"):
+        ln.load(path)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_forged_smaller_architecture_lists_the_mismatch(tmp_path):
+    path = tmp_path / "m.lnet"
+    ln.save(couple_feedback_net(), path)
+
+    def two_outputs(arch):
+        arch["calls"][-1]["units"] = 2
+
+    forge(path, two_outputs)
+    with pytest.raises(ln.CheckpointError, match=r"does not match the saved weights[^\n]*\n  layer units.2.0.weight: file has "
+                                                 r"\(3, 25\), model has \(2, 25\)"):
+        ln.load(path)
+
+
+def test_forged_unroll_within_the_files_tensors_is_still_compared(tmp_path):
+    # unroll 1 declares fewer tensors than stored: the build passes the guard, the comparison refuses
+    path = tmp_path / "m.lnet"
+    ln.save(couple_feedback_net(), path)
+    forge(path, set_feedback_unroll(1))
+    with pytest.raises(ln.CheckpointError, match=r"units.1.couple_copies.0.0.0.weight: in the file, not in the model"):
+        ln.load(path)
+
+
+def test_memory_cap_refuses_before_reading_and_keyword_raises_it(tmp_path):
+    path = tmp_path / "m.lnet"
+    net = couple_feedback_net()
+    ln.save(net, path)
+    stored = sum(t.numel() * t.element_size() for t in net.state_dict().values())  # no aliases here
+    with pytest.raises(ln.CheckpointError, match=rf"declares {stored:,} bytes of tensors, more than the cap of "
+                                                 r"max_bytes=1,000; .*ln.load\(path, max_bytes=\d+\)"):
+        ln.load(path, max_bytes=1000)
+    big = tmp_path / "big.lnet"  # sparse: 300 MB long, nothing on disk, refused without reading
+    with open(big, "wb") as f:
+        f.truncate(300 * 2**20)
+    with pytest.raises(ln.CheckpointError, match=r"holds 314,572,800 bytes, more than the cap of max_bytes=1,000 bytes"):
+        ln.load(big, max_bytes=1000)
+    with pytest.raises(ln.CheckpointError, match="max_bytes must be an integer >= 0"):
+        ln.load(path, max_bytes=-1)
+    assert checkpoint.MAX_BYTES == 4 * 2**30
+    x = x_batch(torch.float32)
+    assert torch.equal(ln.load(path, max_bytes=stored)(x), net(x))
+
+
+# --- device ----------------------------------------------------------------------------------------
+
+
+def test_load_onto_cpu_and_refuse_a_device_that_is_not_there(tmp_path):
+    path = tmp_path / "m.lnet"
+    net = couple_feedback_net()
+    ln.save(net, path)
+    loaded = ln.load(path, device="cpu")
+    assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+    target = couple_feedback_net()
+    assert ln.load(path, model=target, device=torch.device("cpu")) is target
+    with pytest.raises(ln.CheckpointError, match=r"cannot load .*m.lnet: device='bogus' is not a device; use 'cpu'"):
+        ln.load(path, device="bogus")
+    with pytest.raises(ln.CheckpointError, match="device='meta' is not supported"):
+        ln.load(path, device="meta")
+    if not torch.cuda.is_available():
+        for device in ("cuda", "cuda:1"):
+            with pytest.raises(ln.CheckpointError, match=rf"device='{device}': CUDA is not available on this machine"):
+                ln.load(path, device=device)
+            with pytest.raises(ln.CheckpointError, match=rf"device='{device}': CUDA is not available"):
+                ln.load(path, model=couple_feedback_net(), device=device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_onto_cuda(tmp_path):
+    path = tmp_path / "m.lnet"
+    net = couple_feedback_net()
+    ln.save(net, path)
+    loaded = ln.load(path, device="cuda")
+    assert all(t.is_cuda for t in loaded.state_dict().values())
+    x = x_batch(torch.float32)
+    torch.testing.assert_close(loaded(x.cuda()).cpu(), net(x))
+    with pytest.raises(ln.CheckpointError, match=r"device='cuda:\d+': this machine has \d+ CUDA device"):
+        ln.load(path, device=f"cuda:{torch.cuda.device_count()}")

@@ -19,6 +19,14 @@ string metadata holds:
 
 Train/eval mode: `load(path, model=m)` keeps `m`'s mode (it only copies weights);
 `load(path)` returns the rebuilt network in the mode the model had when saved.
+
+A forged checkpoint cannot make `load` allocate or work beyond what its tensors hold: the file's
+size and its declared tensor bytes are checked against `max_bytes` (default `MAX_BYTES`) before
+anything is read, and the architecture is rebuilt on PyTorch's `meta` device (shapes only, no
+memory) under a guard that stops the build as soon as it declares more tensors, more elements or
+far more modules than the file holds (a huge COUPLE unroll, 20,000-unit layers). Only a network
+whose every parameter and buffer matches the stored tensors' names, shapes and dtypes is then
+materialised, on the requested device.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import os
 import secrets
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,7 @@ from torch import nn
 
 from loopnets.loop import Loop
 from loopnets.network import Network
+from loopnets.training.device import resolve_device
 
 FORMAT = "loopnets"
 FORMAT_VERSION = 1
@@ -44,6 +54,14 @@ _SUPPORTED_VERSIONS = (1,)
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 _MAX_LISTED = 20  # mismatches listed in one error message
 _DIGEST_PREFIX = b"loopnets-checkpoint-digest-v1\0"
+# Default cap on the bytes a load may hold: the file's tensor data, and the rebuilt model. Loading
+# peaks at about three times the tensor bytes (file, decoded tensors, model); raise it with
+# ln.load(path, max_bytes=...).
+MAX_BYTES = 4 * 2**30
+# The rebuild guard's bound on modules: a network matching the file has at most a few modules per
+# stored tensor (containers, activations) plus parameterless layers (max pooling, dropout).
+_MODULES_FREE = 512
+_MODULES_PER_TENSOR = 8
 
 
 class CheckpointError(ValueError):
@@ -96,27 +114,48 @@ def save(model: nn.Module, path: str | os.PathLike, *, architecture: bool = True
         "aliases": json.dumps(aliases),
         "training": json.dumps(bool(model.training)),
     }
-    meta["digest"] = _digest(meta, stored)
+    meta["digest"] = digest(meta, stored)
     data = safetensors.torch.save(stored, metadata=meta)
     _write_atomic(path, data)
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def load(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    device: str | torch.device | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> nn.Module:
     """Load a checkpoint written by `save`; returns the model.
 
-    Without `model`, the `ln.Network` is rebuilt from the saved architecture (on the CPU, with the
-    saved dtypes, in the train/eval mode it had when saved; torch's global RNG is left as it was). With `model`, its `state_dict` must match the file's
-    fingerprint exactly (names, shapes, dtypes); the weights are then copied in place (onto the
-    model's device) and `model` is returned, its train/eval mode unchanged. Nothing is unpickled.
+    Without `model`, the `ln.Network` is rebuilt from the saved architecture (with the saved
+    dtypes, in the train/eval mode it had when saved; torch's global RNG is left as it was). It is
+    first built on the `meta` device, which holds shapes but no memory, and compared with the
+    stored tensors; only a network that matches them exactly is materialised. With `model`, its
+    `state_dict` must match the file's fingerprint exactly (names, shapes, dtypes); the weights
+    are then copied in place and `model` is returned, its train/eval mode unchanged. Nothing is
+    unpickled.
+
+    Args:
+        model: a module built like the saved one (needed for a weights-only file).
+        device: where the weights go: "cpu", "cuda", "cuda:N", "mps", "auto" (CUDA, else MPS,
+            else the CPU) or a `torch.device`. None: the CPU for a rebuilt Network, the model's
+            own device for `model=` (a given device moves the model there).
+        max_bytes: the most bytes of tensors the file and the rebuilt model may hold (default
+            `MAX_BYTES`, 4 GiB); raise it to load a larger checkpoint you trust.
 
     Raises:
         CheckpointError: the file is missing, is not a loopnets checkpoint, is truncated or was
-            modified after saving (digest mismatch), has an unsupported format version, holds no
-            architecture and no `model` was given, or does not match `model` (every mismatch
-            listed).
+            modified after saving (digest mismatch), has an unsupported format version, is larger
+            than `max_bytes`, holds no architecture and no `model` was given, declares an
+            architecture that does not match its tensors, does not match `model` (every mismatch
+            listed), or `device` is not available here.
     """
     path = Path(path)
-    meta, tensors = _read(path)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise CheckpointError(f"max_bytes must be an integer >= 0 (bytes of tensors); got {max_bytes!r}")
+    target = _target(path, device, model)
+    meta, tensors = _read(path, max_bytes)
     state = _expand(path, meta, tensors)
 
     if model is None:
@@ -127,19 +166,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
                 f"an ln.Network, or with architecture=False); pass model=<a module of the same "
                 f"architecture>, e.g. ln.load({str(path)!r}, model=net)"
             )
-        try:
-            with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten anyway
-                model = Network.from_config(arch)
-        except Exception as err:  # the builder's own message says what is wrong
-            raise CheckpointError(f"{path}: cannot rebuild the Network from its saved architecture: {err}") from err
-        saved = _meta_fingerprint(path, meta)
-        _cast_like_(model, saved)  # the config does not hold dtypes (net.double() etc.)
-        problems = _mismatches(saved, model.state_dict())
-        if problems:
-            raise CheckpointError(
-                f"{path}: the Network rebuilt from the saved architecture does not match the saved "
-                f"weights (file written by a different loopnets version?):\n" + _listing(problems)
-            )
+        model = _rebuild(path, arch, _meta_fingerprint(path, meta), max_bytes)
+        _materialize_(model, target or torch.device("cpu"))
         model.train(bool(_json_field(path, meta, "training")))
     else:
         problems = _mismatches(_meta_fingerprint(path, meta), model.state_dict())
@@ -148,9 +176,22 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
                 f"{path} does not fit this {type(model).__name__} (architecture mismatch); "
                 f"pass a model built like the saved one:\n" + _listing(problems)
             )
+        if target is not None:
+            model.to(target)
 
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _target(path: Path, device: str | torch.device | None, model: nn.Module | None) -> torch.device | None:
+    """The device to load onto (None: the default, see `load`), checked to exist here by the
+    training engine's `resolve_device` (the same names and messages as `ln.fit(device=...)`)."""
+    if device is None:
+        return None
+    try:
+        return resolve_device(device, model if model is not None else nn.Module())
+    except ValueError as err:
+        raise CheckpointError(f"cannot load {path}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,9 +297,10 @@ def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return stored, aliases
 
 
-def _digest(meta: dict[str, str], stored: dict[str, torch.Tensor]) -> str:
+def digest(meta: dict[str, str], stored: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the metadata (except the digest) and every stored tensor's name, dtype,
-    shape and bytes."""
+    shape and bytes: what a checkpoint's "digest" field holds. Public because it protects
+    against corruption only: anyone can recompute it, so `load` never trusts a file for it."""
     h = hashlib.sha256(_DIGEST_PREFIX)
     rest = {k: v for k, v in meta.items() if k != "digest"}
     h.update(json.dumps(rest, sort_keys=True).encode())
@@ -291,13 +333,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # loading
 
 
-def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Validate the file (header, format, version, length, digest) and return its metadata and
-    stored tensors."""
+def _read(path: Path, max_bytes: int = MAX_BYTES) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Validate the file (size, header, format, version, length, digest) and return its metadata
+    and stored tensors. A file larger than `max_bytes` plus the largest header is refused before
+    it is read."""
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: file not found")
     if path.is_dir():
         raise CheckpointError(f"cannot load checkpoint {path}: it is a directory, not a file")
+    size = path.stat().st_size
+    if size > max_bytes + _MAX_HEADER + 8:
+        raise CheckpointError(f"{path} holds {size:,} bytes, more than the cap of max_bytes={max_bytes:,} bytes of "
+                              f"tensors; if you trust it, load it with ln.load(path, max_bytes={size})")
     data = path.read_bytes()
     not_ours = (
         f"{path} is not a loopnets checkpoint: it does not start with a safetensors header "
@@ -342,6 +389,9 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             expected = max(expected, int(info["data_offsets"][1]))
         except (TypeError, KeyError, IndexError, ValueError) as err:
             raise CheckpointError(f"{path} is corrupted: bad header entry for tensor {name!r}") from err
+    if expected > max_bytes:
+        raise CheckpointError(f"{path} declares {expected:,} bytes of tensors, more than the cap of "
+                              f"max_bytes={max_bytes:,}; if you trust it, load it with ln.load(path, max_bytes={expected})")
     present = len(data) - 8 - n
     if present < expected:
         raise CheckpointError(
@@ -353,8 +403,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         tensors = safetensors.torch.load(data)
     except Exception as err:  # SafetensorError has no stable import path across versions
         raise CheckpointError(f"{path} is corrupted: safetensors cannot read it ({err})") from err
-    digest = meta.get("digest")
-    if digest != _digest(meta, tensors):
+    if meta.get("digest") != digest(meta, tensors):
         raise CheckpointError(
             f"{path} was modified or corrupted after saving: its SHA-256 digest does not match "
             f"its contents (weights or metadata changed); use an intact copy"
@@ -394,6 +443,133 @@ def _expand(path: Path, meta: dict[str, str], tensors: dict[str, torch.Tensor]) 
             raise CheckpointError(f"{path} is corrupted: tensor {name!r} is missing or differs from the metadata")
         state[name] = t
     return state
+
+
+def _rebuild(path: Path, arch: Any, saved: list[list], max_bytes: int) -> Network:
+    """The Network the architecture declares, on the `meta` device (no memory), checked against
+    the saved fingerprint: every parameter and buffer with the saved name, shape and dtype.
+
+    The build runs under `_BuildGuard`, which stops it the moment it declares more tensors or
+    elements than the file holds, or far more modules, so a forged count (a COUPLE unroll of a
+    billion copies) or size (20,000-unit layers) is refused at once, before any real memory."""
+    guard = _BuildGuard(saved)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), guard:
+            model = Network.from_config(arch)
+    except _Oversized as err:
+        raise CheckpointError(f"{path}: the saved architecture does not match the saved weights: {err}; "
+                              f"the file is damaged or forged") from None
+    except Exception as err:  # the builder's own message says what is wrong
+        raise CheckpointError(f"{path}: cannot rebuild the Network from its saved architecture: {err}") from err
+    _cast_like_(model, saved)  # the config does not hold dtypes (net.double() etc.)
+    problems = _mismatches(saved, model.state_dict())
+    if problems:
+        raise CheckpointError(
+            f"{path}: the Network rebuilt from the saved architecture does not match the saved "
+            f"weights (file written by a different loopnets version, or forged):\n" + _listing(problems)
+        )
+    held = sum(t.numel() * t.element_size() for t in _unique_state(model))
+    if held > max_bytes:
+        raise CheckpointError(f"{path}: the rebuilt Network holds {held:,} bytes, more than the cap of "
+                              f"max_bytes={max_bytes:,}; if you trust it, load it with ln.load(path, max_bytes={held})")
+    return model
+
+
+class _Oversized(Exception):
+    """Raised inside the meta build when the architecture outgrows the file (caught by _rebuild)."""
+
+
+class _BuildGuard:
+    """Counts what a `Network.from_config` on the meta device declares, through torch's global
+    module / parameter / buffer registration hooks (active for this thread only, while inside the
+    `with`), and raises `_Oversized` as soon as it exceeds the saved fingerprint: more distinct
+    tensors than it lists, more elements than its shapes hold, or more modules than
+    `_MODULES_FREE + _MODULES_PER_TENSOR * tensors`. COUPLE's copies are deep copies, registered
+    one by one as they are made, so a huge unroll stops after a few copies."""
+
+    def __init__(self, saved: list[list]):
+        self.max_tensors = len(saved)
+        self.max_elements = sum(_numel(shape) for _, shape, _ in saved)
+        self.max_modules = _MODULES_FREE + _MODULES_PER_TENSOR * len(saved)
+        # kept alive while counting, so no id is reused by a new object
+        self.tensors: dict[int, torch.Tensor] = {}
+        self.modules: dict[int, nn.Module] = {}
+        self.elements = 0
+        self.thread = threading.get_ident()
+        self.handles: list = []
+
+    def __enter__(self) -> "_BuildGuard":
+        hooks = torch.nn.modules.module
+        self.handles = [
+            hooks.register_module_module_registration_hook(self._on_module),
+            hooks.register_module_parameter_registration_hook(self._on_tensor),
+            hooks.register_module_buffer_registration_hook(self._on_tensor),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _on_module(self, parent: nn.Module, name: str, child: nn.Module | None) -> None:
+        if child is None or threading.get_ident() != self.thread:
+            return
+        for m in child.modules():  # a deep copy registers only its root: count its whole tree
+            if id(m) not in self.modules:
+                self.modules[id(m)] = m
+                if len(self.modules) > self.max_modules:
+                    raise _Oversized(f"it builds more than {self.max_modules:,} modules for the file's "
+                                     f"{self.max_tensors} tensors (a loop unroll or layer count far too large)")
+            for tname, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                self._count(f"{name}.{tname}", t)
+
+    def _on_tensor(self, module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+        if tensor is not None and threading.get_ident() == self.thread:
+            self._count(name, tensor)
+
+    def _count(self, name: str, tensor: torch.Tensor) -> None:
+        if id(tensor) in self.tensors:
+            return
+        self.tensors[id(tensor)] = tensor
+        self.elements += tensor.numel()
+        if len(self.tensors) > self.max_tensors:
+            raise _Oversized(f"it declares more than the {self.max_tensors} tensors the file holds "
+                             f"(a loop unroll or layer count larger than the stored weights)")
+        if self.elements > self.max_elements:
+            raise _Oversized(f"{name} of shape {tuple(tensor.shape)} brings the declared elements to "
+                             f"{self.elements:,}, more than the {self.max_elements:,} the file's tensors hold "
+                             f"(a layer size, layer count or loop unroll larger than the stored weights)")
+
+
+def _numel(shape: list) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _unique_state(model: nn.Module) -> list[torch.Tensor]:
+    """Each parameter and buffer of `model` once (tied ones once)."""
+    seen: dict[int, torch.Tensor] = {}
+    for _, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        seen.setdefault(id(t), t)
+    return list(seen.values())
+
+
+def _materialize_(model: nn.Module, device: torch.device) -> None:
+    """Replace every meta parameter and buffer by an uninitialised tensor on `device` (the weights
+    are copied in next), keeping tied tensors tied: one new tensor per original, set on every
+    module that holds it. (`Module.to_empty` would give each module its own copy.)"""
+    new: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False, remove_duplicate=False)):
+            if id(p) not in new:
+                new[id(p)] = nn.Parameter(torch.empty_like(p, device=device), requires_grad=p.requires_grad)
+            setattr(module, name, new[id(p)])
+        for name, b in list(module.named_buffers(recurse=False, remove_duplicate=False)):
+            if id(b) not in new:
+                new[id(b)] = torch.empty_like(b, device=device)
+            setattr(module, name, new[id(b)])
 
 
 def _cast_like_(model: nn.Module, saved: list[list]) -> None:

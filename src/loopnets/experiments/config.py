@@ -30,13 +30,20 @@ accept only their own keys:
 
 Unknown keys, wrong types and impossible values are errors naming the key and listing the valid
 keys or values; `validate(experiment)` also builds every variant's network, so an impossible
-architecture fails before any training.
+architecture fails before any training. Validation checks what the later stages assume: types at
+one place (`_coerce`: true / false are never numbers, integers fit in 64 bits, floats are finite,
+list elements have their type), seeds in [0, 2^63), names that are portable folder names, and
+(`loopnets.experiments.budget`, first in `validate`) each variant's estimated training memory and
+pass count, so an absurd unroll or width is refused before anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
+import math
+import re
 import sys
 import types
 import typing
@@ -51,6 +58,7 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
+from loopnets.optim import OPTIMIZERS
 from loopnets.passes import PASS_WEIGHTS
 from loopnets.experiments.loopy import LoopyConfig
 
@@ -73,6 +81,29 @@ TASK_OUTPUT_ACTIVATIONS = {"classification": "softmax", "regression": "linear"}
 
 class ConfigError(ValueError):
     """A config key is unknown, has the wrong type or an impossible value; says how to fix it."""
+
+
+MAX_SEED = 2**63  # seeds are integers in [0, MAX_SEED): torch.manual_seed's range
+MAX_NAME = 100  # characters in a name used as a folder (experiment, variant)
+# Passes of a loop (unroll, timesteps, iterations, random_passes, unroll_sweep): the thesis and the
+# papers use at most a few dozen; the unroll sweep evaluates 1 .. N passes, N^2 / 2 in all. The
+# variants' counts are checked with their memory estimate (`loopnets.experiments.budget`).
+MAX_PASSES = 1000
+_PORTABLE_NAME = re.compile(r"[A-Za-z0-9._=+-]+")
+
+
+def check_name(key: str, name: str) -> None:
+    """Refuse a name that is not a portable file name: the experiment and variant names become
+    folders (runs/<experiment>/<variant>/), on every file system the runs may be copied to.
+    Letters, digits and . _ - = + only, at most MAX_NAME characters, not starting with a dot."""
+    if not isinstance(name, str) or not _PORTABLE_NAME.fullmatch(name) or len(name) > MAX_NAME or name.startswith("."):
+        suggestion = re.sub(r"[^A-Za-z0-9._=+-]+", "-", name if isinstance(name, str) else "").strip(".-")[:MAX_NAME]
+        problem = (f"is {len(name)} characters long" if isinstance(name, str) and _PORTABLE_NAME.fullmatch(name)
+                   and len(name) > MAX_NAME else "is not a portable folder name")
+        raise ConfigError(
+            f"config key {key} = {name!r} {problem}: names become folders, so use letters, digits and . _ - = + only, "
+            f"at most {MAX_NAME} characters, not starting with a dot" + (f", e.g. {suggestion!r}" if suggestion else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -124,14 +155,14 @@ class ModelConfig:
     [1, 2]). The bypassing skip adds the input of layer `into` to the input of layer outof + 1.
     """
 
-    layers: list = field(
+    layers: list[dict] = field(
         default_factory=lambda: [
             {"type": "dense", "units": 25, "activation": "relu", "bias": False},
             {"type": "dense", "units": 25, "activation": "relu", "bias": False},
             {"type": "dense", "units": 25, "activation": "relu", "bias": False},
         ]
     )
-    loop: list = field(default_factory=lambda: [1, 2])
+    loop: list[int] = field(default_factory=lambda: [1, 2])
     output_activation: str = "auto"  # softmax for classification, linear for regression
     output_bias: bool = False
     init: str = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
@@ -151,20 +182,23 @@ class TrainConfig:
     epochs: int = 150
     batch_size: int = 8
     early_stopping: Union[int, None] = None
-    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     # gated_autoencoder only: after training, the validation loss with N(0, sigma^2) noise on every
     # pre-activation in every pass (Kemmerling eq 7, sec 4.4), per sigma; none: no noise sweep.
-    noise_sigmas: Union[list, None] = None
+    noise_sigmas: Union[list[float], None] = None
     # gated_autoencoder only: analyses of each trained network on the validation split, written into
     # the run folder (numbers in summary.json extra, PNGs beside it) and gathered by the report.
     # Any of GATED_ANALYSES; "tsne" runs for the experiment's first seed only (seconds per pass).
-    analyses: list = field(default_factory=list)
+    analyses: list[str] = field(default_factory=list)
     # Train a variant's unfinished seeds together, one `ln.fit_many` call (family lavik; bit for bit
     # the same results as one at a time, which false forces).
     group_seeds: bool = True
     # After training, validation loss / accuracy with every loop run for 1 .. N passes (summary.json
     # unroll_sweep; Hershey Fig. 3.22); unset: max(8, 2 x the variant's unroll); 0: no sweep.
     unroll_sweep: Union[int, None] = None
+    # The most memory (GiB) one variant's training may need (`loopnets.experiments.budget`): an
+    # experiment estimated above it is refused before anything is built. Unset: half this machine's memory.
+    max_memory_gb: Union[float, None] = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +210,8 @@ class VariantConfig:
     """
 
     method: str = "ffn"  # ffn | combine | couple | tied
-    unroll: Union[int, list] = 2  # passes through the loop ("x2"); ignored for ffn
-    skip: Union[bool, list] = False  # bypassing skip over the loop (thesis Fig. 3.5)
+    unroll: Union[int, list[int]] = 2  # passes through the loop ("x2"); ignored for ffn
+    skip: Union[bool, list[bool]] = False  # bypassing skip over the loop (thesis Fig. 3.5)
     merge: str = "replace"
     output: Union[str, None] = None  # tied / couple only: last | mean | sum
     accumulate: Union[str, None] = None  # combine: mean | sum | weighted; couple: mean | weighted
@@ -186,22 +220,22 @@ class VariantConfig:
     # {solver = "broyden", tol = 1e-4, max_passes = 40, backward = "phantom"} (implicit, onestep)
     backprop_args: Union[dict, None] = None
     # fit's deep supervision: "mean" | "linear" | "last" | a list of per-pass weights (loop methods)
-    pass_weights: Union[str, list, None] = None
+    pass_weights: Union[str, list[float], None] = None
     # fit's random pass count per step, [lo, hi] (loop methods; not couple beyond its unroll)
-    random_passes: Union[list, None] = None
+    random_passes: Union[list[int], None] = None
     name: Union[str, None] = None  # default: method-x<unroll>[-skip]; gated: <feedback>-t<timesteps>[-<overrides>]
-    feedback: Union[str, list, None] = None  # gated: none | partial | comprehensive
-    timesteps: Union[int, list, None] = None  # gated: passes T >= 1
-    mode: Union[str, list, None] = None  # gated: gain | threshold | both | constant
-    beta_max: Union[float, list, None] = None  # gated
-    eta: Union[float, list, None] = None  # gated
+    feedback: Union[str, list[str], None] = None  # gated: none | partial | comprehensive
+    timesteps: Union[int, list[int], None] = None  # gated: passes T >= 1
+    mode: Union[str, list[str], None] = None  # gated: gain | threshold | both | constant
+    beta_max: Union[float, list[float], None] = None  # gated
+    eta: Union[float, list[float], None] = None  # gated
     constant_gain: Union[float, None] = None  # gated, mode constant
-    model: Union[str, list, None] = None  # loopy_cnn (with unroll): vanilla | loopy | deep | plus_layer | times_layer | mnist_loopy; inn: inn | lstm
-    density: Union[float, list, None] = None  # inn: R
-    p: Union[float, list, None] = None  # inn: block-exchange probability (structure layered)
-    trainable: Union[int, list, None] = None  # inn: W_train (structure budget; sizes the LSTM)
-    iterations: Union[int, list, None] = None  # inn: T for static input (hershey_mnist)
-    lr: Union[float, list, None] = None  # inn: overrides train.optimizer_args.lr
+    model: Union[str, list[str], None] = None  # loopy_cnn (with unroll): vanilla | loopy | deep | plus_layer | times_layer | mnist_loopy; inn: inn | lstm
+    density: Union[float, list[float], None] = None  # inn: R
+    p: Union[float, list[float], None] = None  # inn: block-exchange probability (structure layered)
+    trainable: Union[int, list[int], None] = None  # inn: W_train (structure budget; sizes the LSTM)
+    iterations: Union[int, list[int], None] = None  # inn: T for static input (hershey_mnist)
+    lr: Union[float, list[float], None] = None  # inn: overrides train.optimizer_args.lr
 
 
 LAVIK_VARIANT_KEYS = ("method", "unroll", "skip", "merge", "output", "accumulate", "grad_scale", "backprop_args",
@@ -445,21 +479,114 @@ def _check_fields(cls: type, raw: dict, prefix: str) -> dict:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a type hint (int, float, str, bool, list, dict, unions of these)."""
+    """Check `value` against a type hint (int, float, str, bool, list, list[X], dict, unions of
+    these): the one place where types are checked, for every field of the schema.
+
+    true / false are never numbers (TOML keeps them apart; Python's bool is an int, so it is
+    refused explicitly), integers fit in 64 bits (TOML's own range), floats are finite, and list
+    elements have their declared type. Lists and
+    tables of free-form settings (optimizer_args, backprop_args, data.options, model.layers, the
+    families' tables) may not mix true / false with numbers in one list, nor hold nan / inf.
+    """
     options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
     for option in options:
-        if option is type(None) and value is None:
-            return None
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if option in (str, list, dict) and isinstance(value, option):
-            return value
-    names = " or ".join("none" if o is type(None) else o.__name__ for o in options)
-    raise ConfigError(f"config key {key} must be {names}; got {type(value).__name__} {value!r}")
+        ok, out = _match(value, option)
+        if ok:
+            return out
+    for option in options:  # name the element at fault, e.g. model.loop[0]
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (element,) = typing.get_args(option)
+            for i, item in enumerate(value):
+                if not _match(item, element)[0]:
+                    _refuse_huge_int(f"{key}[{i}]", item, element)
+                    raise ConfigError(f"config key {key}[{i}] must be {_type_name(element)}; got "
+                                      f"{_described(item)}{_fix(item, element)}")
+    if int in options:
+        _refuse_huge_int(key, value, int)
+    bad = _free_form_fault(value) if isinstance(value, (list, dict)) else None
+    if bad is not None:
+        where, problem = bad
+        raise ConfigError(f"config key {key}{where}: {problem}")
+    names = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"config key {key} must be {names}; got {_described(value)}"
+                      f"{_fix(value, next((o for o in options if o in (int, float)), options[0]))}")
+
+
+def _refuse_huge_int(key: str, value: Any, wanted: Any) -> None:
+    if wanted is int and isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ConfigError(f"config key {key} = {value} is out of range: TOML's integers are 64-bit "
+                          f"(-2^63 .. 2^63 - 1), and no setting needs a number that large")
+
+
+def _match(value: Any, option: Any) -> tuple[bool, Any]:
+    """(whether `value` fits the type `option`, the value to keep)."""
+    if option is type(None):
+        return value is None, None
+    if option is bool:
+        return isinstance(value, bool), value
+    if option is int:  # TOML's integers are 64-bit; torch indexes with int64 too
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63, value
+    if option is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, float(value) if ok else None
+    if option is str:
+        return isinstance(value, str), value
+    if option in (list, dict):
+        return isinstance(value, option) and _free_form_fault(value) is None, value
+    if typing.get_origin(option) is list:
+        (element,) = typing.get_args(option)
+        return isinstance(value, list) and all(_match(item, element)[0] for item in value), value
+    raise TypeError(f"config schema: unsupported type hint {option!r}")  # a bug in a dataclass of this package
+
+
+def _free_form_fault(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The first place in a free-form list / table that later stages cannot read: a list mixing
+    true / false with numbers, or a nan / inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, f"{value} is not allowed; give a finite number"
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        bools = [v for v in value if isinstance(v, bool)]
+        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if bools and numbers:
+            return where, (f"the list {value!r} mixes true / false with numbers; true / false are not numbers "
+                           f"(write 1 or 0 if a number is meant)")
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for inner, item in items:
+        bad = _free_form_fault(item, inner)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _type_name(option: Any) -> str:
+    if option is type(None):
+        return "none"
+    if typing.get_origin(option) is list:
+        return f"list of {_type_name(typing.get_args(option)[0])}"
+    return getattr(option, "__name__", str(option))
+
+
+def _described(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _fix(value: Any, wanted: Any) -> str:
+    """How to fix a value of the wrong type, where there is a clear way."""
+    if isinstance(value, bool) and wanted in (int, float):
+        return f" (true / false are not numbers; write {int(value)} if you mean the number {int(value)})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return " (nan and inf are not allowed; give a finite number)"
+    if isinstance(value, float) and wanted is int and value.is_integer():
+        return f" (write {int(value)} without the decimal point)"
+    if wanted is bool and value in (0, 1) and not isinstance(value, bool):
+        return f" (write {'true' if value else 'false'})"
+    if isinstance(value, str) and wanted in (int, float):
+        return " (write the number without quotes)"
+    return ""
 
 
 def _check_values(exp: Experiment) -> None:
@@ -471,17 +598,27 @@ def _check_values(exp: Experiment) -> None:
         if value < low:
             raise ConfigError(f"config key {key} must be >= {low}; got {value}")
 
-    if not exp.name or any(c in exp.name for c in "/\\") or exp.name.startswith("."):
-        raise ConfigError(f"config key name = {exp.name!r} must be a folder name (no slashes), e.g. iris-x3")
+    check_name("name", exp.name)
+    _check_optimizer_arg_types(exp.train.optimizer, exp.train.optimizer_args)
+    if not 0 <= exp.data.split_seed < 2**32:  # scikit-learn's random_state (the splits)
+        raise ConfigError(f"config key data.split_seed = {exp.data.split_seed} is out of range: the data split takes a "
+                          f"seed in [0, 2^32), e.g. 0")
     at_least("train.epochs", exp.train.epochs, 1)
     at_least("train.batch_size", exp.train.batch_size, 1)
     if exp.train.early_stopping is not None:
         at_least("train.early_stopping", exp.train.early_stopping, 1)
     if exp.train.unroll_sweep is not None:
         at_least("train.unroll_sweep", exp.train.unroll_sweep, 0)
+    if exp.train.max_memory_gb is not None and not exp.train.max_memory_gb > 0:
+        raise ConfigError(f"config key train.max_memory_gb must be > 0 (GiB); got {exp.train.max_memory_gb}; "
+                          f"leave it out for half this machine's memory")
     seeds = exp.train.seeds
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+    if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key train.seeds must be a non-empty list of distinct integers; got {seeds!r}")
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed < MAX_SEED:
+            raise ConfigError(f"config key train.seeds[{i}] = {seed} is out of range: a seed is an integer in [0, 2^63) "
+                              f"(torch.manual_seed's range; run folders are seed=<n> with n >= 0), e.g. {abs(seed) % 1000}")
     if exp.model.family == "gated_autoencoder":
         _check_gated(exp, choose, at_least)
     elif exp.model.family == _loopy.FAMILY:
@@ -500,10 +637,40 @@ def _check_values(exp: Experiment) -> None:
         for i, v in enumerate(exp.variants):
             choose(f"variants[{i}].method", v.method, METHODS)
             _check_loop_training(f"variants[{i}]", v)
-    names = [v.name for v in expand_variants(exp)]
+    if exp.train.unroll_sweep is not None and exp.train.unroll_sweep > MAX_PASSES:
+        raise ConfigError(f"config key train.unroll_sweep = {exp.train.unroll_sweep} is more than {MAX_PASSES} passes "
+                          f"(the sweep evaluates every count from 1, about N^2 / 2 passes); e.g. 16")
+    expanded = expand_variants(exp)
+    names = [v.name for v in expanded]
+    given = {v.name: i for i, v in reversed(list(enumerate(exp.variants))) if isinstance(v.name, str)}
+    for name in names:  # given (name = ...) or made from the variant's settings (method-x<unroll>, ...)
+        check_name(f"variants[{given[name]}].name" if name in given else "variant name (made from the variant's settings)", name)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
+
+
+def pass_count_field(variant: Any) -> str | None:
+    """The name of an expanded variant's pass count (its loops' unroll), or None."""
+    names = {f.name for f in dataclasses.fields(variant)}
+    return next((name for name in ("unroll", "timesteps", "iterations") if name in names), None)
+
+
+def _check_optimizer_arg_types(name: str, args: dict) -> None:
+    """A bool where the optimizer takes a number (lr = true), or a number where it takes a bool
+    (amsgrad = 1), is refused: torch would read true as 1. The type is the argument's default's
+    in the optimizer's signature; unknown names and arguments are left to make_optimizer."""
+    entry = OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
+    if entry is None:
+        return
+    params = inspect.signature(entry[0]).parameters
+    for key, value in args.items():
+        default = params[key].default if key in params else None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config key train.optimizer_args.{key} must be true or false; got {_described(value)}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, bool):
+            raise ConfigError(f"config key train.optimizer_args.{key} must be a number (default {default}); got "
+                              f"bool {value}{_fix(value, float)}")
 
 
 def _check_loop_training(where: str, v: VariantConfig) -> None:

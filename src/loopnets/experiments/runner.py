@@ -50,6 +50,7 @@ from loopnets.experiments.modes import loop_training
 from loopnets.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
+from loopnets.experiments.budget import check_memory
 from loopnets.experiments.config import (
     TASK_LOSSES,
     TASK_OUTPUT_ACTIVATIONS,
@@ -191,6 +192,7 @@ def validate(exp: Experiment) -> list[Variant]:
     A data set read from the user's files (cifar10) is not loaded: the models are built for its
     known shape (`loopy_family.placeholder_split`), so a config validates before the data is there.
     """
+    check_memory(exp, load_split, build_model)  # an absurd unroll or width: refused with its estimate, nothing built
     if exp.model.family == inn_family.FAMILY:  # its own data sets and models, checked without generating data
         return inn_family.validate(exp)
     variants = expand_variants(exp)
