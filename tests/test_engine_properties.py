@@ -43,7 +43,7 @@ def refused_clearly(error):
     assert len(message) > 30, message  # says what was expected and what came in, not a bare word
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(0, 7),
     features=st.integers(1, 3),
@@ -96,7 +96,7 @@ def test_fit_and_evaluate_refuse_clearly_or_give_finite_numbers(
         assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(
     unroll=st.integers(1, 4),
     mode=st.sampled_from(sorted(MODES)),
