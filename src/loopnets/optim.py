@@ -19,6 +19,7 @@ Pass `fused` or `foreach` yourself to choose (`("adam", {"lr": 1e-3, "fused": Fa
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
@@ -167,23 +168,49 @@ def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any
     return cls(optimizer, **kwargs)
 
 
-CLIP_KINDS = ("norm", "value")
+CLIP_KINDS = ("norm", "value", "output")
 
 
-def make_clipper(spec: ClipSpec) -> Callable[[list], None] | None:
-    """A function params -> None that clips their gradients in place, for `clip=` of fit (None: no clipping).
-
-    ("norm", c): `torch.nn.utils.clip_grad_norm_` rescales all gradients together so that their
-    total 2-norm is at most c. ("value", c): `clip_grad_value_` clamps every gradient element to
-    [-c, c] (the thesis's (-5, 5) clamp is ("value", 5.0), applied here to the parameters' gradients).
-    """
+def check_clip(spec: ClipSpec) -> tuple[str, float] | None:
+    """`clip` as (kind, limit), or None; ValueError for a malformed spec (see `make_clipper`)."""
     if spec is None:
         return None
     if (not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] not in CLIP_KINDS
-            or isinstance(spec[1], bool) or not isinstance(spec[1], (int, float)) or not spec[1] > 0):
-        raise ValueError(f"clip must be None, ('norm', max_norm) or ('value', max_value) with a number > 0, "
-                         f"e.g. ('value', 5.0); got {spec!r}")
-    kind, limit = spec[0], float(spec[1])
+            or isinstance(spec[1], bool) or not isinstance(spec[1], (int, float)) or not spec[1] > 0
+            or not math.isfinite(spec[1])):
+        raise ValueError(f"clip must be None, ('norm', max_norm), ('value', max_value) or ('output', max_value) with "
+                         f"a finite number > 0, e.g. ('value', 5.0); got {spec!r}")
+    return spec[0], float(spec[1])
+
+
+def make_clipper(spec: ClipSpec) -> Callable[[list], None] | None:
+    """A function params -> None that clips their gradients in place, for `clip=` of fit (None: no
+    clipping of the parameters' gradients, also for ("output", c): see `make_output_clamp`).
+
+    ("norm", c): `torch.nn.utils.clip_grad_norm_` rescales all gradients together so that their
+    total 2-norm is at most c. ("value", c): `clip_grad_value_` clamps every parameter gradient element to
+    [-c, c].
+    """
+    checked = check_clip(spec)
+    if checked is None or checked[0] == "output":
+        return None
+    kind, limit = checked
     if kind == "norm":
         return lambda params: torch.nn.utils.clip_grad_norm_(params, limit)
     return lambda params: torch.nn.utils.clip_grad_value_(params, limit)
+
+
+def make_output_clamp(spec: ClipSpec) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For ("output", c): a gradient hook g -> g.clamp(-c, c) for the model's output (None otherwise).
+
+    It clamps every element of dLoss/dOutput, the gradient of the backpropagated batch loss with
+    respect to the prediction the loss is computed from (the logits where the loss uses them), before
+    it flows into the network: the thesis's (-5, 5) clamp of the loss gradient in its FTIR
+    classification (neurons clamps the per-sample gradient of a summed loss; loopnets' batch loss is
+    the mean over B samples, so the thesis's clamp is ("output", 5 / B)).
+    """
+    checked = check_clip(spec)
+    if checked is None or checked[0] != "output":
+        return None
+    limit = checked[1]
+    return lambda grad: grad.clamp(-limit, limit)
