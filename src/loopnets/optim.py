@@ -18,6 +18,7 @@ Pass `fused` or `foreach` yourself to choose (`("adam", {"lr": 1e-3, "fused": Fa
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -127,6 +128,37 @@ def schedulers() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
+def check_scheduler(name: str, kwargs: Mapping[str, Any]) -> type:
+    """The `torch.optim.lr_scheduler` class called `name`, after checking that `kwargs` are its arguments.
+
+    Raises:
+        ValueError: unknown name (did-you-mean, and the valid names), unknown argument (did-you-mean,
+            and the valid ones), or a missing required argument.
+    """
+    known = schedulers()
+    if name not in known:
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown scheduler {name!r}{hint}; choose one of torch.optim.lr_scheduler's: "
+                         f"{', '.join(known)}")
+    cls = known[name]
+    signature = inspect.signature(cls)
+    valid = [p for p in signature.parameters if p != "optimizer"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for scheduler {name!r}{hint}; "
+                         f"valid arguments: {', '.join(valid)}")
+    missing = [p for p, param in signature.parameters.items()
+               if p != "optimizer" and param.default is inspect.Parameter.empty
+               and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and p not in kwargs]
+    if missing:
+        raise ValueError(f"scheduler {name!r} needs argument(s) {', '.join(map(repr, missing))}, e.g. "
+                         f"({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}})")
+    return cls
+
+
 def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any:
     """The learning-rate scheduler described by `spec`, on `optimizer` (None: no scheduler).
 
@@ -146,25 +178,7 @@ def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any
     if callable(spec) and not isinstance(spec, (str, tuple, list)):
         return spec(optimizer)
     name, kwargs = _name_and_kwargs(spec, "scheduler", forms)
-    known = schedulers()
-    if name not in known:
-        close = [k for k in known if k.lower() == name.lower()]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown scheduler {name!r}{hint}; choose one of torch.optim.lr_scheduler's: "
-                         f"{', '.join(known)}")
-    cls = known[name]
-    signature = inspect.signature(cls)
-    valid = [p for p in signature.parameters if p != "optimizer"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for scheduler {name!r}; "
-                         f"valid arguments: {', '.join(valid)}")
-    missing = [p for p, param in signature.parameters.items()
-               if p != "optimizer" and param.default is inspect.Parameter.empty
-               and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and p not in kwargs]
-    if missing:
-        raise ValueError(f"scheduler {name!r} needs argument(s) {', '.join(map(repr, missing))}, e.g. "
-                         f"({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}})")
+    cls = check_scheduler(name, kwargs)
     return cls(optimizer, **kwargs)
 
 
