@@ -287,7 +287,7 @@ def test_scheduler_mistakes_list_the_valid_choices():
     X, y = data()
     with pytest.raises(ValueError, match=r"unknown scheduler 'steplr' \(did you mean 'StepLR'\?\).*CosineAnnealingLR"):
         ln.fit(model(), (X, y), scheduler=("steplr", {"step_size": 1}), **KW)
-    with pytest.raises(ValueError, match=r"unknown argument\(s\) 'step' for scheduler 'StepLR'; valid arguments: step_size, gamma"):
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) 'step' for scheduler 'StepLR' \(did you mean 'step_size'\?\); valid arguments: step_size, gamma"):
         ln.fit(model(), (X, y), scheduler=("StepLR", {"step": 1}), **KW)
     with pytest.raises(ValueError, match=r"scheduler 'StepLR' needs argument\(s\) 'step_size'"):
         ln.fit(model(), (X, y), scheduler="StepLR", **KW)

@@ -35,7 +35,7 @@ class SweepProgress:
         self.done, self.landed_runs = 0, 0
         self.counted: dict[str, int] = {}  # epochs counted per run so far
         self.log, self.interval = log, interval
-        out = sys.stdout if out is None else out
+        self.out = out = sys.stdout if out is None else out
         self.tty = enabled and hasattr(out, "isatty") and out.isatty()
         self.plain = enabled and not self.tty
         self.start = self.last = time.perf_counter()
@@ -79,7 +79,7 @@ class SweepProgress:
     def write(self, text: str) -> None:
         """A message line (above the bar on a terminal)."""
         if self.bar is not None:
-            self.bar.write(text)
+            self.bar.write(text, file=self.out)
         else:
             self.log(text)
 
