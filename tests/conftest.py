@@ -8,6 +8,21 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A lavik experiment on iris that trains in a second: two 4-unit layers, one loop, 1 epoch, 2 seeds
+# (which train together, batched), no unroll sweep. Tests add variants ([[variants]] tables).
+TINY_IRIS = """
+[data]
+name = "iris"
+[model]
+layers = [{ type = "dense", units = 4, activation = "relu" }, { type = "dense", units = 4, activation = "relu" }]
+loop = [0, 1]
+[train]
+epochs = 1
+batch_size = 32
+seeds = [0, 1]
+unroll_sweep = 0
+"""
+
 
 def load_page_builder(relative: str):
     """A docs page builder script (e.g. "docs/build_modes.py") imported as a module."""

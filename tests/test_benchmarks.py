@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_IRIS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -88,20 +89,7 @@ def test_loopnets_bench_runs_the_benchmark_script(capfd):
     assert "--quick" in capfd.readouterr().out
 
 
-MAKE_RUN_TINY = """
-name = "tiny-make-run"
-[data]
-name = "iris"
-[model]
-layers = [{ type = "dense", units = 4, activation = "relu" }, { type = "dense", units = 4, activation = "relu" }]
-loop = [0, 1]
-[train]
-epochs = 1
-seeds = [0, 1]
-unroll_sweep = 0
-[[variants]]
-method = "ffn"
-"""
+MAKE_RUN_TINY = 'name = "tiny-make-run"\n' + TINY_IRIS + '[[variants]]\nmethod = "ffn"\n'
 
 
 def test_make_run_sample_runs_the_cli_and_stops_its_busy_process_even_on_failure(tmp_path, monkeypatch):
@@ -117,10 +105,12 @@ def test_make_run_sample_runs_the_cli_and_stops_its_busy_process_even_on_failure
     started = []
     popen = make_run.subprocess.Popen
     monkeypatch.setattr(make_run.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
-    with pytest.raises(RuntimeError, match="failed"):  # a bad config: the run fails, the busy loop still stops
+    monkeypatch.setattr(make_run.subprocess, "run", lambda command, **_: make_run.subprocess.CompletedProcess(
+        command, 2, "", "loopnets: error: config key train.epochs"))  # the run fails: the busy loop still stops
+    with pytest.raises(RuntimeError, match=r"failed \(2\):\s+loopnets: error: config key train.epochs"):
         make_run.run_once(str(config), ["train.epochs=-1"], loaded=True)
-    (busy,) = [p for p in started if p.args[-1] == make_run.BUSY_LOOP]
-    assert busy.poll() is not None
+    (busy,) = started
+    assert busy.args[-1] == make_run.BUSY_LOOP and busy.poll() is not None
 
 
 def test_make_run_writes_its_result_and_renders_the_docs_block_from_it(tmp_path, monkeypatch, capsys):
@@ -164,3 +154,13 @@ def test_make_run_refuses_a_page_without_its_block(tmp_path):
     (tmp_path / "p.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="bench:make_run:start"):
         make_run.main(["--render", "--out", str(out), "--docs", str(tmp_path / "p.md")])
+
+
+def test_bench_runs_the_make_run_suite_only_when_named(monkeypatch, tmp_path):
+    import make_run
+
+    calls = []
+    monkeypatch.setattr(make_run, "main", lambda argv: calls.append(argv) or {"ratio": 1.0})
+    assert run.main(["--suites", "make_run", "--quick"]) == {"make_run": {"ratio": 1.0}}
+    assert calls == [["--quick"]]
+    assert "make_run" not in run.SUITES  # the default suites leave it out: minutes of `loopnets run`

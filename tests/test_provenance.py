@@ -14,20 +14,11 @@ import loopnets
 from loopnets.experiments import load_config, provenance
 from loopnets.experiments.runner import run_experiment
 
+from conftest import TINY_IRIS
+
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "prov"
-[data]
-name = "iris"
-[model]
-layers = [{ type = "dense", units = 4, activation = "relu" }, { type = "dense", units = 4, activation = "relu" }]
-loop = [0, 1]
-[train]
-epochs = 1
-batch_size = 32
-seeds = [0, 1]
-unroll_sweep = 0
+TINY = 'name = "prov"\n' + TINY_IRIS + """
 [[variants]]
 method = "ffn"
 [[variants]]
