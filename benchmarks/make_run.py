@@ -124,14 +124,21 @@ def docs_block(result: dict, result_path: Path) -> str:
     """The docs/performance.md section's body, from a result file's contents."""
     m = result["machine"]
     verdict = {True: "PASS", False: "FAIL"}
-    loads = [s["load_before"][0] for k in ("quiet", "loaded") for s in result["samples"][k] if s["load_before"]]
+    samples = result["samples"]["quiet"] + result["samples"]["loaded"]
+    loads = [s["load_before"][0] for s in samples if s["load_before"]]
+    recorded = [s["runs_load_1min_max"] for s in samples if s["runs_load_1min_max"] is not None]
+    busy = max(loads + recorded, default=0.0) > (result["cores_usable"] or 1) + 1  # + 1: our own busy loop
+    caveat = (f" **Measured on a busy machine** (the runs recorded 1-minute load averages up to {max(recorded):.2f} on "
+              f"{result['cores_usable']} cores): other work competed for the CPU, so these numbers say that the "
+              f"benchmark runs, not whether the targets are met; re-run on a quiet machine." if busy else "")
     scope = "" if not result["overrides"] and result["config"].startswith("the default") else (
         f" **Not the target's workload**: config {result['config']}, overrides `{' '.join(result['overrides'])}`.")
     return "\n".join([
-        f"From `{result['command']}` on {m['date']}: {m['cpu']}, {result['cores_usable']} usable cores, torch "
+        f"From `{result['command'].strip()}` on {m['date']}: {m['cpu']}, {result['cores_usable']} usable cores, torch "
         f"{m['torch']}, {result['runs']} runs per measurement, {result['rounds']} round(s), torch threads in the runs: "
         f"{', '.join(map(str, result['torch_threads']))}; machine load average (1 min) before the measurements "
-        f"{', '.join(f'{x:.2f}' for x in loads)}. Numbers: `{_relative(result_path)}`.{scope}",
+        f"{', '.join(f'{x:.2f}' for x in loads)}; highest recorded by the runs "
+        f"{max(recorded, default=float('nan')):.2f}. Numbers: `{_relative(result_path)}`.{scope}{caveat}",
         "",
         "| measurement | training s (sum of runs' wall_seconds) | command s | target | verdict |",
         "|---|---:|---:|---|---|",
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     print(f"== make run: {args.config or 'default experiment'} {' '.join(overrides)}".rstrip(), flush=True)
     result = measure(args.rounds, args.config, overrides, log=lambda m: print(m, flush=True))
-    result["command"] = "python benchmarks/make_run.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    result["command"] = ("python benchmarks/make_run.py " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"training: quiet {result['quiet_training_seconds']:.1f} s, loaded {result['loaded_training_seconds']:.1f} s, "
           f"ratio {result['ratio']:.2f} (target <= {LOADED_RATIO_TARGET:g}); torch threads {result['torch_threads']}; "
