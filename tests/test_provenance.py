@@ -12,7 +12,7 @@ import torch
 
 import loopnets
 from loopnets.experiments import load_config, provenance
-from loopnets.experiments.runner import run_experiment
+from loopnets.experiments.runner import run_experiment, threads_per_worker
 
 from conftest import TINY_IRIS_BASE
 
@@ -49,7 +49,7 @@ def check_environment(env: dict, threads: int) -> None:
 def test_every_run_records_its_environment(tmp_path):
     config = tmp_path / "prov.toml"
     config.write_text(TINY)
-    threads = torch.get_num_threads()
+    threads = threads_per_worker(1)  # what the sweep gives torch in its one process
     root = run_experiment(load_config(config), tmp_path / "runs", progress=False, log=lambda _: None)
     summaries = [json.loads(p.read_text()) for p in sorted(root.glob("*/seed=*/summary.json"))]
     assert len(summaries) == 4
@@ -137,4 +137,4 @@ def test_inn_runs_record_their_environment_too(tmp_path):
     config.write_text(INN_TINY)
     root = run_experiment(load_config(config), tmp_path / "runs", progress=False, log=lambda _: None)
     (path,) = root.glob("*/seed=0/summary.json")
-    check_environment(json.loads(path.read_text())["environment"], torch.get_num_threads())
+    check_environment(json.loads(path.read_text())["environment"], threads_per_worker(1))
