@@ -396,6 +396,11 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
             match = _SEED_DIR.match(seed_dir.name)
             if not match:
                 continue
+            failure = _failure(seed_dir)
+            if failure is not None:
+                problems.append(f"{variant_dir.name}/{seed_dir.name}: failed ({failure}); the same `loopnets run` "
+                                f"command trains it again")
+                continue
             try:
                 run = _read_run(seed_dir, int(match.group(1)))
             except (OSError, ValueError, KeyError) as error:
@@ -425,6 +430,17 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
     return Experiment(path=root, name=str(config.get("name") or summaries[0].get("experiment") or root.name),
                       config=config, task=task, loss=loss, variants=variants, expected_seeds=expected,
                       absent_variants=[n for n in configured_variants if n not in by_variant], problems=problems)
+
+
+def _failure(seed_dir: Path) -> str | None:
+    """The error of a run the sweep recorded as failed (failed.json and no summary.json), else None."""
+    path = seed_dir / "failed.json"
+    if (seed_dir / "summary.json").exists() or not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text()).get("error") or "no error recorded")
+    except (OSError, ValueError, AttributeError) as error:
+        return f"failed.json unreadable: {error}"
 
 
 def _read_run(seed_dir: Path, seed: int) -> Run:
