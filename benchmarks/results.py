@@ -8,19 +8,15 @@ import platform
 
 import torch
 
+from loopnets.experiments.provenance import cpu_model, load_average
 from targets import Check
 from thesis import label
 
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    cpu = cpu_model() or "unknown CPU"
+    load = ", ".join(f"{v:.2f}" for v in load_average() or []) or "n/a"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "cpu": cpu,
             "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

@@ -3,11 +3,13 @@
 Suites (all by default):
 - thesis: the thesis's timing workloads (FTIR MLP, FTIR CNN, iris) at their sizes, per epoch;
 - unroll: time per step and memory versus unroll 1..32 for Tied, COUPLE and COMBINE;
-- images: the loopy CNN on 32x32 images, batch 128, per step.
+- images: the loopy CNN on 32x32 images, batch 128, per step;
+- make_run (only when named): `make run`'s training time, quiet and beside a CPU-bound process
+  (benchmarks/make_run.py: writes benchmarks/make_run.json and its block of docs/performance.md).
 Prints PASS / FAIL per target with the measured ratio, and writes benchmarks/RESULTS.md (and the
 unroll figure, docs/unroll_scaling.png). With CUDA available the suites run on the GPU too.
 
-Run: python benchmarks/run.py [--quick] [--suites thesis unroll images] [--rounds N] [--threads N]
+Run: python benchmarks/run.py [--quick] [--suites thesis unroll images make_run] [--rounds N] [--threads N]
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the suites import each other by module name
 
-SUITES = ("thesis", "unroll", "images")
+SUITES = ("thesis", "unroll", "images")  # the default
+OPTIONAL_SUITES = ("make_run",)  # minutes of `loopnets run` each: only when named
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="loopnets bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes, one round: checks that everything runs (seconds)")
-    p.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES), help="which suites to run")
+    p.add_argument("--suites", nargs="+", choices=SUITES + OPTIONAL_SUITES, default=list(SUITES),
+                   help=f"which suites to run (default: {' '.join(SUITES)})")
     p.add_argument("--rounds", type=int, help="interleaved rounds per comparison (default: 5 thesis, 3 unroll / images)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per training call in the thesis suite "
                    "(the first is a warm-up and dropped; default 3)")
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch  # after parsing: --help answers without loading torch
 
     import images
+    import make_run
     import results
     import targets
     import thesis
@@ -65,9 +70,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.quick:
         args.rounds, args.epochs = 1, 2
+    started = time.perf_counter()
+    timed = None
+    if "make_run" in args.suites:  # subprocesses: the thread setting below does not reach them
+        timed = make_run.main(["--quick"] if args.quick else ["--rounds", str(args.rounds or 1)])
+        if not set(args.suites) & set(SUITES):
+            print(f"({time.perf_counter() - started:.0f} s)")
+            return {"make_run": timed}
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_gpu else [])
-    started = time.perf_counter()
     rows: dict[str, list[dict]] = {suite: [] for suite in SUITES}
     for device in devices:
         print(f"== {device}, {torch.get_num_threads()} thread(s)", flush=True)
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         page.write_text(results.refresh_blocks(page.read_text(), results.doc_blocks(checks, cpu_unroll, args.out)))
         print(f"refreshed the tables of {args.docs}")
     print(f"({time.perf_counter() - started:.0f} s)")
-    return {**rows, "checks": checks, "markdown": text}
+    return {**rows, "checks": checks, "markdown": text, "make_run": timed}
 
 
 def _log(message: str) -> None:

@@ -17,6 +17,21 @@ model = { layers = [{ type = "dense", units = 6, activation = "relu" }, { type =
 train = { epochs = 2, batch_size = 16, seeds = [0, 1], unroll_sweep = 0 }
 """
 
+# A lavik experiment on iris without name or variants, for tests that add their own ([[variants]]
+# tables): two 4-unit layers, one loop, 1 epoch, 2 seeds (which train together), no unroll sweep.
+TINY_IRIS_BASE = """
+[data]
+name = "iris"
+[model]
+layers = [{ type = "dense", units = 4, activation = "relu" }, { type = "dense", units = 4, activation = "relu" }]
+loop = [0, 1]
+[train]
+epochs = 1
+batch_size = 32
+seeds = [0, 1]
+unroll_sweep = 0
+"""
+
 
 def load_page_builder(relative: str):
     """A docs page builder script (e.g. "docs/build_modes.py") imported as a module."""

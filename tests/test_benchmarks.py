@@ -1,8 +1,12 @@
 """The benchmarks stay runnable (tiny sizes; the numbers themselves are reported, not asserted here)."""
 
+import json
 import math
 import sys
 from pathlib import Path
+
+import pytest
+from conftest import TINY_IRIS_BASE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -83,3 +87,87 @@ def test_loopnets_bench_runs_the_benchmark_script(capfd):
 
     assert main(["bench", "--help"]) == 0  # the options are benchmarks/run.py's
     assert "--quick" in capfd.readouterr().out
+
+
+MAKE_RUN_TINY = 'name = "tiny-make-run"\n' + TINY_IRIS_BASE + '[[variants]]\nmethod = "ffn"\n'
+
+
+def test_make_run_sample_runs_the_cli_and_stops_its_busy_process_even_on_failure(tmp_path, monkeypatch):
+    import make_run
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(MAKE_RUN_TINY)
+    sample = make_run.run_once(str(config), ["train.epochs=2"], loaded=False)
+    assert not sample["loaded"] and sample["runs"] == 2 and sample["paths"] == ["batched"]
+    assert 0 < sample["training_seconds"] < sample["command_seconds"]
+    assert sample["torch_threads"] and all(isinstance(t, int) and t >= 1 for t in sample["torch_threads"])
+    assert len(sample["load_before"]) == 3 and sample["runs_load_1min_max"] >= 0
+    started = []
+    popen = make_run.subprocess.Popen
+    monkeypatch.setattr(make_run.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+    monkeypatch.setattr(make_run.subprocess, "run", lambda command, **_: make_run.subprocess.CompletedProcess(
+        command, 2, "", "loopnets: error: config key train.epochs"))  # the run fails: the busy loop still stops
+    with pytest.raises(RuntimeError, match=r"failed \(2\):\s+loopnets: error: config key train.epochs"):
+        make_run.run_once(str(config), ["train.epochs=-1"], loaded=True)
+    (busy,) = started
+    assert busy.args[-1] == make_run.BUSY_LOOP and busy.poll() is not None
+
+
+def test_make_run_writes_its_result_and_renders_the_docs_block_from_it(tmp_path, monkeypatch, capsys):
+    import make_run
+
+    calls = []
+
+    def fake_run(config, overrides, loaded):  # the subprocess is tested above; here: rounds, medians, files
+        calls.append(loaded)
+        seconds = 30.0 + len(calls) + (9.0 if loaded else 0.0)
+        return {"loaded": loaded, "training_seconds": seconds, "command_seconds": seconds + 5, "runs": 30,
+                "torch_threads": [1], "load_before": [0.5, 0.4, 0.3], "load_after": [1.5, 0.6, 0.4],
+                "runs_load_1min_max": 1.5, "paths": ["batched"]}
+
+    monkeypatch.setattr(make_run, "run_once", fake_run)
+    out, docs = tmp_path / "make_run.json", tmp_path / "performance.md"
+    page = "# Perf\n\n<!-- bench:make_run:start -->\nold numbers\n<!-- bench:make_run:end -->\n\nafter\n"
+    docs.write_text(page)
+    result = make_run.main(["--rounds", "2", "--out", str(out), "--docs", str(docs)])
+    assert calls == [False, True, True, False]  # alternating: a b, b a
+    assert result["quiet_training_seconds"] == 32.5 and result["loaded_training_seconds"] == 41.5  # medians
+    assert result["ratio"] == 41.5 / 32.5 and result["passed"] == {"training_seconds": True, "ratio": True}
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    text = docs.read_text()
+    assert "old numbers" not in text and text.startswith("# Perf\n") and text.endswith("after\n")
+    assert f"| (b) / (a) | {41.5 / 32.5:.2f} |" in text and "| (a) quiet | 32.5 | 37.5 |" in text
+    assert "Not the target's workload" not in text and "torch threads in the runs: 1" in text
+    # the block is rendered from the result file alone
+    again = tmp_path / "again.md"
+    again.write_text(page)
+    make_run.main(["--render", "--out", str(out), "--docs", str(again)])
+    assert again.read_text() == text
+    assert "ratio 1.28" in capsys.readouterr().out
+    assert "busy machine" not in text
+    busy = json.loads(out.read_text())
+    busy["samples"]["loaded"][0]["runs_load_1min_max"] = busy["cores_usable"] + 3.5  # others competed for the CPU
+    out.write_text(json.dumps(busy))
+    make_run.main(["--render", "--out", str(out), "--docs", str(again)])
+    assert f"**Measured on a busy machine** (the runs recorded 1-minute load averages up to " \
+           f"{busy['cores_usable'] + 3.5:.2f}" in again.read_text()
+
+
+def test_make_run_refuses_a_page_without_its_block(tmp_path):
+    import make_run
+
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    (tmp_path / "p.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench:make_run:start"):
+        make_run.main(["--render", "--out", str(out), "--docs", str(tmp_path / "p.md")])
+
+
+def test_bench_runs_the_make_run_suite_only_when_named(monkeypatch, tmp_path):
+    import make_run
+
+    calls = []
+    monkeypatch.setattr(make_run, "main", lambda argv: calls.append(argv) or {"ratio": 1.0})
+    assert run.main(["--suites", "make_run", "--quick"]) == {"make_run": {"ratio": 1.0}}
+    assert calls == [["--quick"]]
+    assert "make_run" not in run.SUITES  # the default suites leave it out: minutes of `loopnets run`

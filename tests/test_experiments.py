@@ -248,13 +248,14 @@ TIMING_COLUMNS = {"train_seconds", "val_seconds"}
 
 
 def read_run(folder: Path) -> tuple[dict, list[dict]]:
-    """(summary without its timing / training records and measured peak memory, metrics.csv rows
-    without the timing columns)."""
+    """(summary without its timing / training / environment records and measured peak memory,
+    metrics.csv rows without the timing columns)."""
     import csv
 
     summary = json.loads((folder / "summary.json").read_text())
     training = summary.pop("training")
     summary.pop("timing")
+    summary.pop("environment")  # load averages, measured like the timings
     summary["loop_training"]["memory"].pop("peak_bytes")  # malloc's peak depends on the allocator's state
     with (folder / "metrics.csv").open() as f:
         rows = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]

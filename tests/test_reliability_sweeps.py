@@ -64,6 +64,7 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path,
     for folder in ("ffn/seed=0", "ffn/seed=1", "couple-x2/seed=0"):
         assert json.loads((exp_dir / folder / "summary.json").read_text())["status"] == "finished"
     assert (exp_dir / "report" / "report.md").is_file()  # the report of the runs that finished
+    assert "couple-x2/seed=1: failed (RuntimeError: fault injected" in (exp_dir / "report" / "report.md").read_text()
     kept = runs_of(exp_dir)
 
     monkeypatch.delenv(INJECT_FAULT)

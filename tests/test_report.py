@@ -203,7 +203,7 @@ def test_variant_curves_use_every_seed_up_to_its_last_epoch(experiment):
     np.testing.assert_array_equal(couple.band("val_loss").n, [3, 3, 3, 2, 2, 2])  # diverged seed: 3 epochs
 
 
-def test_sd_is_sample_sd_and_zero_for_one_seed():
+def test_sd_is_sample_sd_and_zero_for_one_seed_shown_as_na():
     assert mean_sd([2.0, 4.0, 9.0]).sd == pytest.approx(statistics.stdev([2.0, 4.0, 9.0]))
     assert mean_sd([0.7]).sd == 0.0 and mean_sd([0.7]).mean == 0.7
     assert mean_sd([]) is None
@@ -404,3 +404,100 @@ def test_no_sweep_no_sweep_figure(experiment):
     out = build_report(root)
     assert not (out / "unroll_sweep.png").exists()
     assert all(v["unroll_sweep"] is None for v in json.loads((out / "results.json").read_text())["variants"])
+
+
+def edit_summaries(root, variant, **changes):
+    """Set top-level keys of every summary.json of `variant` (changes: key -> value or seed -> value)."""
+    for path in sorted((root / variant).glob("seed=*/summary.json")):
+        summary = json.loads(path.read_text())
+        seed = summary["seed"]
+        summary.update({k: (v(seed) if callable(v) else v) for k, v in changes.items()})
+        path.write_text(json.dumps(summary))
+
+
+def test_seeds_trained_together_show_shared_time_not_a_zero_sd(experiment):
+    root, written = experiment
+    # ffn-skip's three seeds trained as one batched group: each seed's time is the group's / 3
+    edit_summaries(root, "ffn-skip", training={"path": "batched", "seeds_together": [0, 1, 2], "reason": None})
+    # combine-x2 went through fit_many's sequential path: every seed timed on its own, a real spread
+    edit_summaries(root, "combine-x2", training={"path": "sequential", "seeds_together": [0, 1, 2],
+                                                 "reason": "sigmoid"})
+    out = build_report(root)
+    rows = table_rows((out / "report.md").read_text(), "Train ms/epoch")
+    shared = statistics.mean(s["timing"]["train_ms_per_epoch"] for s in written["ffn-skip"])
+    assert rows["FFN w. skip"]["Train ms/epoch"] == f"{shared:.2f} (shared, group of 3)"
+    assert "±" not in rows["FFN w. skip"]["Validate ms/epoch"]
+    train = [s["timing"]["train_ms_per_epoch"] for s in written["combine-x2"]]
+    assert rows["COMBINE x2"]["Train ms/epoch"] == f"{statistics.mean(train):.2f} ± {statistics.stdev(train):.2f}"
+    results = {v["variant"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
+    timing = results["ffn-skip"]["timing"]["train_ms_per_epoch"]
+    assert timing["sd"] is None and timing["shared_groups"] == [3] and timing["independent_measurements"] == 1
+    assert timing["mean"] == pytest.approx(shared) and timing["n"] == 3
+    assert results["combine-x2"]["timing"]["train_ms_per_epoch"]["sd"] == pytest.approx(statistics.stdev(train))
+    assert "shared" in (out / "report.html").read_text()
+
+
+def test_two_groups_of_one_variant_give_an_sd_over_groups(experiment):
+    root, written = experiment
+    # a resumed sweep: seeds 0 and 1 trained together, seed 2 later alone
+    edit_summaries(root, "ffn", training=lambda seed: {"path": "batched" if seed < 2 else "single",
+                                                      "seeds_together": [0, 1] if seed < 2 else [seed]})
+    exp = load_experiment(root)
+    timing = next(v for v in exp.variants if v.name == "ffn").timing("train_ms_per_epoch")
+    values = [s["timing"]["train_ms_per_epoch"] for s in written["ffn"]]
+    assert timing.measurements == 2 and timing.groups == (2,) and timing.n == 3
+    assert timing.sd == pytest.approx(statistics.stdev([statistics.mean(values[:2]), values[2]]))
+    rows = table_rows((build_report(root) / "report.md").read_text(), "Train ms/epoch")
+    assert rows["FFN"]["Train ms/epoch"] == f"{statistics.mean(values):.2f} ± {timing.sd:.2f} (shared, group of 2)"
+
+
+def test_a_single_seed_shows_na_not_a_zero_sd(experiment):
+    root, written = experiment
+    for seed in (1, 2):  # combine-x2 keeps seed 0 only
+        for f in (root / "combine-x2" / f"seed={seed}").iterdir():
+            f.unlink()
+        (root / "combine-x2" / f"seed={seed}").rmdir()
+    out = build_report(root)
+    md = (out / "report.md").read_text()
+    one = written["combine-x2"][0]
+    rows = table_rows(md, "Train ms/epoch")
+    assert rows["COMBINE x2"]["Train ms/epoch"] == f"{one['timing']['train_ms_per_epoch']:.2f} ± n/a"
+    probes = table_rows(md, "Original acc.")
+    assert probes["COMBINE x2"]["Original acc."] == f"{one['probes']['original']['accuracy']:.4f} ± n/a"
+    assert "± 0.0000" not in md and "± 0.00 " not in md
+    results = {v["variant"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
+    assert results["combine-x2"]["timing"]["train_ms_per_epoch"]["sd"] is None
+    assert results["combine-x2"]["probes"]["original"]["accuracy"]["sd"] is None
+    assert format_stat(mean_sd([0.7])) == "0.7000 ± n/a"
+
+
+def environment(load_start, load_end, cores=2):
+    return {"cpu_count": cores, "cores_usable": cores, "torch_threads": 1,
+            "load_average": {"start": load_start, "start_age_seconds": 0.1, "end": load_end}}
+
+
+def test_report_warns_when_the_load_exceeded_the_cores(experiment):
+    root, _ = experiment
+    for variant in VARIANTS:
+        edit_summaries(root, variant, environment=environment([1.2, 1.0, 0.8], [1.9, 1.1, 0.9]))
+    out = build_report(root)
+    assert "Warning" not in (out / "report.md").read_text()
+    assert json.loads((out / "results.json").read_text())["warnings"] == []
+    # couple-x3 seed 1 started under load 3.5 on 2 cores; ffn seed 0 ended under 2.4
+    edit_summaries(root, "couple-x3", environment=lambda seed: environment([3.5 if seed == 1 else 1.0, 1, 1], [1.5, 1, 1]))
+    edit_summaries(root, "ffn", environment=lambda seed: environment([1.0, 1, 1], [2.4 if seed == 0 else 2.0, 1, 1]))
+    out = build_report(root)
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["overloaded_runs"] == [{"variant": "ffn", "seed": 0, "load": 2.4, "cores": 2},
+                                          {"variant": "couple-x3", "seed": 1, "load": 3.5, "cores": 2}]
+    (warning,) = results["warnings"]
+    assert "ffn seed=0 (load 2.4 on 2 cores)" in warning and "couple-x3 seed=1 (load 3.5 on 2 cores)" in warning
+    assert "not comparable" in warning and "ffn seed=1" not in warning
+    assert md.count(f"> **Warning:** {warning}") == 2  # at the top and above the timing table
+    assert '<p class="warning"><strong>Warning:</strong>' in page and "couple-x3 seed=1" in page
+
+
+def test_runs_without_environment_records_give_no_load_warning(experiment):
+    root, _ = experiment  # summaries written before environment existed
+    assert load_experiment(root).warnings() == []

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from loopnets import inn
+from loopnets.experiments.provenance import environment
 from loopnets.data.hershey import HERSHEY_DATASETS, SIZE, load_hershey
 from loopnets.inn.network import ACTIVATIONS, INITS, KERNELS
 from loopnets.train import EVAL_BATCH_SIZE, History, TrainingDiverged
@@ -556,6 +557,7 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
                    "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
                    "wall_seconds": time.perf_counter() - started},
         "training": {"path": "single", "seeds_together": [seed]},
+        "environment": environment(started, model),
         "parameters": trainable,
         "extra": extra,
     }

@@ -46,6 +46,7 @@ from loopnets.backprop import MODES
 from loopnets.batched import fit_many
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
+from loopnets.experiments.provenance import environment
 from loopnets.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
@@ -478,6 +479,7 @@ def _run_files(spec: RunSpec, exp: Experiment, split: Split, loss: str, model: t
             "wall_seconds": time.perf_counter() - started,
         },
         "training": training,
+        "environment": environment(started, model),
         "parameters": compact,
     }
     if sweep is not None:

@@ -25,7 +25,9 @@ PROBE_CAPTION = ("Probes on the validation split after training (thesis sec 4.4)
                  "Mean ± sample sd over the finished seeds; — = not applicable; n/a = no finished seed.")
 TIMING_CAPTION = ("Milliseconds per epoch (training: one epoch of updates; validation: one pass over the "
                   "validation split), mean ± sample sd over the finished seeds; change against the FFN "
-                  "with the same skip setting.")
+                  "with the same skip setting. Seeds that trained together in one batched computation were timed "
+                  "once as a group: their time is the group's divided by its seeds, marked \"shared\", with no "
+                  "spread; n/a = a single measurement has no sd.")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 th,td{padding:0.25em 0.7em;text-align:right;border-bottom:1px solid #ddd}
@@ -33,7 +35,8 @@ th:first-child,td:first-child{text-align:left}
 thead th{border-bottom:2px solid #444}
 tr.block-start td{border-top:2px solid #444}
 figure{margin:1.5em 0}img{max-width:100%}figcaption,.caption{color:#555;font-size:0.9em}
-code{background:#f4f4f4;padding:0 0.2em}"""
+code{background:#f4f4f4;padding:0 0.2em}
+.warning{background:#fff3cd;border-left:4px solid #c90;padding:0.5em 0.8em}"""
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,14 @@ class Bullets:
     items: tuple[str, ...]
 
 
-Block = Union[Heading, Paragraph, FreeText, Bullets, Table, FigureFile]
+@dataclass(frozen=True)
+class Alert:
+    """A warning the reader must not miss (e.g. timings taken under load): bold "Warning:" first."""
+
+    text: str
+
+
+Block = Union[Heading, Paragraph, FreeText, Bullets, Alert, Table, FigureFile]
 
 
 def build_report(experiment_dir: Path | str) -> Path:
@@ -117,6 +127,8 @@ def _blocks(experiment: Experiment, figures: list[FigureFile], probes: Table, ti
     if config.get("description"):
         blocks.append(FreeText(str(config["description"])))
     blocks.append(Paragraph(_summary(experiment)))
+    warnings = [Alert(w) for w in experiment.warnings()]
+    blocks += warnings
     settings = [f"[{section}] " + _flat(config[section]) for section in ("data", "model", "train")
                 if isinstance(config.get(section), dict)]
     if settings:
@@ -138,7 +150,7 @@ def _blocks(experiment: Experiment, figures: list[FigureFile], probes: Table, ti
     blocks.append(Heading("Validation curves"))
     blocks += figures
     blocks += [Heading("Probes"), Paragraph(PROBE_CAPTION, caption=True), probes]
-    blocks += [Heading("Time per epoch"), Paragraph(TIMING_CAPTION, caption=True), timing]
+    blocks += [Heading("Time per epoch"), *warnings, Paragraph(TIMING_CAPTION, caption=True), timing]
     return blocks
 
 
@@ -183,6 +195,8 @@ def render_markdown(blocks: list[Block]) -> str:
             out.append(b.text.strip())
         elif isinstance(b, Bullets):
             out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Alert):
+            out.append(f"> **Warning:** {b.text}")
         elif isinstance(b, Table):
             out.append(to_markdown(b).rstrip("\n"))
         elif isinstance(b, FigureFile):
@@ -202,6 +216,8 @@ def render_html(blocks: list[Block], title: str, figure_dir: Path) -> str:
             out += [f"<p>{_inline(p.strip())}</p>" for p in b.text.strip().split("\n\n") if p.strip()]
         elif isinstance(b, Bullets):
             out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in b.items) + "</ul>")
+        elif isinstance(b, Alert):
+            out.append(f'<p class="warning"><strong>Warning:</strong> {_inline(b.text)}</p>')
         elif isinstance(b, Table):
             out.append(to_html(b).rstrip("\n"))
         elif isinstance(b, FigureFile):

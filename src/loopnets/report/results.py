@@ -39,7 +39,7 @@ _PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample sd (n - 1; 0 for a single value) of `values` over seeds."""
+    """Mean and sample sd (n - 1; 0 for a single value, shown as n/a and written as null) of `values` over seeds."""
 
     mean: float
     sd: float
@@ -47,7 +47,7 @@ class Stat:
     values: tuple[float, ...]
 
     def to_dict(self) -> dict:
-        return {"mean": _json_float(self.mean), "sd": _json_float(self.sd), "n": self.n,
+        return {"mean": _json_float(self.mean), "sd": _json_float(self.sd) if self.n > 1 else None, "n": self.n,
                 "values": [_json_float(v) for v in self.values]}
 
 
@@ -62,6 +62,43 @@ def mean_sd(values: Sequence[float]) -> Stat | None:
             return Stat(float(np.mean(arr)), math.nan, len(values), values)
     sd = float(np.std(arr, ddof=1)) if len(values) > 1 else 0.0
     return Stat(float(np.mean(arr)), sd, len(values), values)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A variant's time per epoch over its finished seeds, honest about what was timed separately.
+
+    Seeds that trained together (one batched `ln.fit_many` call, summary.json's training.path
+    "batched") were timed once as a group: each seed's time is the group's divided by its seeds,
+    so the group is one measurement, not n. `sd` is the sample sd over the independent
+    measurements (a seed trained alone, or one group), None when there are fewer than two.
+    """
+
+    mean: float  # over the finished seeds' values
+    sd: float | None
+    n: int  # finished seeds with a value
+    measurements: int  # independently timed units: seeds alone + groups
+    groups: tuple[int, ...]  # sizes of the groups whose time is shared; () when every seed trained alone
+    values: tuple[float, ...]  # per seed
+
+    def to_dict(self) -> dict:
+        return {"mean": _json_float(self.mean), "sd": None if self.sd is None else _json_float(self.sd), "n": self.n,
+                "values": [_json_float(v) for v in self.values], "independent_measurements": self.measurements,
+                "shared_groups": list(self.groups)}
+
+
+def timing_over(values: Sequence[tuple[float, tuple[int, ...] | None]]) -> Timing | None:
+    """`Timing` of per-seed values, each with the seeds of the group it shared its time with (None: alone)."""
+    if not values:
+        return None
+    units: dict[object, list[float]] = {}
+    for i, (value, group) in enumerate(values):
+        units.setdefault(("group", group) if group else ("seed", i), []).append(float(value))
+    per_unit = [float(np.mean(u)) for u in units.values()]
+    sd = float(np.std(per_unit, ddof=1)) if len(per_unit) > 1 else None
+    groups = tuple(len(key[1]) for key in units if key[0] == "group")
+    seeds = tuple(float(v) for v, _ in values)
+    return Timing(float(np.mean(seeds)), sd, len(seeds), len(per_unit), groups, seeds)
 
 
 @dataclass(frozen=True)
@@ -119,6 +156,22 @@ class Run:
         entry = probes.get(probe) or {}  # null when not applicable
         value = entry.get(metric)
         return None if value is None else float(value)
+
+    def shared_group(self) -> tuple[int, ...] | None:
+        """The seeds this run trained with in one batched computation (its timings are the group's / n),
+        None when it was timed on its own (alone, or one after the other in a group)."""
+        training = self.summary.get("training") or {}
+        seeds = tuple(training.get("seeds_together") or ())
+        return seeds if training.get("path") == "batched" and len(seeds) > 1 else None
+
+    def load(self) -> tuple[float, int] | None:
+        """(the highest 1-minute load average recorded at the run's start or end, the cores it could
+        use), from summary.json's environment; None for a run without those records."""
+        env = self.summary.get("environment") or {}
+        cores = env.get("cores_usable") or env.get("cpu_count")
+        loads = [(env.get("load_average") or {}).get(k) for k in ("start", "end")]
+        ones = [float(x[0]) for x in loads if x]
+        return (max(ones), int(cores)) if ones and cores else None
 
     def train_seconds_per_epoch(self) -> float | None:
         """The summary's train ms per epoch in seconds, else the mean of metrics.csv's column."""
@@ -206,10 +259,11 @@ class Variant:
             return None
         return mean_sd([v for r in self.finished if (v := r.probe(probe, metric)) is not None])
 
-    def timing_stat(self, key: str) -> Stat | None:
-        """Mean ± sd of a summary timing (ms per epoch) over the finished seeds."""
-        return mean_sd([(r.summary.get("timing") or {})[key] for r in self.finished
-                        if (r.summary.get("timing") or {}).get(key) is not None])
+    def timing(self, key: str) -> Timing | None:
+        """`Timing` of a summary timing (ms per epoch) over the finished seeds: seeds that trained
+        together count as one measurement (see `Timing`)."""
+        return timing_over([((r.summary.get("timing") or {})[key], r.shared_group()) for r in self.finished
+                            if (r.summary.get("timing") or {}).get(key) is not None])
 
     def train_seconds_per_epoch(self) -> float | None:
         """The time-weighted x unit: mean over seeds of train seconds per epoch (thesis App. D).
@@ -263,10 +317,31 @@ class Experiment:
         if variant.method == "ffn":
             return None
         ffn = next((v for v in self.variants if v.method == "ffn" and v.skip == variant.skip), None)
-        mine, base = variant.timing_stat(key), ffn.timing_stat(key) if ffn else None
+        mine, base = variant.timing(key), ffn.timing(key) if ffn else None
         if mine is None or base is None or base.mean == 0:
             return None
         return 100.0 * (mine.mean / base.mean - 1.0)
+
+    def overloaded_runs(self) -> list[dict]:
+        """Runs whose recorded 1-minute load average (start or end) exceeded the cores they could use:
+        other work competed for the CPU, so their timings are not comparable with the others'."""
+        out = []
+        for v in self.variants:
+            for r in v.runs:
+                load = r.load()
+                if load is not None and load[0] > load[1]:
+                    out.append({"variant": v.name, "seed": r.seed, "load": load[0], "cores": load[1]})
+        return out
+
+    def warnings(self) -> list[str]:
+        """Lines the report shows above its tables (results.json "warnings")."""
+        overloaded = self.overloaded_runs()
+        if not overloaded:
+            return []
+        runs = ", ".join(f"{o['variant']} seed={o['seed']} (load {o['load']:g} on {o['cores']} cores)" for o in overloaded)
+        return [f"The load average exceeded the cores during {len(overloaded)} of {len(self.runs)} runs: {runs}. "
+                "Other processes competed for the CPU, so the timings of these runs are not comparable with each "
+                "other or with the rest; re-run them on a quiet machine to compare times."]
 
     def to_dict(self) -> dict:
         """The aggregated numbers behind the tables (results.json); non-finite numbers are null."""
@@ -275,7 +350,7 @@ class Experiment:
             metrics = ("accuracy", "loss") if self.task == "classification" else ("loss",)
             probes = {p: ({m: _stat_dict(v.probe_stat(p, m)) for m in metrics} if v.probe_applies(p) else None)
                       for p in PROBES}
-            timing = {k: _stat_dict(v.timing_stat(k)) for k in TIMINGS}
+            timing = {k: (None if (t := v.timing(k)) is None else t.to_dict()) for k in TIMINGS}
             timing.update({f"{k}_vs_ffn_percent": _json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
             epochs = [len(r.metrics["epoch"]) for r in v.runs]
             variants.append({
@@ -295,7 +370,8 @@ class Experiment:
                     "sigmas": curve[0], "loss_mean": [_json_float(x) for x in curve[1]]}
         return {"experiment": self.name, "task": self.task, "loss": self.loss,
                 "expected_seeds": self.expected_seeds, "status": self.status_line(),
-                "absent_variants": self.absent_variants, "problems": self.problems, "variants": variants}
+                "absent_variants": self.absent_variants, "problems": self.problems,
+                "warnings": self.warnings(), "overloaded_runs": self.overloaded_runs(), "variants": variants}
 
 
 def load_experiment(experiment_dir: Path | str) -> Experiment:
@@ -319,6 +395,11 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
                 continue
             match = _SEED_DIR.match(seed_dir.name)
             if not match:
+                continue
+            failure = _failure(seed_dir)
+            if failure is not None:
+                problems.append(f"{variant_dir.name}/{seed_dir.name}: failed ({failure}); the same `loopnets run` "
+                                f"command trains it again")
                 continue
             try:
                 run = _read_run(seed_dir, int(match.group(1)))
@@ -349,6 +430,17 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
     return Experiment(path=root, name=str(config.get("name") or summaries[0].get("experiment") or root.name),
                       config=config, task=task, loss=loss, variants=variants, expected_seeds=expected,
                       absent_variants=[n for n in configured_variants if n not in by_variant], problems=problems)
+
+
+def _failure(seed_dir: Path) -> str | None:
+    """The error of a run the sweep recorded as failed (failed.json and no summary.json), else None."""
+    path = seed_dir / "failed.json"
+    if (seed_dir / "summary.json").exists() or not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text()).get("error") or "no error recorded")
+    except (OSError, ValueError, AttributeError) as error:
+        return f"failed.json unreadable: {error}"
 
 
 def _read_run(seed_dir: Path, seed: int) -> Run:

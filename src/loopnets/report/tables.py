@@ -13,7 +13,7 @@ import html
 import math
 from dataclasses import dataclass, field
 
-from loopnets.report.results import Experiment, Stat, Variant
+from loopnets.report.results import Experiment, Stat, Timing, Variant
 
 NOT_APPLICABLE = "—"
 NO_VALUES = "n/a"
@@ -38,12 +38,26 @@ def format_value(x: float) -> str:
 
 
 def format_stat(stat: Stat | None, ms: bool = False) -> str:
-    """"mean ± sd"; 2 decimals for milliseconds, `format_value` otherwise; "n/a" for no values."""
+    """"mean ± sd"; 2 decimals for milliseconds, `format_value` otherwise; "n/a" for no values, and for
+    the sd of a single value (one seed has no spread to show)."""
     if stat is None:
         return NO_VALUES
-    if ms:
-        return f"{stat.mean:.2f} ± {stat.sd:.2f}"
-    return f"{format_value(stat.mean)} ± {format_value(stat.sd)}"
+    number = (lambda x: f"{x:.2f}") if ms else format_value
+    return f"{number(stat.mean)} ± {number(stat.sd) if stat.n > 1 else NO_VALUES}"
+
+
+def format_timing(timing: Timing | None) -> str:
+    """Milliseconds as "mean ± sd" over independently timed seeds; seeds timed together as one group say
+    so instead of a spread they do not have: "12.30 (shared, group of 5)" (each seed's time is the
+    group's / 5); "12.30 ± n/a" for one seed."""
+    if timing is None:
+        return NO_VALUES
+    sd = "" if timing.sd is None and timing.groups else f" ± {NO_VALUES if timing.sd is None else f'{timing.sd:.2f}'}"
+    shared = ""
+    if timing.groups:
+        sizes = ", ".join(map(str, timing.groups))
+        shared = f" (shared, group{'s' if len(timing.groups) > 1 else ''} of {sizes})"
+    return f"{timing.mean:.2f}{sd}{shared}"
 
 
 def format_percent(p: float | None) -> str:
@@ -77,7 +91,8 @@ def probe_table(experiment: Experiment) -> Table:
 
 
 def timing_table(experiment: Experiment) -> Table:
-    """Train and validation ms per epoch, mean ± sd, and change against the FFN with the same skip."""
+    """Train and validation ms per epoch, mean ± sd (or "shared" for seeds timed together, `format_timing`),
+    and change against the FFN with the same skip."""
     has_ffn = any(v.method == "ffn" for v in experiment.variants)
     header = ["Model", "Train ms/epoch"] + (["Train vs FFN"] if has_ffn else [])
     header += ["Validate ms/epoch"] + (["Validate vs FFN"] if has_ffn else []) + ["Seeds"]
@@ -85,7 +100,7 @@ def timing_table(experiment: Experiment) -> Table:
     for v in experiment.variants:
         row = [v.label]
         for key in ("train_ms_per_epoch", "val_ms_per_epoch"):
-            row.append(format_stat(v.timing_stat(key), ms=True))
+            row.append(format_timing(v.timing(key)))
             if has_ffn:
                 row.append(format_percent(experiment.relative_to_ffn(v, key)))
         rows.append(row + [_seeds(v)])
