@@ -287,7 +287,7 @@ def test_scheduler_mistakes_list_the_valid_choices():
     X, y = data()
     with pytest.raises(ValueError, match=r"unknown scheduler 'steplr' \(did you mean 'StepLR'\?\).*CosineAnnealingLR"):
         ln.fit(model(), (X, y), scheduler=("steplr", {"step_size": 1}), **KW)
-    with pytest.raises(ValueError, match=r"unknown argument\(s\) 'step' for scheduler 'StepLR'; valid arguments: step_size, gamma"):
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) 'step' for scheduler 'StepLR' \(did you mean 'step_size'\?\); valid arguments: step_size, gamma"):
         ln.fit(model(), (X, y), scheduler=("StepLR", {"step": 1}), **KW)
     with pytest.raises(ValueError, match=r"scheduler 'StepLR' needs argument\(s\) 'step_size'"):
         ln.fit(model(), (X, y), scheduler="StepLR", **KW)
@@ -309,7 +309,7 @@ def test_gradient_clipping_bounds_each_sgd_step(kind):
     free = model()
     ln.fit(free, (X, y), **kw)
     assert max((p.detach() - s).abs().max() for p, s in zip(free.parameters(), start)) > 1e-2
-    with pytest.raises(ValueError, match=r"clip must be None, \('norm', max_norm\) or \('value', max_value\)"):
+    with pytest.raises(ValueError, match=r"clip must be None, \('norm', max_norm\), \('value', max_value\) or \('output', max_value\)"):
         ln.fit(model(), (X, y), clip=("abs", 5), **KW)
 
 
@@ -386,3 +386,38 @@ def test_one_cycle_schedules_are_stepped_after_every_optimizer_step():
     ln.fit(model(), (X, y), scheduler=("OneCycleLR", {"max_lr": 0.1, "total_steps": 12}), **KW)
     with pytest.raises(ValueError, match="Tried to step 12 times"):  # stepped per batch, not per epoch
         ln.fit(model(), (X, y), scheduler=("OneCycleLR", {"max_lr": 0.1, "total_steps": 11}), **KW)
+
+
+def test_output_clip_clamps_the_loss_gradient_at_the_output_as_its_formula():
+    """clip=("output", c): one full-batch SGD step in float64 equals W - lr * clamp(dL/dy, -c, c)^T X."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(6, 2, generator=g, dtype=torch.float64) * 5  # far from the start: large dL/dy
+    c, lr = 0.2, 0.1
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Linear(3, 2, bias=False, dtype=torch.float64)
+
+    model = net()
+    W = model.weight.detach().clone()
+    dy = 2 * (X @ W.T - y) / y.numel()  # d mse / d output (mean over every element)
+    assert dy.abs().max() > c  # the clamp binds
+    expected = W - lr * dy.clamp(-c, c).T @ X
+    ln.fit(model, (X, y), loss="mse", optimizer=("sgd", {"lr": lr}), epochs=1, batch_size=6, shuffle=False,
+           progress=False, clip=("output", c))
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=0, atol=1e-12)
+    plain = net()
+    ln.fit(plain, (X, y), loss="mse", optimizer=("sgd", {"lr": lr}), epochs=1, batch_size=6, shuffle=False,
+           progress=False)
+    assert (plain.weight - model.weight).abs().max() > 1e-3  # without the clamp: another step
+
+
+def test_output_clip_is_refused_where_the_training_has_no_output_hook_and_malformed_clips_are_refused():
+    with pytest.raises(ValueError, match="output"):
+        ln.fit(nn.Linear(2, 1), (torch.randn(4, 2), torch.randn(4, 1)), loss="mse", epochs=1, progress=False,
+               clip=("output", -1.0))
+    model = IterativeNetwork(2, 4, 3)
+    x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match="does not expose"):
+        fit_iterations(model, (x, y), iterations=2, epochs=1, progress=False, clip=("output", 5.0))

@@ -61,6 +61,8 @@ def refused_clearly(error):
          unroll=2, mode="couple", batch_size=4, form="loader")  # always one call that must train
 @example(n=5, features=1, given_features=1, classes=2, x_dtype="float64", target="regression", loss="mse",
          unroll=3, mode="combine", batch_size=2, form="dataset")
+@example(n=6, features=2, given_features=2, classes=2, x_dtype="float64", target="one_hot",
+         loss="binary_cross_entropy", unroll=2, mode="couple", batch_size=3, form="tensors")  # outputs outside [0, 1]
 def test_fit_and_evaluate_refuse_clearly_or_give_finite_numbers(
     n, features, given_features, classes, x_dtype, target, loss, unroll, mode, batch_size, form
 ):
@@ -86,6 +88,8 @@ def test_fit_and_evaluate_refuse_clearly_or_give_finite_numbers(
     except (ValueError, TypeError) as error:
         assert not good, f"a valid call was refused: {error}"
         refused_clearly(error)
+        if not bad and loss == "binary_cross_entropy" and target == "one_hot":  # a linear output: not probabilities
+            assert isinstance(error, ValueError) and "sigmoid" in str(error) and "binary_cross_entropy" in str(error)
         return
     assert not bad, "a malformed call trained"
     assert len(history) == 1

@@ -37,6 +37,9 @@ def _run(args: argparse.Namespace) -> int:
 
     config, overrides = _split_config_and_overrides(args.items)
     exp = _load_config(config, overrides)
+    if args.device is not None:  # checked with the config: an unavailable device is refused before any folder
+        overrides = [*overrides, f"train.device={json.dumps(args.device)}"]
+        exp = _load_config(config, overrides)
     if args.data_dir is not None:
         _check_data_dir(exp.data.name)
         exp = _load_config(config, [*overrides, f"data.options.data_dir={json.dumps(args.data_dir, ensure_ascii=False)}"])
@@ -146,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     backend.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS, or 'local' to start one here")
     run.add_argument("--fresh", action="store_true", help="delete this experiment's earlier runs first")
     run.add_argument("--no-report", action="store_true", help="do not build the report afterwards")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--device", metavar="DEVICE", help="train on cpu, cuda, cuda:N, mps or auto (sets train.device)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress (a bar over epochs on a terminal, plain lines otherwise)")
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="rebuild the report of runs/<experiment> from its run folders")

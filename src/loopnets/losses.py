@@ -167,7 +167,17 @@ def _binary_cross_entropy(pred: Tensor, target: Tensor, from_logits: bool) -> tu
     target = _same_shape("binary_cross_entropy", pred, target)
     if from_logits:
         return F.binary_cross_entropy_with_logits(pred, target, reduction="sum"), pred.numel()
-    return F.binary_cross_entropy(pred, target, reduction="sum"), pred.numel()
+    try:
+        return F.binary_cross_entropy(pred, target, reduction="sum"), pred.numel()
+    except RuntimeError as error:  # torch's "all elements of input should be between 0 and 1"
+        low, high = float(pred.detach().min()), float(pred.detach().max())
+        if 0.0 <= low and high <= 1.0:
+            raise
+        raise ValueError(
+            f"the binary_cross_entropy loss needs predictions in [0, 1] (probabilities); the model's outputs are in "
+            f"[{low:.4g}, {high:.4g}]: give the model a sigmoid output activation (e.g. output_activation='sigmoid', "
+            f"whose logits the loss then uses stably), or use a loss for unbounded outputs such as mse"
+        ) from None
 
 
 def _kl_divergence(pred: Tensor, target: Tensor, from_logits: bool) -> tuple[Tensor, int]:

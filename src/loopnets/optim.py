@@ -18,7 +18,9 @@ Pass `fused` or `foreach` yourself to choose (`("adam", {"lr": 1e-3, "fused": Fa
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
@@ -126,6 +128,37 @@ def schedulers() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
+def check_scheduler(name: str, kwargs: Mapping[str, Any]) -> type:
+    """The `torch.optim.lr_scheduler` class called `name`, after checking that `kwargs` are its arguments.
+
+    Raises:
+        ValueError: unknown name (did-you-mean, and the valid names), unknown argument (did-you-mean,
+            and the valid ones), or a missing required argument.
+    """
+    known = schedulers()
+    if name not in known:
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown scheduler {name!r}{hint}; choose one of torch.optim.lr_scheduler's: "
+                         f"{', '.join(known)}")
+    cls = known[name]
+    signature = inspect.signature(cls)
+    valid = [p for p in signature.parameters if p != "optimizer"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for scheduler {name!r}{hint}; "
+                         f"valid arguments: {', '.join(valid)}")
+    missing = [p for p, param in signature.parameters.items()
+               if p != "optimizer" and param.default is inspect.Parameter.empty
+               and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and p not in kwargs]
+    if missing:
+        raise ValueError(f"scheduler {name!r} needs argument(s) {', '.join(map(repr, missing))}, e.g. "
+                         f"({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}})")
+    return cls
+
+
 def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any:
     """The learning-rate scheduler described by `spec`, on `optimizer` (None: no scheduler).
 
@@ -145,45 +178,53 @@ def make_scheduler(spec: SchedulerSpec, optimizer: torch.optim.Optimizer) -> Any
     if callable(spec) and not isinstance(spec, (str, tuple, list)):
         return spec(optimizer)
     name, kwargs = _name_and_kwargs(spec, "scheduler", forms)
-    known = schedulers()
-    if name not in known:
-        close = [k for k in known if k.lower() == name.lower()]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown scheduler {name!r}{hint}; choose one of torch.optim.lr_scheduler's: "
-                         f"{', '.join(known)}")
-    cls = known[name]
-    signature = inspect.signature(cls)
-    valid = [p for p in signature.parameters if p != "optimizer"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for scheduler {name!r}; "
-                         f"valid arguments: {', '.join(valid)}")
-    missing = [p for p, param in signature.parameters.items()
-               if p != "optimizer" and param.default is inspect.Parameter.empty
-               and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and p not in kwargs]
-    if missing:
-        raise ValueError(f"scheduler {name!r} needs argument(s) {', '.join(map(repr, missing))}, e.g. "
-                         f"({name!r}, {{{', '.join(f'{m!r}: ...' for m in missing)}}})")
+    cls = check_scheduler(name, kwargs)
     return cls(optimizer, **kwargs)
 
 
-CLIP_KINDS = ("norm", "value")
+CLIP_KINDS = ("norm", "value", "output")
 
 
-def make_clipper(spec: ClipSpec) -> Callable[[list], None] | None:
-    """A function params -> None that clips their gradients in place, for `clip=` of fit (None: no clipping).
-
-    ("norm", c): `torch.nn.utils.clip_grad_norm_` rescales all gradients together so that their
-    total 2-norm is at most c. ("value", c): `clip_grad_value_` clamps every gradient element to
-    [-c, c] (the thesis's (-5, 5) clamp is ("value", 5.0), applied here to the parameters' gradients).
-    """
+def check_clip(spec: ClipSpec) -> tuple[str, float] | None:
+    """`clip` as (kind, limit), or None; ValueError for a malformed spec (see `make_clipper`)."""
     if spec is None:
         return None
     if (not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] not in CLIP_KINDS
-            or isinstance(spec[1], bool) or not isinstance(spec[1], (int, float)) or not spec[1] > 0):
-        raise ValueError(f"clip must be None, ('norm', max_norm) or ('value', max_value) with a number > 0, "
-                         f"e.g. ('value', 5.0); got {spec!r}")
-    kind, limit = spec[0], float(spec[1])
+            or isinstance(spec[1], bool) or not isinstance(spec[1], (int, float)) or not spec[1] > 0
+            or not math.isfinite(spec[1])):
+        raise ValueError(f"clip must be None, ('norm', max_norm), ('value', max_value) or ('output', max_value) with "
+                         f"a finite number > 0, e.g. ('value', 5.0); got {spec!r}")
+    return spec[0], float(spec[1])
+
+
+def make_clipper(spec: ClipSpec) -> Callable[[list], None] | None:
+    """A function params -> None that clips their gradients in place, for `clip=` of fit (None: no
+    clipping of the parameters' gradients, also for ("output", c): see `make_output_clamp`).
+
+    ("norm", c): `torch.nn.utils.clip_grad_norm_` rescales all gradients together so that their
+    total 2-norm is at most c. ("value", c): `clip_grad_value_` clamps every parameter gradient element to
+    [-c, c].
+    """
+    checked = check_clip(spec)
+    if checked is None or checked[0] == "output":
+        return None
+    kind, limit = checked
     if kind == "norm":
         return lambda params: torch.nn.utils.clip_grad_norm_(params, limit)
     return lambda params: torch.nn.utils.clip_grad_value_(params, limit)
+
+
+def make_output_clamp(spec: ClipSpec) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For ("output", c): a gradient hook g -> g.clamp(-c, c) for the model's output (None otherwise).
+
+    It clamps every element of dLoss/dOutput, the gradient of the backpropagated batch loss with
+    respect to the prediction the loss is computed from (the logits where the loss uses them), before
+    it flows into the network: the thesis's (-5, 5) clamp of the loss gradient in its FTIR
+    classification (neurons clamps the per-sample gradient of a summed loss; loopnets' batch loss is
+    the mean over B samples, so the thesis's clamp is ("output", 5 / B)).
+    """
+    checked = check_clip(spec)
+    if checked is None or checked[0] != "output":
+        return None
+    limit = checked[1]
+    return lambda grad: grad.clamp(-limit, limit)

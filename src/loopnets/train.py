@@ -153,8 +153,11 @@ def fit(
             on_train_end(history), e.g. `loopnets.training.CSVLogger(path)`, `TensorBoardLogger(dir)`.
         scheduler: a learning-rate scheduler of `torch.optim.lr_scheduler` by name with its arguments,
             e.g. ("StepLR", {"step_size": 10}), stepped once per epoch (see `loopnets.optim.make_scheduler`).
-        clip: gradient clipping after backward: ("norm", max_norm) or ("value", max_value), e.g.
-            ("value", 5.0) for the thesis's (-5, 5) clamp (see `loopnets.optim.make_clipper`).
+        clip: gradient clipping: ("norm", max_norm) or ("value", max_value) on the parameters' gradients
+            after backward (`loopnets.optim.make_clipper`), or ("output", max_value): every element of
+            dLoss/dOutput (the gradient of the batch loss with respect to the prediction the loss is
+            computed from: the logits where it uses them) clamped to [-max_value, max_value] during
+            backward, the thesis's (-5, 5) loss-gradient clamp (`loopnets.optim.make_output_clamp`).
 
     Under `torchrun --nproc-per-node N` (or an initialised torch.distributed group) fit trains data
     parallel: `batch_size` per rank, tensors split between the ranks, gradients averaged after every
@@ -228,6 +231,7 @@ class SupervisedTask:
         self.loss_fn, self.forward, self.from_logits, self.plan, self.targets = loss, forward, from_logits, plan, targets
         self.loss_name, self.finish = loss.name, loss.finish
         self.parts = None  # the loss's (sum, count) function for training batches, set at the first batch
+        self.output_hook = None  # clip=("output", c): the engine's clamp of dLoss/dOutput, hooked on each prediction
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
         xb, yb = batch  # (B, *in), (B, *out) or (B,)
@@ -236,12 +240,18 @@ class SupervisedTask:
             pred = self.forward(xb) if self.parts is not None else self._first(model, xb, self.forward)  # (B, *out)
             if self.parts is None:
                 self.parts = _training_parts(loss, pred, self.targets, from_logits)
+            if self.output_hook is not None and pred.requires_grad:
+                pred.register_hook(self.output_hook)
             batch_sum, batch_count = self.parts(pred, yb, from_logits)
             return loss.finish(batch_sum / batch_count), batch_sum, batch_count  # mean over the batch
         predict = lambda x: self.plan.predict(self.forward, x, from_logits)  # noqa: E731
         preds, weights = predict(xb) if self.parts is not None else self._first(model, xb, predict)  # k x (B, *out)
         if self.parts is None:
             self.parts = _training_parts(loss, preds[-1], self.targets, from_logits)
+        if self.output_hook is not None:
+            for pred in preds:
+                if pred.requires_grad:
+                    pred.register_hook(self.output_hook)
         batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, self.parts, from_logits)
         return value, batch_sum, batch_count
 

@@ -40,6 +40,7 @@ pass count, so an absurd unroll or width is refused before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import itertools
 import math
@@ -58,7 +59,8 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
-from loopnets.optim import OPTIMIZERS
+from loopnets.optim import CLIP_KINDS, OPTIMIZERS, check_clip, check_scheduler
+from loopnets.training.callbacks import LOGGERS
 from loopnets.passes import PASS_WEIGHTS
 from loopnets.experiments.loopy import LoopyConfig
 
@@ -199,6 +201,19 @@ class TrainConfig:
     # The most memory (GiB) one variant's training may need (`loopnets.experiments.budget`): an
     # experiment estimated above it is refused before anything is built. Unset: half this machine's memory.
     max_memory_gb: Union[float, None] = None
+    # Where and how each run trains (`ln.fit`'s device / precision): cpu, cuda, cuda:N, mps or auto;
+    # precision bf16 / fp16 (CUDA only). `loopnets run --device` sets device. Unset: the CPU, the model's dtype.
+    device: Union[str, None] = None
+    precision: Union[str, None] = None
+    # Loggers writing into each run's folder: "csv" is metrics.csv (always written: the report reads
+    # it), "tensorboard" adds seed=<n>/tensorboard/ (needs the tensorboard extra).
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+    # A torch.optim.lr_scheduler by name, stepped per epoch: "ExponentialLR" needs arguments, so a table
+    # { name = "StepLR", step_size = 10, gamma = 0.5 } (the name and the scheduler's own arguments).
+    scheduler: Union[str, dict, None] = None
+    # Gradient clipping: ["norm", max_norm] / ["value", max_value] on the parameters' gradients, or
+    # ["output", max_value] on dLoss/dOutput (the thesis's loss-gradient clamp; `ln.fit`'s clip=).
+    clip: Union[list, None] = None
 
 
 @dataclass(frozen=True)
@@ -619,6 +634,7 @@ def _check_values(exp: Experiment) -> None:
         if not 0 <= seed < MAX_SEED:
             raise ConfigError(f"config key train.seeds[{i}] = {seed} is out of range: a seed is an integer in [0, 2^63) "
                               f"(torch.manual_seed's range; run folders are seed=<n> with n >= 0), e.g. {abs(seed) % 1000}")
+    _check_engine_settings(exp.train)
     if exp.model.family == "gated_autoencoder":
         _check_gated(exp, choose, at_least)
     elif exp.model.family == _loopy.FAMILY:
@@ -648,6 +664,61 @@ def _check_values(exp: Experiment) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two variants are both named {duplicates[0]!r}; give one a different name = ...")
+
+
+DEVICE_FORMS = ("cpu", "cuda", "cuda:N", "mps", "auto")
+PRECISIONS = ("bf16", "fp16")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def scheduler_spec(scheduler: str | dict | None) -> tuple[str, dict] | None:
+    """`[train] scheduler` as fit's (name, kwargs): a name, or a table of `name` and the scheduler's arguments."""
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, str):
+        return scheduler, {}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in scheduler.items() if k != "name"}
+    return scheduler["name"], kwargs
+
+
+def _check_engine_settings(train: TrainConfig) -> None:
+    """train.device / precision / loggers / scheduler / clip: forms and names (a device's availability
+    is checked by the runner before any folder is written, so a config for a GPU loads anywhere)."""
+    if train.device is not None and not _DEVICE.fullmatch(train.device):
+        raise ConfigError(f"config key train.device = {train.device!r} is not a device{_did_you_mean(train.device, DEVICE_FORMS)}; "
+                          f"use one of {', '.join(DEVICE_FORMS)} (N: the GPU's index), or leave it out for the CPU")
+    if train.precision is not None and train.precision not in PRECISIONS:
+        raise ConfigError(f"config key train.precision = {train.precision!r} is not one of {', '.join(PRECISIONS)}"
+                          f"{_did_you_mean(train.precision, PRECISIONS)}; leave it out for the model's own dtype")
+    for i, name in enumerate(train.loggers):
+        if name not in LOGGERS:
+            raise ConfigError(f"config key train.loggers[{i}] = {name!r} is not a logger{_did_you_mean(name, LOGGERS)}; "
+                              f"choose from {', '.join(LOGGERS)}")
+    if len(set(train.loggers)) != len(train.loggers):
+        raise ConfigError(f"config key train.loggers names a logger twice: {train.loggers!r}")
+    if isinstance(train.scheduler, dict) and not isinstance(train.scheduler.get("name"), str):
+        raise ConfigError(f"config key train.scheduler must name its scheduler: a table with name = \"...\" and the "
+                          f"scheduler's arguments, e.g. {{ name = \"StepLR\", step_size = 10 }}; got {train.scheduler!r}")
+    spec = scheduler_spec(train.scheduler)
+    if spec is not None:
+        try:
+            check_scheduler(*spec)
+        except ValueError as err:
+            raise ConfigError(f"config key train.scheduler: {err}") from None
+    if train.clip is not None:
+        try:
+            check_clip(train.clip)
+        except ValueError:
+            kind = train.clip[0] if train.clip and isinstance(train.clip[0], str) else ""
+            raise ConfigError(f"config key train.clip = {train.clip!r} is not a clip{_did_you_mean(kind, CLIP_KINDS) if kind not in CLIP_KINDS else ''}: "
+                              f"give [\"norm\", max_norm] or [\"value\", max_value] (the parameters' gradients) or "
+                              f"[\"output\", max_value] (dLoss/dOutput) with a finite number > 0, e.g. [\"value\", 5.0]"
+                              ) from None
 
 
 def pass_count_field(variant: Any) -> str | None:

@@ -482,8 +482,10 @@ def _optimizer_args(exp: Experiment, variant: INNVariant) -> dict:
 # ----------------------------------------------------------------------------- one run
 
 
-def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict, started: float) -> dict[str, bytes]:
-    """Train one (variant, seed) of an inn experiment; return its run folder's files (runner contract)."""
+def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict, started: float,
+              engine: dict | None = None) -> dict[str, bytes]:
+    """Train one (variant, seed) of an inn experiment; return its run folder's files (runner contract).
+    `engine`: the trainers' device / precision / scheduler / clip / callbacks from `[train]` (the runner's)."""
     from loopnets.checkpoint import save
     from loopnets.experiments.config import dumps
     from loopnets.experiments.runner import (  # the run-folder format lives in the runner
@@ -499,7 +501,8 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
     torch.manual_seed(seed)
     model = build_model(exp, variant, outputs, seed)
     options = dict(optimizer=(exp.train.optimizer, _optimizer_args(exp, variant)), epochs=exp.train.epochs,
-                   batch_size=exp.train.batch_size, seed=seed, early_stopping=exp.train.early_stopping, progress=False)
+                   batch_size=exp.train.batch_size, seed=seed, early_stopping=exp.train.early_stopping, progress=False,
+                   **(engine or {}))
     weights = None
     if not sequences and g.classification_loss == "last":
         weights = torch.zeros(variant.iterations)

@@ -119,6 +119,7 @@ def write_run(folder: Path, files: dict[str, bytes]) -> bool:
         try:
             partial.mkdir()
             for name in sorted(files, key=lambda n: n in last):  # the marker last
+                (partial / name).parent.mkdir(parents=True, exist_ok=True)  # loggers' folders (tensorboard/)
                 _write_new(partial / name, files[name])
             _fsync_folder(partial)
             old = None

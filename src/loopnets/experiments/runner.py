@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from loopnets import layers
 from loopnets.backprop import MODES
@@ -62,8 +61,11 @@ from loopnets.experiments.config import (
     dumps,
     expand_variants,
     from_dict,
+    scheduler_spec,
     to_dict,
 )
+from loopnets.experiments import workers as worker_pool
+from loopnets.experiments.progress import SweepProgress
 from loopnets.experiments import loopy as loopy_family
 from loopnets.experiments import rundir
 from loopnets.experiments.rundir import FAILED, FINISHED
@@ -75,6 +77,8 @@ from loopnets.network import Network
 from loopnets.optim import make_optimizer
 from loopnets.probe import severed, unrolled
 from loopnets.train import History, TrainingDiverged, evaluate, fit
+from loopnets.training.callbacks import logger
+from loopnets.training.device import check_precision, resolve_device
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
 INJECT_FAULT = "LOOPNETS_INJECT_FAULT"  # fault injection for the reliability tests (see `_injected_fault`)
@@ -193,6 +197,7 @@ def validate(exp: Experiment) -> list[Variant]:
     A data set read from the user's files (cifar10) is not loaded: the models are built for its
     known shape (`loopy_family.placeholder_split`), so a config validates before the data is there.
     """
+    check_engine(exp)  # an unavailable device or a missing logger package: refused before anything is built
     check_memory(exp, load_split, build_model)  # an absurd unroll or width: refused with its estimate, nothing built
     if exp.model.family == inn_family.FAMILY:  # its own data sets and models, checked without generating data
         return inn_family.validate(exp)
@@ -225,6 +230,59 @@ def validate(exp: Experiment) -> list[Variant]:
     return variants
 
 
+def check_engine(exp: Experiment) -> None:
+    """What `[train] device / precision / loggers / clip` need of this machine and family: the device
+    available, precision on CUDA, the tensorboard package, an output clip where the training has an
+    output hook. ConfigErrors naming the key; run before any run folder is written."""
+    try:
+        device = resolve_device(exp.train.device or "cpu", torch.nn.Module())
+        check_precision(exp.train.precision, device)
+    except ValueError as err:
+        key = "train.precision" if "precision" in str(err).split(":")[0] else "train.device"
+        raise ConfigError(f"config key {key}: {err} (loopnets run --device DEVICE sets train.device)") from None
+    if "tensorboard" in exp.train.loggers:
+        try:
+            logger("tensorboard", ".")
+        except ImportError as err:
+            raise ConfigError(f"config key train.loggers = {exp.train.loggers!r}: {err}") from None
+    if exp.train.clip is not None and exp.train.clip[0] == "output" and exp.model.family == inn_family.FAMILY:
+        raise ConfigError("config key train.clip = [\"output\", ...] clamps dLoss/dOutput, which the inn family's "
+                          "sequence / iteration losses do not expose; use [\"value\", c] or [\"norm\", c]")
+
+
+def engine_settings(exp: Experiment) -> dict:
+    """fit's device / precision / scheduler / clip from `[train]` (None where unset: fit's defaults)."""
+    clip = None if exp.train.clip is None else tuple(exp.train.clip)
+    return {"device": exp.train.device, "precision": exp.train.precision,
+            "scheduler": scheduler_spec(exp.train.scheduler), "clip": clip}
+
+
+def _uses_engine(exp: Experiment) -> bool:
+    """Whether `[train]` sets anything only `fit` takes (fit_many trains neither on a device nor with these)."""
+    return any(value is not None for value in engine_settings(exp).values()) or exp.train.loggers != ["csv"]
+
+
+_EPOCH_SINK: Callable[[str], None] | None = None  # the driver's progress, when runs train in this process
+
+
+class EpochReport:
+    """A callback that reports every finished epoch of the run `folder` to the sweep's progress: over
+    the worker's pipe in a worker process (`workers.report`), else to this process's `_EPOCH_SINK`."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def on_epoch_end(self, record) -> None:
+        if not worker_pool.report(self.folder) and _EPOCH_SINK is not None:
+            _EPOCH_SINK(self.folder)
+
+
+def _logged_files(directory: Path) -> dict[str, bytes]:
+    """The files the loggers wrote under `directory`, keyed by their path inside the run folder."""
+    return {path.relative_to(directory).as_posix(): path.read_bytes()
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
 def _optimizer_args(exp: Experiment) -> dict:
     # TOML has arrays, torch wants tuples (betas)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in exp.train.optimizer_args.items()}
@@ -240,19 +298,25 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     started = time.perf_counter()
     exp = from_dict(spec.experiment)
     variant, seed = spec.variant, spec.seed
-    if isinstance(variant, inn_family.INNVariant):  # its own training loops and summary extras
-        return inn_family.train_run(exp, variant, seed, spec.experiment, started)
-    split = load_split(exp)
-    loss = loss_name(exp, split)
-    torch.manual_seed(seed)
-    model = build_model(exp, variant, split)
-    error = None
-    try:
-        history = fit(model, split.train, split.val, seed=seed, **_fit_settings(exp, loss), **_pass_settings(variant))
-    except TrainingDiverged as err:
-        history, error = err.history or History(), str(err)
-    return _run_files(spec, exp, split, loss, model, history, error, {"path": "single", "seeds_together": [seed]},
-                      started)
+    with tempfile.TemporaryDirectory() as logs:  # the loggers' files (metrics.csv is the run's own record)
+        callbacks = [EpochReport(spec.folder)] + [logger(name, logs) for name in exp.train.loggers if name != "csv"]
+        engine = {**engine_settings(exp), "callbacks": callbacks}
+        if isinstance(variant, inn_family.INNVariant):  # its own training loops and summary extras
+            files = inn_family.train_run(exp, variant, seed, spec.experiment, started, engine=engine)
+        else:
+            split = load_split(exp)
+            loss = loss_name(exp, split)
+            torch.manual_seed(seed)
+            model = build_model(exp, variant, split)
+            error = None
+            try:
+                history = fit(model, split.train, split.val, seed=seed, **_fit_settings(exp, loss),
+                              **_pass_settings(variant), **engine)
+            except TrainingDiverged as err:
+                history, error = err.history or History(), str(err)
+            files = _run_files(spec, exp, split, loss, model, history, error,
+                               {"path": "single", "seeds_together": [seed]}, started)
+        return {**_logged_files(Path(logs)), **files}
 
 
 def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[tuple[RunSpec, dict[str, bytes]]]:
@@ -356,14 +420,17 @@ def _pass_settings(variant) -> dict:
     return {"pass_weights": variant.pass_weights, "random_passes": random_passes}
 
 
-def _groupable(variant) -> bool:
+def _groupable(variant, exp: Experiment | None = None) -> bool:
     """Whether a variant's seeds may train as one fit_many call: family lavik (plain `Variant`) only.
 
     The gated, loopy_cnn and inn families keep one run per task: their networks have sigmoids,
     buffers (batch norm) or their own training loops, which fit_many would train one at a time
     anyway, and their post-training analyses draw from the global RNG that `fit` leaves seeded.
-    A variant with pass_weights / random_passes (fit options fit_many does not take) trains alone.
+    A variant with pass_weights / random_passes, or an experiment with `[train]` device, precision,
+    scheduler, clip or loggers beyond csv (fit options fit_many does not take), trains alone.
     """
+    if exp is not None and _uses_engine(exp):
+        return False
     return type(variant) is Variant and variant.pass_weights is None and variant.random_passes is None
 
 
@@ -525,7 +592,7 @@ def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
     train.group_seeds), else one per run. Finished runs are never in `todo`, so never retrained."""
     tasks: dict[object, list[RunSpec]] = {}
     for spec in todo:
-        key = spec.variant.name if exp.train.group_seeds and _groupable(spec.variant) else (spec.variant.name, spec.seed)
+        key = spec.variant.name if exp.train.group_seeds and _groupable(spec.variant, exp) else (spec.variant.name, spec.seed)
         tasks.setdefault(key, []).append(spec)
     return [tuple(specs) for specs in tasks.values()]
 
@@ -588,20 +655,23 @@ def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, 
     where = ("each Ray task" if ray_address is not None else
              "this process" if workers <= 1 else f"each of {workers} worker processes")
     log(f"torch threads: {threads} in {where} ({cores()} cores)")
-    bar = tqdm(total=len(todo), desc=exp.name, unit="run", disable=not progress)
-    say = bar.write if progress else log
+    bar = SweepProgress(exp.name, len(todo), exp.train.epochs, progress, log=log)
+    say = bar.write
     failed = []
     before = torch.get_num_threads()
+    global _EPOCH_SINK
+    _EPOCH_SINK = bar.epoch
     try:
-        with closing(_execute(tasks, workers, ray_address, threads, say)) as results:  # stops workers on any exit
+        with closing(_execute(tasks, workers, ray_address, threads, say, bar.epoch)) as results:  # stops workers on any exit
             for spec, files in results:
                 write_run(experiment_dir / spec.folder, files)
                 record = json.loads(files[FINISHED if FINISHED in files else FAILED])
                 if record["status"] == "failed":
                     failed.append({"variant": spec.variant.name, "seed": spec.seed, "error": record["error"]})
-                bar.update()
                 say(_describe(record))
+                bar.landed(spec.folder)
     finally:
+        _EPOCH_SINK = None
         bar.close()
         torch.set_num_threads(before)
     if failed:
@@ -614,9 +684,11 @@ def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, 
 
 
 def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | None, threads: int,
-             say: Callable[[str], None]) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
+             say: Callable[[str], None], epoch: Callable[[str], None] = lambda folder: None
+             ) -> Iterator[tuple[RunSpec, dict[str, bytes]]]:
     """Yield (spec, files) for every run as it finishes, on the chosen backend; a run whose task
-    raised outside its own handling, or whose worker died, gets the files of a failed run."""
+    raised outside its own handling, or whose worker died, gets the files of a failed run.
+    `epoch(run folder)` is called for each epoch a worker process reports (`EpochReport`)."""
     if ray_address is not None:
         from loopnets.experiments.ray_backend import run_on_ray
 
@@ -641,6 +713,9 @@ def _execute(tasks: list[tuple[RunSpec, ...]], workers: int, ray_address: str | 
         landed: set[tuple[str, int]] = set()
         with closing(run_tasks(run_task, tasks, workers, threads, started)) as outcomes:
             for kind, index, payload in outcomes:
+                if kind == "progress":
+                    epoch(payload)
+                    continue
                 if kind == "item":
                     landed.add((payload[0].variant.name, payload[0].seed))
                     yield payload

@@ -10,7 +10,9 @@ driver always knows which task each worker holds:
   so the runs it has finished are kept whatever happens to it later;
 - a worker that dies is reported as ("died", its task, how it died); the other workers go on,
   and a fresh worker takes its place while tasks remain;
-- an exception that escapes `fn` comes back as ("error", task, traceback text).
+- an exception that escapes `fn` comes back as ("error", task, traceback text);
+- while a task runs, `report(payload)` inside it sends ("progress", task, payload) to the driver
+  at once (the sweep's per-epoch progress), between the task's results.
 
 Workers are started with the "spawn" method (fork after torch's thread pools can deadlock) and
 ignore Ctrl-C: the driver stops them when it is interrupted, or when its consumer stops reading.
@@ -26,6 +28,21 @@ from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterator
 
 
+_CONN: Connection | None = None  # in a worker process: its pipe to the driver (set by `_serve`)
+
+
+def report(payload: object) -> bool:
+    """In a worker: send ("progress", payload) to the driver now and return True; elsewhere False
+    (the caller then reports in its own process). A driver that has gone away is ignored."""
+    if _CONN is None:
+        return False
+    try:
+        _CONN.send(("progress", payload))
+    except OSError:
+        pass
+    return True
+
+
 @dataclass
 class _Worker:
     process: multiprocessing.Process
@@ -35,7 +52,9 @@ class _Worker:
 
 def _serve(conn: Connection, threads: int) -> None:
     """A worker's life: set torch's threads, then run tasks until told to stop."""
+    global _CONN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _CONN = conn
     import torch
 
     torch.set_num_threads(threads)
@@ -72,8 +91,8 @@ def run_tasks(fn: Callable[[object], Iterator[object]], tasks: list, workers: in
     """Run `fn(task)` for every task on `workers` processes; yield what comes back as it comes.
 
     Yields (kind, index of the task, payload): ("item", i, one item `fn(task)` yielded),
-    ("error", i, traceback text of an exception that escaped it), or ("died", i, how its worker
-    died). `started(i, pid)` is called when task i is handed to worker `pid`.
+    ("progress", i, what the task passed to `report`), ("error", i, traceback text of an exception
+    that escaped it), or ("died", i, how its worker died). `started(i, pid)` is called when task i is handed to worker `pid`.
 
     Args:
         fn: a module-level generator function (it travels to the workers by name).
@@ -127,7 +146,7 @@ def _collect(worker: _Worker) -> Iterator[tuple[str, int, object]]:
             kind, payload = worker.conn.recv()
         except (EOFError, OSError):  # it died: the caller sees its exit
             return
-        if kind == "item":
+        if kind in ("item", "progress"):
             yield kind, worker.task, payload
         else:
             task, worker.task = worker.task, None

@@ -11,6 +11,9 @@ and call this loop; what differs between them plugs in as the task object:
     task.finish(mean) -> the logged loss from the epoch's mean (identity, or sqrt for rmse)
     task.evaluate(model, batches) -> {"loss": ..., "accuracy": ... or None, other val_ columns}
     task.loss_name: the loss's name, for messages
+    task.output_hook (optional attribute): where the loop puts `clip=("output", c)`'s gradient hook;
+        the task registers it on the prediction the loss is computed from (a task without the
+        attribute refuses that clip)
 
 Early stopping and best-weight restore (`BestEpoch`), divergence (`diverged`), timing, progress
 (`epoch_bar`) and the solver-warning summary (`solver_warnings`) exist here once; the seed-batched
@@ -32,7 +35,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from loopnets.loop import cached_ties, tie_
-from loopnets.optim import PER_BATCH_SCHEDULERS, ClipSpec, OptimizerSpec, SchedulerSpec, make_clipper, make_optimizer, make_scheduler
+from loopnets.optim import (PER_BATCH_SCHEDULERS, ClipSpec, OptimizerSpec, SchedulerSpec, make_clipper, make_optimizer,
+                            make_output_clamp, make_scheduler)
 from loopnets.solvers import NotConvergedWarning
 from loopnets.training import callbacks as hooks
 from loopnets.training.device import autocast
@@ -90,7 +94,8 @@ def train(
         scheduler: see `loopnets.optim.make_scheduler`; stepped after every epoch (OneCycleLR and
             CyclicLR after every optimizer step; ReduceLROnPlateau with the val loss, or the train
             loss without val data).
-        clip: see `loopnets.optim.make_clipper`; applied between backward and the optimizer step.
+        clip: see `loopnets.optim.make_clipper`; applied between backward and the optimizer step;
+            ("output", c) clamps dLoss/dOutput during backward instead (`make_output_clamp`).
         precision: None, "bf16" or "fp16" (checked by the front): autocast over forward and loss,
             with a GradScaler for fp16.
         retie: re-ties the COUPLE loops after every step (given the cached list of loops).
@@ -114,6 +119,13 @@ def train(
     per_batch = type(schedule).__name__ in PER_BATCH_SCHEDULERS
     plateau = isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau)
     clipper = make_clipper(clip)
+    output_clamp = make_output_clamp(clip)
+    if output_clamp is not None:
+        if not hasattr(task, "output_hook"):
+            raise ValueError(f"clip={tuple(clip)!r} clamps the loss gradient at the model's output, which {desc} "
+                             f"({type(task).__name__}) does not expose; use ('value', c) or ('norm', c) to clip the "
+                             "parameters' gradients instead")
+        task.output_hook = output_clamp
     device = next(iter(params)).device
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     zero_grad = grad_clearer(opt)
