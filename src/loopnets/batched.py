@@ -43,6 +43,7 @@ number of models it trained (the cost per model-epoch; the runner labels it as s
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import numbers
@@ -53,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.backprop import Combine, Couple, Tied, Truncated
+from loopnets.backprop import Combine, Couple, Tied, Truncated, accumulation_weights, combine_forward
 from loopnets.conv import Conv1d as UnfoldConv1d
 from loopnets.dropout import Dropout
 from loopnets.layers import Reshape
@@ -410,39 +411,83 @@ for _cls in CONV:
 class Stack:
     """S models merged into one stacked copy; maps models to their slices and back.
 
+    The models share a `stack_key` (see there): one architecture, or dense / conv networks that
+    differ only in their COMBINE pass counts (a network without the loop is one pass) and in
+    which "add" skips they have. The copy is of the model with the loop and the most skips
+    (its loop runs the largest pass count); per model, its passes' accumulation weights (0
+    after its last pass) and a 0 / 1 factor per skip make it compute what its own network does.
+
     Attributes:
-        model: the merged model (a deep copy of models[0] with stacked affine layers).
-        params: its parameters, each (S, ...).
+        model: the merged model (a deep copy of the template model with stacked affine layers).
+        params: its trainable parameters, each (S, ...).
         size: S.
     """
 
     def __init__(self, models: Sequence[nn.Module]):
-        self.size = len(models)
-        self.model = copy.deepcopy(models[0])
+        self.size = S = len(models)
+        template = max(range(S), key=lambda i: (_combine_loop(models[i]) is not None, len(_add_skips(models[i]))))
+        self.model = copy.deepcopy(models[template])
+        names = [name for name, _ in self.model.named_parameters()]
+        columns = [list(m.parameters()) for m in models]  # model i's parameters in the template's order
         for path, module in self.model.named_modules():
             if type(module) not in STACKED:
                 continue
             module.__class__ = STACKED[type(module)]
-            module.models = self.size
+            module.models = S
             for name, param in list(module._parameters.items()):
                 if param is not None:
-                    full = f"{path}.{name}" if path else name
-                    stacked = torch.stack([m.get_parameter(full).detach() for m in models])
+                    k = names.index(f"{path}.{name}" if path else name)
+                    stacked = torch.stack([column[k].detach() for column in columns])
                     setattr(module, name, nn.Parameter(stacked, requires_grad=param.requires_grad))
+        self.names = names
         self.named = dict(self.model.named_parameters())
         self.params = [p for p in self.named.values() if p.requires_grad]
+        self._per_model(models, template)
         self.mask: Tensor | None = None  # (S,) bool, True for masked models; None: none masked
         self.frozen: list[Tensor] = []
 
-    def extract(self, i: int) -> dict[str, Tensor]:
-        """A copy of model i's parameters, by name."""
-        return {name: p.detach()[i].clone() for name, p in self.named.items()}
+    def _per_model(self, models: Sequence[nn.Module], template: int) -> None:
+        """The per-model pass weights and skip factors, where the models differ."""
+        device, dtype = self.params[0].device, self.params[0].dtype
+        rows = RowFactors(self.size)
+        loop = _combine_loop(self.model)
+        if loop is not None:
+            counts = [(_combine_loop(m).unroll if _combine_loop(m) is not None else 1) for m in models]
+            if len(set(counts)) > 1:
+                k = max(counts)
+                table = torch.zeros(k, self.size, dtype=dtype, device=device)
+                for i, count in enumerate(counts):
+                    table[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
+                loop.__class__ = STACKED_LOOPS.setdefault(type(loop), type(f"Stacked{type(loop).__name__}", (StackedCombineLoop, type(loop)), {}))
+                loop.unroll, loop.pass_weights, loop.rows = k, table.unbind(0), rows
+        net = self.model
+        if isinstance(net, Network):
+            have = [{(s.source, s.target) for s in _add_skips(m)} for m in models]
+            factors = {}
+            for skip in _add_skips(net):
+                where = (skip.source, skip.target)
+                column = [1.0 if where in h else 0.0 for h in have]
+                if min(column) == 0.0:
+                    factors[id(skip)] = torch.tensor(column, dtype=dtype, device=device)
+            for i, h in enumerate(have):
+                missing = h - {(s.source, s.target) for s in _add_skips(net)}
+                if missing:
+                    raise ValueError(f"models[{i}] has skips {sorted(missing)} that models[{template}] lacks; the "
+                                     "stacked model is a copy of the one with the most skips: stack models whose "
+                                     "skips are subsets of one model's")
+            if factors:
+                net.__class__ = STACKED_NETWORKS.setdefault(type(net), type(f"Stacked{type(net).__name__}", (StackedNetwork, type(net)), {}))
+                net.skip_factors, net.rows = factors, rows
+
+    def extract(self, i: int) -> list[Tensor]:
+        """A copy of model i's parameters, in the template's order."""
+        return [p.detach()[i].clone() for p in self.named.values()]
 
     @staticmethod
     @torch.no_grad()
-    def write(model: nn.Module, state: dict[str, Tensor]) -> None:
-        for name, value in state.items():
-            model.get_parameter(name).copy_(value)
+    def write(model: nn.Module, state: list[Tensor]) -> None:
+        for param, value in zip(model.parameters(), state):
+            param.copy_(value)
 
     @torch.no_grad()
     def freeze(self, i: int) -> None:
@@ -462,6 +507,68 @@ class Stack:
             return
         for p, kept, mask in zip(self.params, self.frozen, self.masks):
             p.copy_(torch.where(mask, kept, p))
+
+
+class RowFactors:
+    """Per-model values (S,) as per-row values (S * rows,) for a stacked batch; cached per size."""
+
+    def __init__(self, models: int):
+        self.models = models
+        self.cache: dict[tuple, Tensor] = {}
+
+    def __call__(self, values: Tensor, x: Tensor) -> Tensor:
+        key = (id(values), x.shape[0])
+        out = self.cache.get(key)
+        if out is None:
+            out = self.cache[key] = values.repeat_interleave(x.shape[0] // self.models)
+        return out
+
+
+class StackedCombineLoop:
+    """Mixin for a COMBINE loop whose models run different pass counts: per pass, per model, the
+    accumulation weight of its own pass count (0 after its last pass)."""
+
+    pass_weights: tuple[Tensor, ...]
+    rows: RowFactors
+
+    def _passes(self, x: Tensor, k: int | None, readout: list | None) -> Tensor:
+        if k != len(self.pass_weights):
+            raise ValueError(f"this stacked COMBINE loop trains models with up to {len(self.pass_weights)} passes; "
+                             f"it cannot run {k}")
+        return combine_forward(self, x, k, readout, weights=[self.rows(w, x) for w in self.pass_weights])
+
+
+class StackedNetwork:
+    """Mixin for a Network whose models differ in their "add" skips: a skip's source is added with
+    a 0 / 1 factor per model."""
+
+    skip_factors: dict[int, Tensor]
+    rows: RowFactors
+
+    def _accumulate(self, target: Tensor, source: Tensor, skip) -> Tensor:
+        factor = self.skip_factors.get(id(skip))
+        if factor is None:
+            return super()._accumulate(target, source, skip)
+        if source.shape != target.shape:
+            source = source.reshape(target.shape)
+        return target + self.rows(factor, target).view(-1, *[1] * (target.dim() - 1)) * source
+
+
+STACKED_LOOPS: dict[type, type] = {}
+STACKED_NETWORKS: dict[type, type] = {}
+
+
+def _combine_loop(model: nn.Module) -> Loop | None:
+    """The model's one COMBINE loop (None without a loop, or if it has another kind)."""
+    loops = [m for m in model.modules() if isinstance(m, Loop)]
+    return loops[0] if len(loops) == 1 and isinstance(loops[0].backprop, Combine) else None
+
+
+def _add_skips(model: nn.Module) -> list:
+    """The Network's skips accumulated by "add" (Skip objects; none for other models)."""
+    if not isinstance(model, Network) or not model.skips_enabled:
+        return []
+    return [s for s in model.skips() if (s.accumulation or model.skip_accumulation) == "add"]
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -484,14 +591,57 @@ def _check_arguments(models, seeds, epochs, batch_size, early_stopping, val) -> 
     for i, model in enumerate(models):
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"models[{i}] ({type(model).__name__}) has no trainable parameters; there is nothing to fit")
-    signature = _architecture(models[0])
+    keys = merged_keys([stack_key(m) for m in models])
     for i, model in enumerate(models[1:], start=1):
-        other = _architecture(model)
-        if other != signature:
+        if keys[i] != keys[0]:
             raise ValueError(
-                f"models[{i}] differs from models[0] ({_first_difference(signature, other)}); fit_many trains models "
-                "of one architecture: build every model with the same code and settings, or call fit per model"
+                f"models[{i}] differs from models[0] ({_first_difference(_architecture(models[0]), _architecture(model))}); "
+                "fit_many trains models of one architecture (networks may differ only in COMBINE pass counts and in "
+                "'add' skips): build every model with the same code and settings, or call fit per model"
             )
+
+
+def stack_key(model: nn.Module) -> tuple:
+    """What must agree between models to train them as one stack (`fit_many`, the runner's groups).
+
+    A Network's layers, loops and settings, except the pass count of a COMBINE loop with a
+    constant grad_scale and which "add" skips it has (both become per-model values in the
+    stack); any other model's full architecture. The key's last element names the COMBINE loop
+    ("" without one): see `merged_keys` for networks without a loop.
+    """
+    try:
+        config = model.config() if isinstance(model, Network) else None
+    except ValueError:  # e.g. a grad_scale function: no config
+        config = None
+    if config is None:
+        return ("module", tuple(_architecture(model)), "")
+    calls, combine = [], ""
+    for call in config["calls"]:
+        if call["op"] == "connect" and (call.get("accumulation") or config["skip_accumulation"]) == "add":
+            continue  # a per-model 0 / 1 factor
+        if call["op"] == "loopback" and call["backprop"].get("mode") == "combine" and \
+                isinstance(call["backprop"].get("grad_scale"), (int, float)):
+            combine = json.dumps({k: v for k, v in call.items() if k != "unroll"}, sort_keys=True, default=str)
+            continue
+        calls.append(json.dumps(call, sort_keys=True, default=str))
+    params = tuple((tuple(p.shape), str(p.dtype), str(p.device), p.requires_grad) for p in model.parameters())
+    loops = tuple(m.probe_unroll for m in model.modules() if isinstance(m, Loop))
+    return ("network", json.dumps(config["input_shape"]), config["skip_accumulation"], model.skips_enabled,
+            tuple(calls), params, loops if combine == "" else (), combine)
+
+
+def merged_keys(keys: list[tuple]) -> list[tuple]:
+    """`keys` with a network without a loop (an FFN: COMBINE with one pass) given the key of the
+    COMBINE networks it would stack with, when those are all of one loop; else unchanged."""
+    looped: dict[tuple, set] = {}
+    for key in keys:
+        if key[0] == "network" and key[-1]:
+            looped.setdefault(key[:-2], set()).add(key)
+    out = []
+    for key in keys:
+        partners = looped.get(key[:-2], set()) if key[0] == "network" and not key[-1] else set()
+        out.append(next(iter(partners)) if len(partners) == 1 else key)
+    return out
 
 
 def _architecture(model: nn.Module) -> list[str]:
