@@ -410,7 +410,8 @@ def combine_forward(loop: "Loop", x: torch.Tensor, k: int, readout: list | None 
 
     def add(acc: torch.Tensor | None, w: float | torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if isinstance(w, torch.Tensor):  # one weight per row
-            w = w.view(-1, *[1] * (v.dim() - 1))
+            if w.dim() != v.dim():
+                w = w.view(-1, *[1] * (v.dim() - 1))
             return w * v if acc is None else acc.addcmul_(v, w)
         return w * v if acc is None else acc.add_(v, alpha=w)
 

@@ -517,10 +517,11 @@ class RowFactors:
         self.cache: dict[tuple, Tensor] = {}
 
     def __call__(self, values: Tensor, x: Tensor) -> Tensor:
-        key = (id(values), x.shape[0])
+        """(S * rows, 1, ...): broadcastable against x (S * rows, ...)."""
+        key = (id(values), x.shape[0], x.dim())
         out = self.cache.get(key)
         if out is None:
-            out = self.cache[key] = values.repeat_interleave(x.shape[0] // self.models)
+            out = self.cache[key] = values.repeat_interleave(x.shape[0] // self.models).view(-1, *[1] * (x.dim() - 1))
         return out
 
 
@@ -551,7 +552,7 @@ class StackedNetwork:
             return super()._accumulate(target, source, skip)
         if source.shape != target.shape:
             source = source.reshape(target.shape)
-        return target + self.rows(factor, target).view(-1, *[1] * (target.dim() - 1)) * source
+        return target + self.rows(factor, target) * source
 
 
 STACKED_LOOPS: dict[type, type] = {}
