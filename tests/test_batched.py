@@ -341,3 +341,33 @@ def test_stacked_layers_compute_each_models_layer(float64_and_seed, bias):
     stacked = Stack(models).model(x)
     expected = torch.cat([m(part) for m, part in zip(models, x.view(len(SEEDS), 3, 4))])
     assert relative(expected, stacked) <= 1e-14
+
+
+# --- stacking across variants ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["combine", "couple", "tied"])
+def test_variants_with_different_pass_counts_and_skips_stack(float64_and_seed, family):
+    # FFN and COMBINE x2-x3 (a per-model pass weight), COUPLE / Tied x2-x3 (per-model output pass,
+    # COUPLE's per-model tie), each with and without the skip (a per-model 0 / 1 factor): one stack
+    X, y = classes(12)
+    variants = [("ffn", 1)] * (family == "combine") + [(family, 2), (family, 3)]
+    specs = [(v, u, skip) for v, u in variants for skip in (False, True)]
+    seeds = list(range(len(specs)))
+    settings = {"loss": "cross_entropy", "optimizer": ADAM, "epochs": 2, "batch_size": 2, "progress": False}
+    single = [lavik(v, u, skip)(s) for (v, u, skip), s in zip(specs, seeds)]
+    histories = [ln.fit(m, (X, y), (X[:6], y[:6]), seed=s, **settings) for m, s in zip(single, seeds)]
+    stacked = [lavik(v, u, skip)(s) for (v, u, skip), s in zip(specs, seeds)]
+    many = ln.fit_many(stacked, (X, y), (X[:6], y[:6]), seeds=seeds, **settings)
+    assert many.path == "batched"
+    assert_same((single, histories), (stacked, many))
+
+
+def test_stack_keys_group_what_stacks():
+    from loopnets.batched import merged_keys, stack_key
+
+    keys = merged_keys([stack_key(lavik(v, u, skip)(0)) for v, u, skip in
+                        [("ffn", 1, False), ("combine", 2, True), ("combine", 4, False), ("couple", 2, False),
+                         ("couple", 3, True)]])
+    assert keys[0] == keys[1] == keys[2] and keys[3] == keys[4] and keys[0] != keys[3]
+    assert stack_key(lavik("ffn", hidden=6)(0)) != stack_key(lavik("ffn")(0))

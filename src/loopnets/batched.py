@@ -425,10 +425,17 @@ class Stack:
 
     def __init__(self, models: Sequence[nn.Module]):
         self.size = S = len(models)
-        template = max(range(S), key=lambda i: (_combine_loop(models[i]) is not None, len(_add_skips(models[i]))))
+        template = max(range(S), key=lambda i: (_varying_loop(models[i]) is not None,
+                                                 getattr(_varying_loop(models[i]), "unroll", 0), len(_add_skips(models[i]))))
         self.model = copy.deepcopy(models[template])
         names = [name for name, _ in self.model.named_parameters()]
-        columns = [list(m.parameters()) for m in models]  # model i's parameters in the template's order
+        self.index = [_parameter_index(m, names) for m in models]  # model i's parameters as template positions
+        columns = []  # model i's parameters in the template's order
+        for m, index in zip(models, self.index):
+            own = list(m.parameters())
+            where = {k: own[j] for j, k in enumerate(index)}
+            columns.append([where[k] if k in where else dict(m.named_parameters())[_body_name(n)]
+                            for k, n in enumerate(names)])
         for path, module in self.model.named_modules():
             if type(module) not in STACKED:
                 continue
@@ -450,16 +457,25 @@ class Stack:
         """The per-model pass weights and skip factors, where the models differ."""
         device, dtype = self.params[0].device, self.params[0].dtype
         rows = RowFactors(self.size)
-        loop = _combine_loop(self.model)
+        loop = _varying_loop(self.model)
         if loop is not None:
-            counts = [(_combine_loop(m).unroll if _combine_loop(m) is not None else 1) for m in models]
+            counts = [(_varying_loop(m).unroll if _varying_loop(m) is not None else 1) for m in models]
             if len(set(counts)) > 1:
                 k = max(counts)
-                table = torch.zeros(k, self.size, dtype=dtype, device=device)
+                table = torch.zeros(k, self.size, dtype=dtype, device=device)  # [t, i]: pass t's weight for model i
                 for i, count in enumerate(counts):
-                    table[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
-                loop.__class__ = STACKED_LOOPS.setdefault(type(loop), type(f"Stacked{type(loop).__name__}", (StackedCombineLoop, type(loop)), {}))
+                    if isinstance(loop.backprop, Combine):
+                        table[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
+                    else:
+                        table[count - 1, i] = 1.0  # output "last": model i's output is its pass count's
+                mixin = StackedCombineLoop if isinstance(loop.backprop, Combine) else StackedPassLoop
+                loop.__class__ = STACKED_LOOPS.setdefault((mixin, type(loop)), type(f"Stacked{type(loop).__name__}", (mixin, type(loop)), {}))
                 loop.unroll, loop.pass_weights, loop.rows = k, table.unbind(0), rows
+                if isinstance(loop.backprop, Couple):  # copy c's weight in model i's tie: 1 / k_i for c < k_i
+                    ties = torch.zeros(k, self.size, dtype=dtype, device=device)
+                    for i, count in enumerate(counts):
+                        ties[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
+                    loop.tie_weights = ties.unbind(0)
         net = self.model
         if isinstance(net, Network):
             have = [{(s.source, s.target) for s in _add_skips(m)} for m in models]
@@ -480,8 +496,9 @@ class Stack:
                 net.skip_factors, net.rows = factors, rows
 
     def extract(self, i: int) -> list[Tensor]:
-        """A copy of model i's parameters, in the template's order."""
-        return [p.detach()[i].clone() for p in self.named.values()]
+        """A copy of model i's parameters, in its own order."""
+        params = list(self.named.values())
+        return [params[k].detach()[i].clone() for k in self.index[i]]
 
     @staticmethod
     @torch.no_grad()
@@ -539,6 +556,42 @@ class StackedCombineLoop:
         return combine_forward(self, x, k, readout, weights=[self.rows(w, x) for w in self.pass_weights])
 
 
+class StackedPassLoop:
+    """Mixin for a Tied or COUPLE loop (output "last") whose models run different pass counts: all
+    run the largest, and model i's output is its own last pass's (a 0 / 1 factor per pass). COUPLE
+    copies a model does not use get no gradient; the re-tie averages each model's own copies."""
+
+    pass_weights: tuple[Tensor, ...]
+    tie_weights: tuple[Tensor, ...]
+    rows: RowFactors
+
+    def _passes(self, x: Tensor, k: int | None, readout: list | None) -> Tensor:
+        if k != len(self.pass_weights):
+            raise ValueError(f"this stacked loop trains models with up to {len(self.pass_weights)} passes; it cannot run {k}")
+        copies = self.copies
+        h, out = x, None
+        for t, w in enumerate(self.pass_weights):
+            h = self._pass(h, x, t, copies)
+            self._check_shape(x, h, "body output")
+            if readout is not None:
+                readout.append(h)
+            term = self.rows(w, h) * h
+            out = term if out is None else out + term
+        return out
+
+    @torch.no_grad()
+    def retie_(self) -> None:
+        """COUPLE: every copy set to the model's own accumulation of its copies (thesis eq 3.2)."""
+        columns = list(zip(*(list(c.parameters()) for c in self.copies)))  # per parameter: its copies
+        for tensors in columns:
+            tied = None
+            for w, t in zip(self.tie_weights, tensors):
+                term = w.view(-1, *[1] * (t.dim() - 1)) * t
+                tied = term if tied is None else tied.add_(term)
+            for t in tensors:
+                t.copy_(tied)
+
+
 class StackedNetwork:
     """Mixin for a Network whose models differ in their "add" skips: a skip's source is added with
     a 0 / 1 factor per model."""
@@ -559,10 +612,30 @@ STACKED_LOOPS: dict[type, type] = {}
 STACKED_NETWORKS: dict[type, type] = {}
 
 
-def _combine_loop(model: nn.Module) -> Loop | None:
-    """The model's one COMBINE loop (None without a loop, or if it has another kind)."""
+def _varying_loop(model: nn.Module) -> Loop | None:
+    """The model's one loop whose pass count may differ between stacked models: COMBINE, or Tied /
+    COUPLE with output "last" (None without a loop, with several, or with another kind)."""
     loops = [m for m in model.modules() if isinstance(m, Loop)]
-    return loops[0] if len(loops) == 1 and isinstance(loops[0].backprop, Combine) else None
+    if len(loops) != 1:
+        return None
+    loop = loops[0]
+    varies = isinstance(loop.backprop, Combine) or (isinstance(loop.backprop, (Tied, Couple)) and loop.output in (None, "last"))
+    return loop if varies else None
+
+
+def _body_name(name: str) -> str:
+    """A COUPLE copy's parameter name as the body's: 'a.couple_copies.2.0.weight' -> 'a.body.0.weight'."""
+    head, sep, tail = name.partition("couple_copies.")
+    return head + "body." + tail.partition(".")[2] if sep else name
+
+
+def _parameter_index(model: nn.Module, names: list[str]) -> list[int]:
+    """Positions in the template's parameter list `names` of `model`'s parameters, in its order:
+    by name where its names are among the template's (COUPLE with fewer copies), else by position."""
+    own = [n for n, _ in model.named_parameters()]
+    if set(own) <= set(names):
+        return [names.index(n) for n in own]
+    return list(range(len(own)))
 
 
 def _add_skips(model: nn.Module) -> list:
@@ -607,8 +680,9 @@ def stack_key(model: nn.Module) -> tuple:
 
     A Network's layers, loops and settings, except the pass count of a COMBINE loop with a
     constant grad_scale and which "add" skips it has (both become per-model values in the
-    stack); any other model's full architecture. The key's last element names the COMBINE loop
-    ("" without one): see `merged_keys` for networks without a loop.
+    stack), or the pass count of a Tied / COUPLE loop with output "last" (models run the largest
+    and read their own pass's output); any other model's full architecture. The key's last element
+    names that loop ("" without one): see `merged_keys` for networks without a loop.
     """
     try:
         config = model.config() if isinstance(model, Network) else None
@@ -620,15 +694,23 @@ def stack_key(model: nn.Module) -> tuple:
     for call in config["calls"]:
         if call["op"] == "connect" and (call.get("accumulation") or config["skip_accumulation"]) == "add":
             continue  # a per-model 0 / 1 factor
-        if call["op"] == "loopback" and call["backprop"].get("mode") == "combine" and \
-                isinstance(call["backprop"].get("grad_scale"), (int, float)):
+        if call["op"] in ("loopback", "feedback") and _passes_may_differ(call) and not combine:
             combine = json.dumps({k: v for k, v in call.items() if k != "unroll"}, sort_keys=True, default=str)
             continue
         calls.append(json.dumps(call, sort_keys=True, default=str))
-    params = tuple((tuple(p.shape), str(p.dtype), str(p.device), p.requires_grad) for p in model.parameters())
+    params = tuple((tuple(p.shape), str(p.dtype), str(p.device), p.requires_grad)
+                   for n, p in model.named_parameters() if "couple_copies." not in n)  # COUPLE copies: per pass count
     loops = tuple(m.probe_unroll for m in model.modules() if isinstance(m, Loop))
     return ("network", json.dumps(config["input_shape"]), config["skip_accumulation"], model.skips_enabled,
             tuple(calls), params, loops if combine == "" else (), combine)
+
+
+def _passes_may_differ(call: dict) -> bool:
+    """Whether a loop call's pass count may differ between stacked models (see `_varying_loop`)."""
+    backprop = call.get("backprop") or {}
+    if backprop.get("mode") == "combine":
+        return isinstance(backprop.get("grad_scale"), (int, float))
+    return backprop.get("mode") in ("tied", "couple") and call.get("output") in (None, "last")
 
 
 def merged_keys(keys: list[tuple]) -> list[tuple]:
@@ -636,7 +718,7 @@ def merged_keys(keys: list[tuple]) -> list[tuple]:
     COMBINE networks it would stack with, when those are all of one loop; else unchanged."""
     looped: dict[tuple, set] = {}
     for key in keys:
-        if key[0] == "network" and key[-1]:
+        if key[0] == "network" and '"mode": "combine"' in key[-1]:
             looped.setdefault(key[:-2], set()).add(key)
     out = []
     for key in keys:

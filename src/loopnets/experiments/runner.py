@@ -506,7 +506,7 @@ def run_experiment(
 
     todo, done = plan(exp, experiment_dir)
     tasks = groups(exp, todo)
-    together = f" (in {len(tasks)} tasks: a variant's seeds train together)" if len(tasks) < len(todo) else ""
+    together = f" (in {len(tasks)} tasks: runs whose networks stack train as one model)" if len(tasks) < len(todo) else ""
     log(f"{exp.name}: {len(variants)} variants x {len(exp.train.seeds)} seeds = {len(todo) + len(done)} runs; "
         f"{len(done)} already finished, {len(todo)} to train{together} -> {experiment_dir}")
     bar = tqdm(total=len(todo), desc=exp.name, unit="run", disable=not progress)
