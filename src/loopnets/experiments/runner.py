@@ -9,9 +9,10 @@ interrupted sweep resumes where it stopped without repeating or losing finished 
 whose loss turns NaN / inf is recorded as diverged (with the epochs it finished) and the sweep
 goes on. Workers need no shared file system: Ray workers on other machines only return bytes.
 
-A task is one run, or (family lavik, train.group_seeds, the default) the unfinished seeds of one
-variant, trained together by one `ln.fit_many` call with the same results as one at a time; its
-runs' folders are written when the task finishes. After training, every looped run is also
+A task is one run, or (family lavik, train.group_seeds, the default) every unfinished run whose
+network stacks with the others' (the seeds of a variant, and variants that differ only in pass
+counts and skips: `ln.batched.stack_key`), trained as one stacked model by one `ln.fit_many`
+call with the results of one at a time within rounding; its runs' folders are written when the task finishes. After training, every looped run is also
 evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
 """
 
