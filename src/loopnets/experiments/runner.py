@@ -12,8 +12,8 @@ goes on. Workers need no shared file system: Ray workers on other machines only 
 A task is one run, or (family lavik, train.group_seeds, the default) every unfinished run whose
 network stacks with the others' (the seeds of a variant, and variants that differ only in pass
 counts and skips: `ln.batched.stack_key`), trained as one stacked model by one `ln.fit_many`
-call with the results of one at a time within rounding; its runs' folders are written when the task finishes. After training, every looped run is also
-evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
+call with the results of one at a time within rounding; its runs' folders are written when
+the task finishes. After training, every looped run is also evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
 """
 
 from __future__ import annotations
