@@ -177,8 +177,6 @@ def why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
             return f"{where} has dim={module.dim}, which may act across the batch; give it dim=-1"
         if isinstance(module, nn.Flatten) and module.start_dim == 0 or isinstance(module, nn.Unflatten) and module.dim == 0:
             return f"{where} reshapes the batch dimension"
-        if isinstance(module, CONV) and isinstance(module.padding, str) is False and getattr(module, "padding_mode", "zeros") != "zeros":
-            return f"{where} has padding_mode={module.padding_mode!r}; only zero padding is stacked"
         if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks:
             return f"{where} has hooks, which would see all models at once"
         if any(True for _ in module.buffers(recurse=False)):
@@ -292,7 +290,9 @@ def stacked_batches(X: Tensor, y: Tensor, orders: list[Tensor | None], batch_siz
     xs, ys = X[order], y[order]  # one gather: (S, N, *in), (S, N, ...)
     full, last = divmod(n, batch_size)
     if full:
-        split = lambda t: t[:, : full * batch_size].reshape(S, full, batch_size, *t.shape[2:]).transpose(0, 1).contiguous()  # noqa: E731
+        def split(t: Tensor) -> Tensor:  # (S, N, ...) -> (batches, S, batch_size, ...)
+            return t[:, : full * batch_size].reshape(S, full, batch_size, *t.shape[2:]).transpose(0, 1).contiguous()
+
         for xb, yb in zip(split(xs).unbind(0), split(ys).unbind(0)):
             yield xb.view(S * batch_size, *X.shape[1:]), yb
     if last:
@@ -322,7 +322,7 @@ class StackedLoss:
         if self.fast and from_logits:  # F.cross_entropy is log_softmax, then nll, row by row
             terms = F.nll_loss(F.log_softmax(pred, 1), target.reshape(-1), reduction="none").view(S, rows)
             return terms.sum(1), rows
-        parts = [self.loss.parts(p, t, from_logits) for p, t in zip(pred.view(S, rows, *pred.shape[1:]), target)]
+        parts = [self.loss.parts(p, t, from_logits) for p, t in zip(pred.reshape(S, rows, *pred.shape[1:]), target)]
         return torch.stack([part[0] for part in parts]), parts[0][1]
 
 
@@ -469,7 +469,7 @@ class Stack:
                     else:
                         table[count - 1, i] = 1.0  # output "last": model i's output is its pass count's
                 mixin = StackedCombineLoop if isinstance(loop.backprop, Combine) else StackedPassLoop
-                loop.__class__ = STACKED_LOOPS.setdefault((mixin, type(loop)), type(f"Stacked{type(loop).__name__}", (mixin, type(loop)), {}))
+                loop.__class__ = _stacked_class(mixin, type(loop))
                 loop.unroll, loop.pass_weights, loop.rows = k, table.unbind(0), rows
                 if isinstance(loop.backprop, Couple):  # copy c's weight in model i's tie: 1 / k_i for c < k_i
                     ties = torch.zeros(k, self.size, dtype=dtype, device=device)
@@ -492,7 +492,7 @@ class Stack:
                                      "stacked model is a copy of the one with the most skips: stack models whose "
                                      "skips are subsets of one model's")
             if factors:
-                net.__class__ = STACKED_NETWORKS.setdefault(type(net), type(f"Stacked{type(net).__name__}", (StackedNetwork, type(net)), {}))
+                net.__class__ = _stacked_class(StackedNetwork, type(net))
                 net.skip_factors, net.rows = factors, rows
 
     def extract(self, i: int) -> list[Tensor]:
@@ -608,8 +608,14 @@ class StackedNetwork:
         return target + self.rows(factor, target) * source
 
 
-STACKED_LOOPS: dict[type, type] = {}
-STACKED_NETWORKS: dict[type, type] = {}
+STACKED_MIXED: dict[tuple[type, type], type] = {}
+
+
+def _stacked_class(mixin: type, cls: type) -> type:
+    """The class `mixin` + `cls` (made once), to which a stacked copy's module is switched."""
+    if (mixin, cls) not in STACKED_MIXED:
+        STACKED_MIXED[(mixin, cls)] = type(f"Stacked{cls.__name__}", (mixin, cls), {})
+    return STACKED_MIXED[(mixin, cls)]
 
 
 def _varying_loop(model: nn.Module) -> Loop | None:
