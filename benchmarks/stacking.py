@@ -31,7 +31,7 @@ def iris_net() -> nn.Module:
 
 
 def bmm_step(S: int, compiled: bool = False):
-    from loopnets.batched import Stack
+    from loopnets.stacking import Stack
 
     stack = Stack([iris_net() for _ in range(S)])
     opt = torch.optim.Adam(stack.params, lr=1e-4, foreach=True)

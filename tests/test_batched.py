@@ -273,7 +273,7 @@ def test_sigmoid_is_stacked(float64_and_seed):
 
 
 def test_a_masked_model_keeps_its_parameters(float64_and_seed):
-    from loopnets.batched import Stack
+    from loopnets.stacking import Stack
 
     models = [lavik("combine")(s) for s in SEEDS]
     stack = Stack(models)
@@ -333,7 +333,7 @@ def test_one_seed(float64_and_seed):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_stacked_layers_compute_each_models_layer(float64_and_seed, bias):
-    from loopnets.batched import Stack
+    from loopnets.stacking import Stack
 
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Linear(4, 5, bias=bias), nn.Unflatten(1, (1, 5)), nn.Conv1d(1, 2, 3, bias=bias)) for _ in SEEDS]
@@ -364,7 +364,7 @@ def test_variants_with_different_pass_counts_and_skips_stack(float64_and_seed, f
 
 
 def test_stack_keys_group_what_stacks():
-    from loopnets.batched import merged_keys, stack_key
+    from loopnets.stacking import merged_keys, stack_key
 
     keys = merged_keys([stack_key(lavik(v, u, skip)(0)) for v, u, skip in
                         [("ffn", 1, False), ("combine", 2, True), ("combine", 4, False), ("couple", 2, False),

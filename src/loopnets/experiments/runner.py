@@ -11,7 +11,7 @@ goes on. Workers need no shared file system: Ray workers on other machines only 
 
 A task is one run, or (family lavik, train.group_seeds, the default) every unfinished run whose
 network stacks with the others' (the seeds of a variant, and variants that differ only in pass
-counts and skips: `ln.batched.stack_key`), trained as one stacked model by one `ln.fit_many`
+counts and skips: `loopnets.stacking.stack_key`), trained as one stacked model by one `ln.fit_many`
 call with the results of one at a time within rounding; its runs' folders are written when
 the task finishes. After training, every looped run is also evaluated at 1 .. T passes (`unroll_sweep`, summary.json key "unroll_sweep").
 """
@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 
 from loopnets import layers
 from loopnets.backprop import MODES
-from loopnets.batched import fit_many, merged_keys, stack_key
+from loopnets.batched import fit_many
+from loopnets.stacking import merged_keys, stack_key
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
 from loopnets.passes import pass_plan
@@ -453,7 +454,7 @@ def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[Run
 
 def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
     """The runs to do, as tasks for `train_group`, largest first. Family lavik with train.group_seeds:
-    every run whose network stacks with another's (`ln.batched.stack_key`: the same layers; COMBINE
+    every run whose network stacks with another's (`loopnets.stacking.stack_key`: the same layers; COMBINE
     pass counts, FFN as one pass, and "add" skips may differ) in one task; else one task per run.
     Finished runs are never in `todo`, so never retrained."""
     keys: dict[str, object] = {}
