@@ -90,6 +90,6 @@ def grid_checks(grid: dict | None) -> list[Check]:
            Check("iris grid: same accuracies as one at a time", f"largest probe accuracy difference over {f['runs']} runs",
                  f["max_accuracy_diff"], f"<= {GRID_ACCURACY_DIFF:g}", f["max_accuracy_diff"] <= GRID_ACCURACY_DIFF)]
     for r in grid["groups"]:
-        out.append(Check("per model-epoch at least as fast as neurons", r["group"], r["neurons_speedup"],
+        out.append(Check("per model-epoch (CPU time, 1 thread) at least as fast as neurons", r["group"], r["neurons_speedup"],
                          f">= {GRID_NEURONS_SPEEDUP:g}", r["neurons_speedup"] >= GRID_NEURONS_SPEEDUP))
     return out
