@@ -341,7 +341,7 @@ def predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
 
 
 def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
-    """(forward, from_logits): the function `fit` calls on each batch, chosen once as `_predict` chooses."""
+    """(forward, from_logits): the function `fit` calls on each batch, chosen once as `predict` chooses."""
     activation = getattr(model, "output_activation", None)
     if loss.logits_activation is None or activation != loss.logits_activation:
         return model, False
