@@ -371,3 +371,17 @@ def test_stack_keys_group_what_stacks():
                          ("couple", 3, True)]])
     assert keys[0] == keys[1] == keys[2] and keys[3] == keys[4] and keys[0] != keys[3]
     assert stack_key(lavik("ffn", hidden=6)(0)) != stack_key(lavik("ffn")(0))
+
+    def scaled(unroll):  # COMBINE with grad_scale 1e3: its one-pass version is not an FFN
+        torch.manual_seed(0)
+        net = ln.Network(input_shape=(4,))
+        net.dense(5, activation="relu")
+        first = net.dense(5, activation="relu")
+        last = net.dense(5, activation="relu")
+        net.dense(3)
+        if unroll:
+            net.loopback(outof=last, into=first, unroll=unroll, backprop=ln.Combine(grad_scale=1e3))
+        return net
+
+    keys = merged_keys([stack_key(scaled(u)) for u in (0, 2, 3)])
+    assert keys[1] == keys[2] and keys[0] != keys[1]

@@ -359,11 +359,13 @@ def _passes_may_differ(call: dict) -> bool:
 
 def merged_keys(keys: list[tuple]) -> list[tuple]:
     """`keys` with a network without a loop (an FFN: COMBINE with one pass) given the key of the
-    COMBINE networks it would stack with, when those are all of one loop; else unchanged."""
+    COMBINE networks it would stack with, when those are all of one loop and do not scale their
+    gradients (grad_scale 1: with another factor one pass is not an FFN); else unchanged."""
     looped: dict[tuple, set] = {}
     for key in keys:
-        if key[0] == "network" and '"mode": "combine"' in key[-1]:
-            looped.setdefault(key[:-2], set()).add(key)
+        if key[0] == "network" and key[-1] and json.loads(key[-1])["backprop"] == {**json.loads(key[-1])["backprop"],
+                                                                                  "mode": "combine", "grad_scale": 1}:
+            looped.setdefault(key[:-2], set()).add(key)  # COMBINE with unscaled gradients: one pass is an FFN
     out = []
     for key in keys:
         partners = looped.get(key[:-2], set()) if key[0] == "network" and not key[-1] else set()
