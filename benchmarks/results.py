@@ -173,6 +173,15 @@ def doc_blocks(checks: list[Check], unroll: list[dict], results_path: str) -> di
     return blocks
 
 
+def kept_block(path, name: str) -> str | None:
+    """What stands between a file's `<!-- bench:NAME:start/end -->` markers (None: no file or no markers)."""
+    text = path.read_text() if path.is_file() else ""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    if start not in text or end not in text:
+        return None
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
 def refresh_blocks(text: str, blocks: dict[str, str], append: bool = False) -> str:
     """Replace what stands between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` for each block
     (append: a block without markers is added at the end, with them)."""

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
             out.write_text(results.refresh_blocks(old, {"grid": grid_block}, append=True))
             print(f"refreshed the grid section of {args.out}")
     else:
+        if grid_block is None and args.out:  # a run without the grid suite keeps the last grid section
+            grid_block = results.kept_block(Path(args.out), "grid")
         text = results.markdown(results.machine(), command.strip(), args.quick, rows["thesis"], rows["unroll"],
                                 rows["images"], checks, figure, grid_block)
         if args.out:
