@@ -24,7 +24,7 @@ def machine() -> dict:
 
 
 def markdown(info: dict, command: str, quick: bool, thesis: list[dict], unroll: list[dict], images: list[dict],
-             checks: list[Check], figure: str | None) -> str:
+             checks: list[Check], figure: str | None, grid: str | None = None) -> str:
     passed = sum(c.passed for c in checks)
     lines = [
         "# loopnets benchmarks",
@@ -116,7 +116,21 @@ def markdown(info: dict, command: str, quick: bool, thesis: list[dict], unroll: 
                if "loopnets_peak_bytes" in r else ""),
             "",
         ]
+    if grid:
+        lines += ["<!-- bench:grid:start -->", grid, "<!-- bench:grid:end -->", ""]
     lines += ["Why the targets that fail do: docs/performance.md.", ""]
+    return "\n".join(lines)
+
+
+def grid_block(grid: dict, checks: list[Check], command: str, quick: bool) -> str:
+    """The iris grid's section (RESULTS.md and docs/performance.md), with its machine and its verdicts."""
+    import grid as grid_suite
+
+    info = machine()
+    lines = [f"Written by `{command}`" + (" (--quick: 2 seeds, 2 epochs; the numbers mean nothing)" if quick else "")
+             + f" on {info['date']}: {info['cpu']}, {info['cores']} CPUs, torch {info['torch']}; load average "
+             f"{info['load']} when it ended (the machine was shared: compare the two ways, run side by side).", "",
+             "```", *(c.line() for c in checks), "```", "", *grid_suite.markdown(grid)]
     return "\n".join(lines)
 
 
@@ -155,11 +169,23 @@ def doc_blocks(checks: list[Check], unroll: list[dict], results_path: str) -> di
     return blocks
 
 
-def refresh_blocks(text: str, blocks: dict[str, str]) -> str:
-    """Replace what stands between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` for each block."""
+def kept_block(path, name: str) -> str | None:
+    """What stands between a file's `<!-- bench:NAME:start/end -->` markers (None: no file or no markers)."""
+    text = path.read_text() if path.is_file() else ""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    if start not in text or end not in text:
+        return None
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def refresh_blocks(text: str, blocks: dict[str, str], append: bool = False) -> str:
+    """Replace what stands between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` for each block
+    (append: a block without markers is added at the end, with them)."""
     for name, body in blocks.items():
         start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-        if start in text and end in text:
+        if append and not (start in text and end in text):
+            text = text.rstrip("\n") + f"\n\n{start}\n{body}\n{end}\n"
+        elif start in text and end in text:
             head, rest = text.split(start, 1)
             text = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
     return text

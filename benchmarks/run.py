@@ -4,6 +4,9 @@ Suites (all by default):
 - thesis: the thesis's timing workloads (FTIR MLP, FTIR CNN, iris) at their sizes, per epoch;
 - unroll: time per step and memory versus unroll 1..32 for Tied, COUPLE and COMBINE;
 - images: the loopy CNN on 32x32 images, batch 128, per step;
+- grid: the thesis's iris grid (70 networks) stacked against one at a time through the runner, with
+  its accuracies side by side, and ms per model-epoch of its stacked groups against `neurons`
+  (minutes; `--suites grid` alone refreshes only its section of RESULTS.md and docs/performance.md).
 - make_run (only when named): `make run`'s training time, quiet and beside a CPU-bound process
   (benchmarks/make_run.py: writes benchmarks/make_run.json and its block of docs/performance.md).
 Prints PASS / FAIL per target with the measured ratio, and writes benchmarks/RESULTS.md (and the
@@ -24,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the suites import each other by module name
 
-SUITES = ("thesis", "unroll", "images")  # the default
+SUITES = ("thesis", "unroll", "images", "grid")  # the default
 OPTIONAL_SUITES = ("make_run",)  # minutes of `loopnets run` each: only when named
 
 
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--width", type=int, default=256, help="unroll suite: body width (default 256)")
     p.add_argument("--batch", type=int, default=256, help="unroll suite: batch size (default 256)")
     p.add_argument("--no-memory", action="store_true", help="unroll suite: skip the memory subprocesses")
+    p.add_argument("--workers", type=int, default=2, help="grid suite: runner worker processes (default 2)")
     p.add_argument("--no-gpu", action="store_true", help="CPU only, even with CUDA available")
     p.add_argument("--out", help="the Markdown report (default benchmarks/RESULTS.md; with --quick a temp folder)")
     p.add_argument("--figure", help="the unroll figure, PNG (default docs/unroll_scaling.png; with --quick a temp "
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, key, str(value))
     import torch  # after parsing: --help answers without loading torch
 
+    import grid
     import images
     import make_run
     import results
@@ -89,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
                                          memory_rows=not args.no_memory, log=_log)
         if "images" in args.suites:
             rows["images"] += images.run(args.quick, args.rounds or 3, device, log=_log)
-    checks = targets.checks(rows["thesis"], rows["unroll"], rows["images"])
+    grid_result = grid.run(args.quick, args.workers, log=_log) if "grid" in args.suites else None  # CPU, runner
+    grid_checks = targets.grid_checks(grid_result)
+    checks = targets.checks(rows["thesis"], rows["unroll"], rows["images"]) + grid_checks
     print(f"\n== targets ({sum(c.passed for c in checks)} of {len(checks)} pass)")
     for c in checks:
         print(c.line())
@@ -99,17 +106,32 @@ def main(argv: list[str] | None = None) -> dict:
         unroll.figure(cpu_unroll, args.figure)
         figure = _relative(args.figure)
     command = "loopnets bench " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = results.markdown(results.machine(), command.strip(), args.quick, rows["thesis"], rows["unroll"],
-                            rows["images"], checks, figure)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}" + (f" and {args.figure}" if figure else ""))
+    grid_block = results.grid_block(grid_result, grid_checks, command.strip(), args.quick) if grid_result else None
+    only_grid = set(args.suites) - set(OPTIONAL_SUITES) == {"grid"}
+    text = None  # the whole report, unless only the grid section is refreshed
+    if only_grid:  # the other suites' numbers stay: refresh the grid's section only
+        if args.out:
+            out = Path(args.out)
+            old = out.read_text() if out.is_file() else ""
+            out.write_text(results.refresh_blocks(old, {"grid": grid_block}, append=True))
+            print(f"refreshed the grid section of {args.out}")
+    else:
+        if grid_block is None and args.out:  # a run without the grid suite keeps the last grid section
+            grid_block = results.kept_block(Path(args.out), "grid")
+        text = results.markdown(results.machine(), command.strip(), args.quick, rows["thesis"], rows["unroll"],
+                                rows["images"], checks, figure, grid_block)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote {args.out}" + (f" and {args.figure}" if figure else ""))
     if args.docs and Path(args.docs).is_file():
         page = Path(args.docs)
-        page.write_text(results.refresh_blocks(page.read_text(), results.doc_blocks(checks, cpu_unroll, args.out)))
+        blocks = {"grid": grid_block} if only_grid else results.doc_blocks(checks, cpu_unroll, args.out)
+        if grid_block and not only_grid:
+            blocks["grid"] = grid_block
+        page.write_text(results.refresh_blocks(page.read_text(), blocks))
         print(f"refreshed the tables of {args.docs}")
     print(f"({time.perf_counter() - started:.0f} s)")
-    return {**rows, "checks": checks, "markdown": text, "make_run": timed}
+    return {**rows, "grid": grid_result, "checks": checks, "markdown": text, "make_run": timed}
 
 
 def _log(message: str) -> None:

@@ -70,3 +70,26 @@ def _hand(case: str, ratio: float) -> Check:
 
 def _variant(variant: str, unroll: int) -> str:
     return "FFN" if variant == "ffn" else f"{variant.upper()} x{unroll}"
+
+
+GRID_SECONDS = 35.0  # issue 15: the iris grid on this 2-core machine (stretch: 17 s)
+GRID_NEURONS_SPEEDUP = 1.0  # issue 15: per model-epoch at least as fast as neurons (stretch: 3x)
+GRID_ACCURACY_DIFF = 0.0  # issue 15: the grid's accuracies equal to one at a time (tolerance: none on accuracy)
+
+
+def grid_checks(grid: dict | None) -> list[Check]:
+    """Issue 15's targets from the grid suite's result (None: not run)."""
+    if not grid:
+        return []
+    s, o, f = grid["stacked"], grid["single"], grid["fidelity"]
+    load = f"load {s['load_before']:.1f} -> {s['load_after']:.1f}"
+    out = [Check("iris grid wall time", f"stacked, {s['workers']} workers, {load}", s["wall_s"], f"<= {GRID_SECONDS:g} s",
+                 s["wall_s"] <= GRID_SECONDS),
+           Check("iris grid: stacked faster than one at a time", "wall, one at a time / stacked", o["wall_s"] / s["wall_s"],
+                 ">= 1", o["wall_s"] >= s["wall_s"]),
+           Check("iris grid: same accuracies as one at a time", f"largest probe accuracy difference over {f['runs']} runs",
+                 f["max_accuracy_diff"], f"<= {GRID_ACCURACY_DIFF:g}", f["max_accuracy_diff"] <= GRID_ACCURACY_DIFF)]
+    for r in grid["groups"]:
+        out.append(Check("per model-epoch (CPU time, 1 thread) at least as fast as neurons", r["group"], r["neurons_speedup"],
+                         f">= {GRID_NEURONS_SPEEDUP:g}", r["neurons_speedup"] >= GRID_NEURONS_SPEEDUP))
+    return out

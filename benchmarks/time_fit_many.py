@@ -6,14 +6,16 @@
 --grid: the whole iris comparison grid of configs/lavik/iris.toml (FFN, COMBINE x2-x4, COUPLE
 x2-x4, each without and with the bypassing skip: 14 variants x 5 seeds, patience 10, at most 100
 epochs) through the experiment runner (`loopnets run`, into a temporary folder, probes and unroll
-sweeps included), each variant's 5 seeds trained by one fit_many call (train.group_seeds, the
-default; --one-at-a-time: train.group_seeds = false, one `fit` per run).
+sweeps included), every run whose network stacks with another's trained in one fit_many call
+(train.group_seeds, the default; --one-at-a-time: train.group_seeds = false, one `fit` per run).
+`loopnets bench --suites grid` measures both side by side and writes the results.
 
 The lavik iris setup (4-25-25-25-3, ReLU, no biases, Adam(1e-4, 0.95, 0.999, 1e-7), U(-1, 1)
 weights, batch 1, 120 training and 30 validation samples), without early stopping so that every
 run does the same work. Prints, per variant, the best of `repeats` interleaved measurements of
 wall time and of this process's CPU time (the machine may be shared: CPU time is what the work
-costs, wall time what a user waits), and checks the two ways give bit-identical histories and weights.
+costs, wall time what a user waits), and the largest relative difference between the two ways'
+histories and weights (equal within rounding, not bit for bit).
 """
 
 from __future__ import annotations
@@ -74,14 +76,14 @@ def main() -> None:
                     single = models
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 best[way] = [min(best[way][0], 1000 * wall / model_epochs), min(best[way][1], 1000 * cpu / model_epochs)]
-        same = all(
-            [(r.train_loss, r.val_loss, r.val_accuracy) for r in a] == [(r.train_loss, r.val_loss, r.val_accuracy) for r in b]
-            for a, b in zip(reference, histories)
-        ) and all(torch.equal(p, q) for a, b in zip(single, batched) for p, q in zip(a.parameters(), b.parameters()))
+        diff = max(((p - q).abs().max() / p.abs().max()).item()
+                   for a, b in zip(single, batched) for p, q in zip(a.parameters(), b.parameters()))
+        diff = max([diff] + [abs(r.val_loss - q.val_loss) / abs(r.val_loss)
+                             for a, b in zip(reference, histories) for r, q in zip(a, b)])
         (w1, c1), (w2, c2) = best["one at a time"], best["fit_many"]
         neurons = f"; neurons {NEURONS_MS[name]} ms: {NEURONS_MS[name] / c2:.1f}x" if name in NEURONS_MS else ""
         print(f"{name:11s} one at a time {w1:6.2f} / {c1:6.2f}   fit_many ({histories.path}) {w2:6.2f} / {c2:6.2f}   "
-              f"speedup {w1 / w2:.2f}x / {c1 / c2:.2f}x{neurons}; bitwise equal: {same}")
+              f"speedup {w1 / w2:.2f}x / {c1 / c2:.2f}x{neurons}; largest relative difference {diff:.1e}")
 
 
 def grid(one_at_a_time: bool) -> None:
@@ -97,7 +99,7 @@ def grid(one_at_a_time: bool) -> None:
         folder = run_experiment(exp, runs, progress=False, log=lambda line: print(" ", line, flush=True))
         epochs = [json.loads(p.read_text())["epochs_run"] for p in folder.glob("*/seed=*/summary.json")]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    how = "runner, train.group_seeds = false: one fit per run" if one_at_a_time else "runner, one fit_many per variant"
+    how = "runner, train.group_seeds = false: one fit per run" if one_at_a_time else "runner, stacked groups"
     print(f"iris grid, 14 variants x 5 seeds, batch 1 ({how}): {len(epochs)} runs, {sum(epochs)} model-epochs, "
           f"wall {wall:.1f} s, CPU {cpu:.1f} s ({1000 * cpu / sum(epochs):.2f} ms CPU per model-epoch)")
 

@@ -10,7 +10,9 @@ from conftest import TINY_IRIS_BASE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import grid  # noqa: E402
 import memory  # noqa: E402
+import results  # noqa: E402
 import run  # noqa: E402
 import targets  # noqa: E402
 
@@ -28,7 +30,8 @@ def test_memory_benchmark_runs_and_sees_tied_growth(capsys):
 
 def test_quick_suite_writes_results_with_every_section_and_computed_targets(tmp_path, capsys):
     out, figure = tmp_path / "RESULTS.md", tmp_path / "unroll.png"
-    result = run.main(["--quick", "--no-memory", "--out", str(out), "--figure", str(figure)])
+    result = run.main(["--quick", "--no-memory", "--out", str(out), "--figure", str(figure),
+                       "--suites", "thesis", "unroll", "images"])  # the grid suite: test_grid_section below
     text = out.read_text()
     for section in ("# loopnets benchmarks", "## Targets:", "## Thesis workloads (cpu)", "## Unroll scaling (cpu)",
                     "## Image workload (cpu)"):
@@ -171,3 +174,38 @@ def test_bench_runs_the_make_run_suite_only_when_named(monkeypatch, tmp_path):
     assert run.main(["--suites", "make_run", "--quick"]) == {"make_run": {"ratio": 1.0}}
     assert calls == [["--quick"]]
     assert "make_run" not in run.SUITES  # the default suites leave it out: minutes of `loopnets run`
+
+
+def _summary(variant, seed, loss, accuracy, epochs=5):
+    probe = {"loss": loss, "accuracy": accuracy}
+    return {"variant": variant, "seed": seed, "status": "finished", "epochs_run": epochs,
+            "probes": {"original": probe, "skip_off": None, "feedback_off": dict(probe)}}
+
+
+def test_grid_section_compares_both_ways_and_checks_the_targets(tmp_path):
+    stacked = {"summaries": {("combine-x2", 0): _summary("combine-x2", 0, 0.5, 0.9),
+                             ("ffn", 0): _summary("ffn", 0, 0.4, 0.8)}}
+    single = {"summaries": {("combine-x2", 0): _summary("combine-x2", 0, 0.55, 0.9),
+                            ("ffn", 0): _summary("ffn", 0, 0.4, 0.8, epochs=6)}}
+    fidelity = grid.compare(stacked, single)
+    assert fidelity["max_accuracy_diff"] == 0 and fidelity["epochs_differ"] == 1
+    assert abs(fidelity["max_loss_rel_diff"] - 0.05 / 0.55) < 1e-12
+    assert "combine-x2 seed=0" in fidelity["worst_loss"]["original"][1]
+    timing = {"workers": 2, "load_before": 1.0, "load_after": 1.5, "runs": 2, "model_epochs": 10, "group_sizes": [2]}
+    result = {"stacked": {**timing, "wall_s": 30.0, "cpu_s": 40.0}, "single": {**timing, "wall_s": 90.0, "cpu_s": 80.0},
+              "fidelity": fidelity, "threads": 1,
+              "groups": [{"group": "FFN, COMBINE x2", "models": 2, "wall_ms": 4.0, "cpu_ms": 4.0, "step_ms": 1.0,
+                          "neurons_ms": 5.1, "neurons_speedup": 5.1 / 4.0}]}
+    checks = targets.grid_checks(result)
+    assert [c.passed for c in checks] == [True, True, True, True]
+    slow = targets.grid_checks({**result, "stacked": {**result["stacked"], "wall_s": 40.0}})
+    assert not slow[0].passed and slow[0].target == "iris grid wall time"
+    text = "\n".join(grid.markdown(result))
+    assert "| stacked | 30.0 | 40.0 |" in text and "3.00x wall" in text and "| combine-x2 |" in text
+    # a grid-only run refreshes its section and keeps the rest of RESULTS.md
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# loopnets benchmarks\n\nother suites\n")
+    out.write_text(results.refresh_blocks(out.read_text(), {"grid": "first"}, append=True))
+    out.write_text(results.refresh_blocks(out.read_text(), {"grid": "second"}, append=True))
+    assert "other suites" in out.read_text() and results.kept_block(out, "grid") == "second"
+    assert out.read_text().count("bench:grid:start") == 1

@@ -123,7 +123,8 @@ def test_layers_build_unfold_conv_with_conv1d_parameters():
 @pytest.mark.parametrize("method", ["combine", "couple"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_conv_loops_take_the_fast_path_and_fit_many_matches_fit(method, dtype):
-    """A conv loop (1 -> 3 -> 1 channels, like the FTIR CNN's): fit_many's seeds equal fit bit for bit."""
+    """A conv loop (1 -> 3 -> 1 channels, like the FTIR CNN's): stacked, each seed's convolutions
+    are one grouped convolution, and fit_many's seeds equal fit within rounding."""
     from loopnets.lavik import loop_network
 
     torch.set_default_dtype(dtype)
@@ -138,7 +139,6 @@ def test_conv_loops_take_the_fast_path_and_fit_many_matches_fit(method, dtype):
         X, y = torch.randn(20, 1, 12, generator=g), torch.randint(0, 3, (20,), generator=g)
         convs = [m for m in build(0).modules() if type(m) is Conv1d]
         assert len(convs) >= 2 and all(use_unfold(m, torch.zeros(1, m.in_channels, 12)) for m in convs)
-        # batch 5: each seed's rows are padded to 8 and its blocks sit at several offsets
         settings = dict(loss="cross_entropy", optimizer="adam", epochs=2, batch_size=5, progress=False)
         seeds = (0, 1, 2)
         alone = [build(s) for s in seeds]
@@ -146,9 +146,10 @@ def test_conv_loops_take_the_fast_path_and_fit_many_matches_fit(method, dtype):
         many = [build(s) for s in seeds]
         hist_many = ln.fit_many(many, (X, y), seeds=seeds, **settings)
         assert hist_many.path == "batched"
+        tol = 1e-10 if dtype == torch.float64 else 1e-5
         for a, b, ha, hb in zip(alone, many, hist_alone, hist_many):
             for (name, p), q in zip(a.named_parameters(), b.parameters()):
-                assert torch.equal(p, q), name
-            assert ha["train_loss"] == hb["train_loss"]
+                assert (p - q).abs().max() <= tol * p.abs().max(), name
+            torch.testing.assert_close(torch.tensor(ha["train_loss"]), torch.tensor(hb["train_loss"]), rtol=tol, atol=0)
     finally:
         torch.set_default_dtype(torch.float32)

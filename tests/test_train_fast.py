@@ -15,7 +15,7 @@ from loopnets.backprop import accumulation_weights
 from loopnets.lavik import loop_network, thesis_mlp
 from loopnets.losses import get_loss
 from loopnets.optim import make_optimizer
-from loopnets.train import TrainingDiverged, _predict, fit
+from loopnets.train import TrainingDiverged, fit, predict
 
 D = torch.float64
 
@@ -34,7 +34,7 @@ def reference_fit(model, X, y, *, loss, optimizer, epochs, batch_size, seed, shu
         total, count = torch.zeros((), dtype=torch.float64), 0
         for batch in range(batches):
             index = order[batch * batch_size : (batch + 1) * batch_size]
-            pred, from_logits = _predict(model, X[index], loss)
+            pred, from_logits = predict(model, X[index], loss)
             batch_sum, batch_count = loss.parts(pred, y[index], from_logits)
             value = loss.finish(batch_sum / batch_count)
             assert torch.isfinite(value)

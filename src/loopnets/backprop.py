@@ -387,23 +387,32 @@ def _call_scaled(module: nn.Module, x: torch.Tensor, scale: float) -> torch.Tens
     return functional_call(module, params, (x,))
 
 
-def combine_forward(loop: "Loop", x: torch.Tensor, k: int, readout: list | None = None) -> torch.Tensor:
+def combine_forward(loop: "Loop", x: torch.Tensor, k: int, readout: list | None = None,
+                    weights: list | None = None) -> torch.Tensor:
     """COMBINE forward (thesis Algorithm 3 with eq 3.1) and the graph for its compact backward.
 
     Returns the combined output. When gradients are needed it carries a graph that, in backward,
     applies each layer's Jacobian at the combined values (see `Combine`). `readout`, if given,
-    receives every pass's raw output (detached).
+    receives every pass's raw output (detached). `weights`, if given, replaces the k accumulation
+    weights of `mode.accumulate`: one per pass, each a number or a tensor of one weight per row
+    (B,) (the seed-batched path runs models with different pass counts as one: a model's weights
+    are 0 after its last pass).
     """
     mode: Combine = loop.backprop
     stages: list[Stage] = loop._stages
-    weights = accumulation_weights(mode.accumulate, k)
+    if weights is None:
+        weights = accumulation_weights(mode.accumulate, k)
 
     # Running accumulations; their number depends on the body, not on k.
     acc_in: torch.Tensor | None = None  # combined input of the first stage
     acc_pre: list[torch.Tensor | None] = [None] * len(stages)  # combined pre-activations
     acc_out: list[torch.Tensor | None] = [None] * len(stages)  # combined stage outputs
 
-    def add(acc: torch.Tensor | None, w: float, v: torch.Tensor) -> torch.Tensor:
+    def add(acc: torch.Tensor | None, w: float | torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if isinstance(w, torch.Tensor):  # one weight per row
+            if w.dim() != v.dim():
+                w = w.view(-1, *[1] * (v.dim() - 1))
+            return w * v if acc is None else acc.addcmul_(v, w)
         return w * v if acc is None else acc.add_(v, alpha=w)
 
     with torch.no_grad():

@@ -22,8 +22,8 @@ measured too (F.unfold + matmul, autograd through the views) and gain nothing re
 at one channel, depending on kernel and image size), so they keep nn.Conv2d.
 
 `Conv1d` is an nn.Conv1d (same parameters, state_dict and isinstance), so COMBINE (backprop.py)
-and checkpoints treat it as one; fit_many (batched.py) calls its `_conv_forward` per seed, the
-very function `fit` calls, so the two stay bit for bit equal.
+and checkpoints treat it as one; fit_many (batched.py) stacks it as one grouped convolution over
+the models' channels (F.conv1d: groups > 1 leave the unfold path).
 """
 
 from __future__ import annotations

@@ -340,8 +340,20 @@ class Network(nn.Module):
     def _run(self, x: torch.Tensor, logits: bool) -> torch.Tensor:
         self._check_input(x)
         saved: dict[int, torch.Tensor] = {}  # layer index -> its input, for skips leaving it
-        skips = self._skips if self.skips_enabled else []
-        return self._run_units(x, range(len(self.units)), saved, skips, logits)
+        return self._run_units(x, range(len(self.units)), saved, self._skip_plan(), logits)
+
+    def _skip_plan(self) -> tuple[dict[int, list[Skip]], frozenset[int]]:
+        """(skips into each layer, layers a skip leaves from) of the enabled skips; decided once per
+        skip set (and skips_enabled), not at every unit of every forward."""
+        key = (self.skips_enabled, len(self._skips))
+        cached = self.__dict__.get("_cached_skip_plan")
+        if cached is None or cached[0] != key:
+            skips = self._skips if self.skips_enabled else []
+            into: dict[int, list[Skip]] = {}
+            for skip in skips:
+                into.setdefault(skip.target, []).append(skip)
+            cached = self.__dict__["_cached_skip_plan"] = (key, (into, frozenset(s.source for s in skips)))
+        return cached[1]
 
     def _around_loop(self, x: torch.Tensor, logits: bool = False) -> tuple[Loop, torch.Tensor, Callable]:
         """Split a run at the network's one loop, for per-pass outputs (`loopnets.passes`).
@@ -361,7 +373,7 @@ class Network(nn.Module):
             )
         at = at[0]
         saved: dict[int, torch.Tensor] = {}  # layer index -> its input, for skips leaving it
-        skips = self._skips if self.skips_enabled else []
+        skips = self._skip_plan()
         x = self._run_units(x, range(0, at), saved, skips, logits)
         x = self._enter_unit(x, self._spans[at][0], saved, skips)
         batch = len(x)
@@ -375,7 +387,7 @@ class Network(nn.Module):
 
         return self.units[at], x, after
 
-    def _run_units(self, x: torch.Tensor, units: range, saved: dict, skips: list, logits: bool) -> torch.Tensor:
+    def _run_units(self, x: torch.Tensor, units: range, saved: dict, skips: tuple, logits: bool) -> torch.Tensor:
         """_run's steps for the units in `units` (`saved` holds and receives skip values)."""
         last_unit = len(self.units) - 1
         for u in units:
@@ -387,13 +399,13 @@ class Network(nn.Module):
                 x = unit(x)
         return x
 
-    def _enter_unit(self, x: torch.Tensor, first: int, saved: dict, skips: list) -> torch.Tensor:
+    def _enter_unit(self, x: torch.Tensor, first: int, saved: dict, skips: tuple) -> torch.Tensor:
         """The input of the unit starting at layer `first`: x with the skips into it accumulated; it
-        is kept in `saved` when a skip leaves from there."""
-        for skip in skips:
-            if skip.target == first:
-                x = self._accumulate(x, saved[skip.source], skip)
-        if any(skip.source == first for skip in skips):
+        is kept in `saved` when a skip leaves from there. `skips`: the `_skip_plan`."""
+        into, sources = skips
+        for skip in into.get(first, ()):
+            x = self._accumulate(x, saved[skip.source], skip)
+        if first in sources:
             saved[first] = x
         return x
 

@@ -197,7 +197,7 @@ def fit(
     generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
 
     def prepare(name: str):
-        return lambda pair: _tensors(pair, name, device, dtype, model)
+        return lambda pair: as_tensors(pair, name, device, dtype, model)
 
     replicas = Replicas.join(device)  # None in one process; under torchrun, the data-parallel group
     data = batches(train, "train", prepare("train"), batch_size=batch_size, shuffle=shuffle,
@@ -297,7 +297,7 @@ def evaluate(model: nn.Module, data: Any, *, loss: str | Loss, batch_size: int =
     loss = get_loss(loss)
     check_int("batch_size", batch_size, minimum=1)
     device, dtype = destination(model, device, precision)
-    source = batches(data, "data", lambda pair: _tensors(pair, "data", device, dtype, model), batch_size=int(batch_size))
+    source = batches(data, "data", lambda pair: as_tensors(pair, "data", device, dtype, model), batch_size=int(batch_size))
     model.to(device)
     with kept_modes(model), torch.no_grad(), autocast(precision, device):
         model.eval()
@@ -316,7 +316,7 @@ def _evaluate(model: nn.Module, batches, loss: Loss) -> tuple[dict, bool]:
     total = hits = finite = None
     count = seen = 0
     for X, y in batches:
-        pred, from_logits = _predict(model, X, loss)
+        pred, from_logits = predict(model, X, loss)
         if total is None:
             total = torch.zeros((), dtype=torch.float64, device=pred.device)
             hits = torch.zeros((), dtype=torch.int64, device=pred.device)
@@ -337,7 +337,7 @@ def _evaluate(model: nn.Module, batches, loss: Loss) -> tuple[dict, bool]:
     return metrics, bool(finite)
 
 
-def _predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
+def predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
     """(prediction, from_logits): the model's logits when the loss can use them stably."""
     activation = getattr(model, "output_activation", None)
     if loss.logits_activation is None or activation != loss.logits_activation:
@@ -351,12 +351,12 @@ def _predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
 
 
 def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
-    """(forward, from_logits): the function `fit` calls on each batch, chosen once as `_predict` chooses."""
+    """(forward, from_logits): the function `fit` calls on each batch, chosen once as `predict` chooses."""
     activation = getattr(model, "output_activation", None)
     if loss.logits_activation is None or activation != loss.logits_activation:
         return model, False
     if not callable(getattr(model, "logits", None)):
-        _predict(model, None, loss)  # raises its error
+        predict(model, None, loss)  # raises its error
     return model.logits, True
 
 
@@ -387,7 +387,7 @@ def _training_parts(loss: Loss, pred: Tensor, y: Tensor, from_logits: bool):
     return lambda pred, target, from_logits: (F.cross_entropy(pred, target, reduction="sum"), pred.shape[0])
 
 
-def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
+def as_tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
              model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
     """Check an (X, y) pair and return it as tensors on `device`; floating data cast to `dtype`.
 
@@ -431,3 +431,6 @@ def _tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
     if len(X) == 0:
         raise ValueError(f"{name} is empty (X has shape {tuple(X.shape)}); it needs at least one sample")
     return X, y
+
+
+_tensors = as_tensors  # the name experiments.modes imports

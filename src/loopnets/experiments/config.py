@@ -192,8 +192,8 @@ class TrainConfig:
     # the run folder (numbers in summary.json extra, PNGs beside it) and gathered by the report.
     # Any of GATED_ANALYSES; "tsne" runs for the experiment's first seed only (seconds per pass).
     analyses: list[str] = field(default_factory=list)
-    # Train a variant's unfinished seeds together, one `ln.fit_many` call (family lavik; bit for bit
-    # the same results as one at a time, which false forces).
+    # Train unfinished runs whose networks stack as one model, one `ln.fit_many` call (family lavik;
+    # the results of one at a time within rounding; false trains one run at a time).
     group_seeds: bool = True
     # After training, validation loss / accuracy with every loop run for 1 .. N passes (summary.json
     # unroll_sweep; Hershey Fig. 3.22); unset: max(8, 2 x the variant's unroll); 0: no sweep.

@@ -346,7 +346,7 @@ def _comparable(config: dict) -> dict:
 
 def _same_config(recorded: str, resolved: str) -> bool:
     """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
-    train (bit for bit the same results), so folders written before the key existed, or with the
+    train (the same results within rounding), so folders written before the key existed, or with the
     other setting, resume."""
     if recorded == resolved:
         return True

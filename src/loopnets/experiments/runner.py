@@ -15,11 +15,13 @@ failed (`seed=<n>/failed.json` with its error) and trained again by the next swe
 ends with the list of failed runs and raises `RunsFailed`. Faults of the disk (full, read-only)
 stop the sweep with a `FileFault`; finished runs are never touched.
 
-A task is one run, or (family lavik, train.group_seeds, the default) the unfinished seeds of one
-variant, trained together by one `ln.fit_many` call with the same results as one at a time; its
-runs come back when the task finishes. If a group raises, its runs are trained again one at a
-time, so one bad run fails alone. After training, every looped run is also evaluated at 1 .. T
-passes (`unroll_sweep`, summary.json key "unroll_sweep").
+A task is one run, or (family lavik, train.group_seeds, the default) every unfinished run whose
+network stacks with the others' (the seeds of a variant, and variants that differ only in pass
+counts and skips: `loopnets.stacking.stack_key`), trained as one stacked model by one `ln.fit_many`
+call with the results of one at a time within rounding; its runs come back when the task
+finishes. If a group raises, its runs are trained again one at a time, so one bad run fails
+alone. After training, every looped run is also evaluated at 1 .. T passes (`unroll_sweep`,
+summary.json key "unroll_sweep").
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import torch
 from loopnets import layers
 from loopnets.backprop import MODES
 from loopnets.batched import fit_many
+from loopnets.stacking import merged_keys, stack_key
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
 from loopnets.experiments.provenance import environment
@@ -320,14 +323,14 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
 
 
 def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[tuple[RunSpec, dict[str, bytes]]]:
-    """Train the seeds of one variant together (one `ln.fit_many` call); each run's files as `train_one`'s.
+    """Train a group of runs as one stacked model (one `ln.fit_many` call); each run's files as `train_one`'s.
 
-    Every seed's model is built as `train_one` builds it (torch.manual_seed(seed), then
-    build_model), and fit_many trains them bit for bit as `fit` would one at a time (or, for a
-    model it cannot batch exactly, one after the other itself), so each run's metrics, probes and
-    weights are those of `train_one`; only the timings differ: a batched epoch's seconds are the
-    group's divided by its seeds, and a run's wall_seconds is its share of the group's training
-    plus its own evaluation. A group of one run is `train_one`.
+    Every run's model is built as `train_one` builds it (torch.manual_seed(seed), then
+    build_model), and fit_many trains them as `fit` would one at a time, within rounding (or, for
+    models it cannot stack, one after the other itself), so each run's metrics, probes and weights
+    are those of `train_one`; only the timings differ: the group's training time is shared, a
+    run's wall_seconds is the group's training divided by its runs plus its own evaluation
+    (summary.json "training": path, seeds_together, models_together). A group of one run is `train_one`.
     """
     _injected_fault(specs)
     if len(specs) == 1:
@@ -336,20 +339,20 @@ def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[
         torch.set_num_threads(threads)
     started = time.perf_counter()
     first = specs[0]
-    assert all(s.variant == first.variant and s.experiment == first.experiment for s in specs), "one variant per group"
+    assert all(s.experiment == first.experiment for s in specs), "one experiment per group"
     exp = from_dict(first.experiment)
     split = load_split(exp)
     loss = loss_name(exp, split)
-    seeds = [spec.seed for spec in specs]
     models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        models.append(build_model(exp, first.variant, split))
-    histories = fit_many(models, split.train, split.val, seeds=seeds, **_fit_settings(exp, loss))
-    training = {"path": histories.path, "seeds_together": seeds, "reason": histories.reason}
-    share = (time.perf_counter() - started) / len(seeds)  # each run's part of the group's training
+    for spec in specs:
+        torch.manual_seed(spec.seed)
+        models.append(build_model(exp, spec.variant, split))
+    histories = fit_many(models, split.train, split.val, seeds=[spec.seed for spec in specs], **_fit_settings(exp, loss))
+    share = (time.perf_counter() - started) / len(specs)  # each run's part of the group's training
     results = []
     for spec, model, history, error in zip(specs, models, histories, histories.errors):
+        training = {"path": histories.path, "seeds_together": [s.seed for s in specs if s.variant == spec.variant],
+                    "models_together": len(specs), "reason": histories.reason}
         results.append((spec, _run_files(spec, exp, split, loss, model, history, None if error is None else str(error),
                                          training, time.perf_counter() - share)))
     return results
@@ -588,13 +591,23 @@ def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[Run
 
 
 def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
-    """The runs to do, as tasks for `train_group`: one per variant's unfinished seeds (family lavik,
-    train.group_seeds), else one per run. Finished runs are never in `todo`, so never retrained."""
+    """The runs to do, as tasks for `train_group`, largest first. Family lavik with train.group_seeds:
+    every run whose network stacks with another's (`loopnets.stacking.stack_key`: the same layers; COMBINE
+    pass counts, FFN as one pass, and "add" skips may differ) in one task; else one task per run.
+    Finished runs are never in `todo`, so never retrained."""
+    keys: dict[str, object] = {}
+    grouped = [spec for spec in todo if exp.train.group_seeds and _groupable(spec.variant, exp)]
+    if grouped:
+        split = load_split(exp)
+        variants = {spec.variant.name: spec.variant for spec in grouped}
+        with torch.random.fork_rng():
+            built = {name: build_model(exp, variant, split) for name, variant in variants.items()}
+        keys = dict(zip(built, merged_keys([stack_key(model) for model in built.values()])))
     tasks: dict[object, list[RunSpec]] = {}
     for spec in todo:
-        key = spec.variant.name if exp.train.group_seeds and _groupable(spec.variant, exp) else (spec.variant.name, spec.seed)
+        key = keys[spec.variant.name] if spec.variant.name in keys else (spec.variant.name, spec.seed)
         tasks.setdefault(key, []).append(spec)
-    return [tuple(specs) for specs in tasks.values()]
+    return sorted((tuple(specs) for specs in tasks.values()), key=len, reverse=True)
 
 
 def cores() -> int:
@@ -644,13 +657,14 @@ def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, 
            progress: bool, log: Callable[[str], None]) -> Path:
     todo, done = plan(exp, experiment_dir)
     tasks = groups(exp, todo)
-    together = f" (in {len(tasks)} tasks: a variant's seeds train together)" if len(tasks) < len(todo) else ""
+    together = f" (in {len(tasks)} tasks: runs whose networks stack train as one model)" if len(tasks) < len(todo) else ""
     states = [rundir.run_state(experiment_dir / spec.folder) for spec in todo]
     again = ", ".join(f"{states.count(s)} {s} before" for s in ("failed", "incomplete") if s in states)
     log(f"{exp.name}: {len(variants)} variants x {len(exp.train.seeds)} seeds = {len(todo) + len(done)} runs; "
         f"{len(done)} already finished, {len(todo)} to train{f' ({again})' if again else ''}{together} -> {experiment_dir}")
     if not tasks:
         return experiment_dir
+    workers = max(1, min(workers, len(tasks)))  # no idle worker holding threads
     threads = 1 if ray_address is not None else threads_per_worker(workers)
     where = ("each Ray task" if ray_address is not None else
              "this process" if workers <= 1 else f"each of {workers} worker processes")
