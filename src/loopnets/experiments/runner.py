@@ -49,7 +49,7 @@ from loopnets.batched import fit_many
 from loopnets.stacking import merged_keys, stack_key
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
-from loopnets.experiments.provenance import environment
+from loopnets.experiments.provenance import environment, mark_load
 from loopnets.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
@@ -298,6 +298,7 @@ def train_one(spec: RunSpec, threads: int | None = None) -> dict[str, bytes]:
     """Train one (variant, seed) and return its folder's files as bytes (runs in any worker)."""
     if threads:
         torch.set_num_threads(threads)
+    mark_load()  # the load as this run starts (summary.json environment.load_average.start)
     started = time.perf_counter()
     exp = from_dict(spec.experiment)
     variant, seed = spec.variant, spec.seed
@@ -337,6 +338,7 @@ def train_group(specs: tuple[RunSpec, ...], threads: int | None = None) -> list[
         return [(specs[0], train_one(specs[0], threads))]
     if threads:
         torch.set_num_threads(threads)
+    mark_load()
     started = time.perf_counter()
     first = specs[0]
     assert all(s.experiment == first.experiment for s in specs), "one experiment per group"
