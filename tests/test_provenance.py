@@ -12,6 +12,7 @@ import torch
 
 import loopnets
 from loopnets.experiments import load_config, provenance
+from loopnets.experiments import runner
 from loopnets.experiments.runner import run_experiment, threads_per_worker
 
 from conftest import TINY_IRIS_BASE
@@ -46,7 +47,8 @@ def check_environment(env: dict, threads: int) -> None:
     assert env["git_dirty"] in (None, True, False)
 
 
-def test_every_run_records_its_environment(tmp_path):
+def test_every_run_records_its_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "busy_cores", lambda: 0)  # the thread count below must not depend on other work
     config = tmp_path / "prov.toml"
     config.write_text(TINY)
     threads = threads_per_worker(1)  # what the sweep gives torch in its one process
@@ -132,7 +134,8 @@ density = 0.3
 """
 
 
-def test_inn_runs_record_their_environment_too(tmp_path):
+def test_inn_runs_record_their_environment_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "busy_cores", lambda: 0)
     config = tmp_path / "inn.toml"
     config.write_text(INN_TINY)
     root = run_experiment(load_config(config), tmp_path / "runs", progress=False, log=lambda _: None)

@@ -6,6 +6,7 @@ folder, a lock left by a dead process. A run that crashes is injected with $LOOP
 """
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -111,7 +112,8 @@ def test_worker_killed_with_sigkill_fails_only_its_run(tmp_path, capsys):
     out = "".join(lines) + out
     assert proc.returncode == 1, err
     assert "Traceback" not in err and "BrokenProcessPool" not in err
-    assert f"torch threads: {threads_per_worker(2)} in each of 2 worker processes" in out
+    (said,) = re.findall(r"torch threads: (\d+) in each of 2 worker processes \(\d+ cores, (\d+) busy", out)
+    assert int(said[0]) == threads_per_worker(2, int(said[1]))
     exp_dir = runs / "tiny"
     failed = json.loads((exp_dir / "ffn" / "seed=0" / "failed.json").read_text())
     assert f"worker pid {started['seed=0:']} killed by SIGKILL" in failed["error"]
@@ -274,7 +276,17 @@ def test_a_single_process_sweep_sets_torch_threads_to_the_cores_and_restores_the
     lines = []
     run_experiment(exp, tmp_path / "runs", progress=False,
                    log=lambda line: (lines.append(line), seen.append(torch.get_num_threads())))
-    expected = threads_per_worker(1)
-    assert f"torch threads: {expected} in this process" in "\n".join(lines)
+    (said,) = re.findall(r"torch threads: (\d+) in this process \(\d+ cores, (\d+) busy", "\n".join(lines))
+    expected = threads_per_worker(1, int(said[1]))
+    assert int(said[0]) == expected
     assert seen[-1] == expected  # the line logged after the last run
     assert torch.get_num_threads() == before
+
+
+def test_threads_leave_the_cores_that_other_work_is_using(monkeypatch):
+    from loopnets.experiments import runner
+
+    monkeypatch.setattr(runner, "cores", lambda: 4)  # a 4-core machine
+    assert [runner.threads_per_worker(1, busy) for busy in (0, 1, 3)] == [4, 3, 1]
+    assert [runner.threads_per_worker(2, busy) for busy in (0, 1, 3)] == [2, 1, 1]
+    assert 0 <= runner.busy_cores() <= 3  # this machine's /proc/loadavg, this process not counted

@@ -617,9 +617,23 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def threads_per_worker(workers: int) -> int:
-    """torch threads for each of `workers` processes: the cores shared out, never oversubscribed."""
-    return max(1, cores() // max(1, workers))
+def busy_cores() -> int:
+    """Cores that other work is using right now: the processes running at this instant (the 4th
+    field of /proc/loadavg, "running/total", counts this one too), at most the cores; 0 where the
+    system does not say. An instant's count, not the 1-minute load average, which lags by a minute."""
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return min(cores() - 1, max(0, running - 1))
+
+
+def threads_per_worker(workers: int, busy: int = 0) -> int:
+    """torch threads for each of `workers` processes: the cores that `busy` other processes leave
+    free, shared out, never oversubscribed. Intra-op threads that wait for a core held by another
+    process wait for each other too: on 2 cores beside one CPU-bound process, the default iris
+    experiment trained 4x slower with 2 threads than with 1 (`benchmarks/make_run.py`)."""
+    return max(1, (cores() - busy) // max(1, workers))
 
 
 def run_experiment(
@@ -667,10 +681,11 @@ def _sweep(exp: Experiment, variants: list, experiment_dir: Path, workers: int, 
     if not tasks:
         return experiment_dir
     workers = max(1, min(workers, len(tasks)))  # no idle worker holding threads
-    threads = 1 if ray_address is not None else threads_per_worker(workers)
+    busy = busy_cores()
+    threads = 1 if ray_address is not None else threads_per_worker(workers, busy)
     where = ("each Ray task" if ray_address is not None else
              "this process" if workers <= 1 else f"each of {workers} worker processes")
-    log(f"torch threads: {threads} in {where} ({cores()} cores)")
+    log(f"torch threads: {threads} in {where} ({cores()} cores, {busy} busy with other work)")
     bar = SweepProgress(exp.name, len(todo), exp.train.epochs, progress, log=log)
     say = bar.write
     failed = []
