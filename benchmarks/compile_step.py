@@ -39,7 +39,7 @@ def compiled_forward(name: str, rounds: int = 4) -> dict:
     torch.manual_seed(0)
     eager = build()
     comp = copy.deepcopy(eager)
-    real, cache = train._predictor, {}
+    real, cache = train.predictor, {}
 
     def predictor(model, loss):  # fit's forward, compiled once for `comp`
         forward, from_logits = real(model, loss)
@@ -48,7 +48,7 @@ def compiled_forward(name: str, rounds: int = 4) -> dict:
         return forward, from_logits
 
     kwargs = dict(loss="cross_entropy", optimizer=("adam", {"lr": lr}), batch_size=batch, progress=False)
-    train._predictor = predictor
+    train.predictor = predictor
     try:
         start = time.perf_counter()
         ln.fit(comp, (X, y), epochs=1, **kwargs)
@@ -58,7 +58,7 @@ def compiled_forward(name: str, rounds: int = 4) -> dict:
             samples["eager"] += ln.fit(eager, (X, y), epochs=2, **kwargs)["train_seconds"][1:]
             samples["compiled"] += ln.fit(comp, (X, y), epochs=2, **kwargs)["train_seconds"][1:]
     finally:
-        train._predictor = real
+        train.predictor = real
     return {"case": name, "how": "compiled forward in ln.fit", "first_epoch_s": first,
             **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()}}
 

@@ -23,17 +23,15 @@ from loopnets.losses import LOSSES, Loss, get_loss
 from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.passes import pass_plan
 from loopnets.training.data import batches
-from loopnets.training.device import autocast, destination, device_and_dtype
+from loopnets.training.device import autocast, destination
 from loopnets.training.distributed import Replicas
-from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes, postfix
+from loopnets.training.engine import EVAL_BATCH_SIZE, check_int, check_options, kept_modes
 from loopnets.training.engine import train as run_training
 from loopnets.training.history import EpochRecord, History, TrainingDiverged
 
 __all__ = ["EVAL_BATCH_SIZE", "GATHER_BYTES", "EpochRecord", "History", "TrainingDiverged", "evaluate", "fit"]
 
 GATHER_BYTES = 64 * 2**20  # training data up to this size are shuffled by one gather per epoch
-# old private names, still imported by modules outside the training package (experiments.modes, inn)
-_postfix, _check_int, _device_and_dtype = postfix, check_int, device_and_dtype
 
 
 def fit(
@@ -205,7 +203,7 @@ def fit(
     val = batches(val, "val", prepare("val")) if val is not None else None
     plan = pass_plan(model, pass_weights, random_passes, seed)  # None: one plain forward per step
     model.to(device)  # once, in place, after every check passed
-    forward, from_logits = _predictor(model, loss)  # model.logits or model, chosen once
+    forward, from_logits = predictor(model, loss)  # model.logits or model, chosen once
     if compile:
         forward = torch.compile(forward)
     targets = data.tensors[1] if hasattr(data, "tensors") else None
@@ -221,7 +219,7 @@ class SupervisedTask:
     """`fit`'s task: the mean loss over an (inputs, targets) batch, or deep supervision over passes.
 
     Args:
-        loss: the Loss. forward, from_logits: what `_predictor` chose (model or model.logits).
+        loss: the Loss. forward, from_logits: what `predictor` chose (model or model.logits).
         plan: the PassPlan of pass_weights / random_passes (`loopnets.passes`), or None.
         targets: all training targets when they are in memory (their class indices are then checked
             once, not in every batch; see `_training_parts`), else None.
@@ -252,7 +250,7 @@ class SupervisedTask:
             for pred in preds:
                 if pred.requires_grad:
                     pred.register_hook(self.output_hook)
-        batch_sum, batch_count, value = _pass_loss(preds, weights, yb, loss, self.parts, from_logits)
+        batch_sum, batch_count, value = pass_loss(preds, weights, yb, loss, self.parts, from_logits)
         return value, batch_sum, batch_count
 
     @staticmethod
@@ -350,7 +348,7 @@ def predict(model: nn.Module, x: Tensor, loss: Loss) -> tuple[Tensor, bool]:
     return model.logits(x), True
 
 
-def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
+def predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
     """(forward, from_logits): the function `fit` calls on each batch, chosen once as `predict` chooses."""
     activation = getattr(model, "output_activation", None)
     if loss.logits_activation is None or activation != loss.logits_activation:
@@ -360,7 +358,7 @@ def _predictor(model: nn.Module, loss: Loss) -> tuple[Any, bool]:
     return model.logits, True
 
 
-def _pass_loss(preds: list[Tensor], weights: list[float], yb: Tensor, loss: Loss, parts, from_logits: bool):
+def pass_loss(preds: list[Tensor], weights: list[float], yb: Tensor, loss: Loss, parts, from_logits: bool):
     """(the final output's batch sum and count, the weighted loss sum_t w_t loss(output_t)),
     summed in pass order; the batch sum is the one logged as train_loss."""
     value = None
@@ -433,4 +431,3 @@ def as_tensors(data: Any, name: str, device: torch.device, dtype: torch.dtype,
     return X, y
 
 
-_tensors = as_tensors  # the name experiments.modes imports

@@ -22,22 +22,23 @@ from loopnets.loop import Loop
 from loopnets.losses import get_loss
 from loopnets.memory import step_memory
 from loopnets.passes import pass_plan
-from loopnets.train import _device_and_dtype, _pass_loss, _predictor, _tensors
+from loopnets.train import as_tensors, pass_loss, predictor
+from loopnets.training.device import device_and_dtype
 
 
 def loop_training(model: nn.Module, split: Split, loss: str, batch_size: int, pass_weights=None) -> dict:
     """The memory of one training step and the loops' solver statistics (see the module doc)."""
     loss_fn = get_loss(loss)
-    device, dtype = _device_and_dtype(model)
-    X, y = _tensors(split.train, "train", device, dtype)
+    device, dtype = device_and_dtype(model)
+    X, y = as_tensors(split.train, "train", device, dtype)
     xb, yb = X[:batch_size].clone(), y[:batch_size].clone()  # own storage: a view would count all of X as saved
-    forward, from_logits = _predictor(model, loss_fn)
+    forward, from_logits = predictor(model, loss_fn)
     plan = pass_plan(model, pass_weights, None, seed=0)
     modes = {module: module.training for module in model.modules()}
 
     def step() -> None:
         preds, weights = ([forward(xb)], [1.0]) if plan is None else plan.predict(forward, xb, from_logits)
-        _, _, value = _pass_loss(preds, weights, yb, loss_fn, loss_fn.parts, from_logits)
+        _, _, value = pass_loss(preds, weights, yb, loss_fn, loss_fn.parts, from_logits)
         value.backward()
 
     model.train()
@@ -51,7 +52,7 @@ def loop_training(model: nn.Module, split: Split, loss: str, batch_size: int, pa
             solver[name] = {"train_forward": _stats(loop.solver_stats), "train_backward": _stats(loop.backward_stats)}
         if loops:
             model.eval()
-            X_val, _ = _tensors(split.val, "val", device, dtype)
+            X_val, _ = as_tensors(split.val, "val", device, dtype)
             with torch.no_grad():
                 model(X_val)
             for i, loop in enumerate(loops):

@@ -6,7 +6,7 @@ import warnings
 
 from torch import Tensor, nn
 
-from loopnets.train import _check_int
+from loopnets.training.engine import check_int
 
 # --- the LSTM baseline (thesis §2.1.6, Table 3.1) ---------------------------------------------
 
@@ -32,7 +32,7 @@ def lstm_hidden_for(trainable: int, inputs: int = 2500, outputs: int = 10) -> in
         ValueError: no hidden size > outputs fits in `trainable` (the message gives the minimum).
     """
     for name, value in (("trainable", trainable), ("inputs", inputs), ("outputs", outputs)):
-        _check_int(name, value, minimum=1)
+        check_int(name, value, minimum=1)
     per_unit = lstm_parameters(1, inputs, outputs)
     hidden = int(trainable) // per_unit
     if hidden <= outputs:
@@ -62,7 +62,7 @@ class LSTMBaseline(nn.Module):
     def __init__(self, inputs: int = 2500, hidden: int = 130, outputs: int = 10):
         super().__init__()
         for name, value in (("inputs", inputs), ("hidden", hidden), ("outputs", outputs)):
-            _check_int(name, value, minimum=1)
+            check_int(name, value, minimum=1)
         if hidden <= outputs:
             raise ValueError(
                 f"LSTMBaseline needs hidden > outputs (PyTorch's proj_size rule); got hidden={hidden}, "
@@ -80,7 +80,7 @@ class LSTMBaseline(nn.Module):
         """
         if x.dim() == 2:
             if iterations is not None:
-                _check_int("iterations", iterations, minimum=1)
+                check_int("iterations", iterations, minimum=1)
             x = x.unsqueeze(1).expand(-1, iterations or 1, -1)  # (batch, T, inputs)
         elif x.dim() != 3:
             raise ValueError(

@@ -12,14 +12,14 @@ import numbers
 import torch
 from torch import Tensor
 
-from loopnets.train import _check_int
+from loopnets.training.engine import check_int
 
 FLAG_UNIT = -1  # the output unit holding the anomaly-flag logit: the last one (see the module docstring)
 
 
 def sequence_outputs(length: int) -> int:
     """Output units an anomaly task of `length` images needs: `length` index logits + 1 flag logit."""
-    _check_int("length", length, minimum=1)
+    check_int("length", length, minimum=1)
     return length + 1
 
 
@@ -122,7 +122,7 @@ def _seq_hits(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> 
 
 
 def _class_pair(pred: Tensor, true: Tensor, classes: int) -> tuple[Tensor, Tensor]:
-    _check_int("classes", classes, minimum=1)
+    check_int("classes", classes, minimum=1)
     pred, true = torch.as_tensor(pred), torch.as_tensor(true)
     if pred.shape != true.shape or pred.dim() != 1 or pred.is_floating_point() or true.is_floating_point():
         raise ValueError(
