@@ -49,7 +49,7 @@ from loopnets.batched import fit_many
 from loopnets.stacking import merged_keys, stack_key
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
-from loopnets.experiments.provenance import environment, mark_load
+from loopnets.experiments.provenance import environment, mark_load, usable_cores
 from loopnets.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
@@ -613,8 +613,8 @@ def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
 
 
 def cores() -> int:
-    """The CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPU cores this process may run on (at least 1)."""
+    return usable_cores() or 1
 
 
 def busy_cores() -> int:
