@@ -120,7 +120,7 @@ def test_an_injected_write_fault_is_one_line(config, tmp_path, monkeypatch, caps
     def refuse(path, data):
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(rundir, "_write_new", refuse)
+    monkeypatch.setattr(rundir, "write_new", refuse)
     capsys.readouterr()
     assert run(config, runs, "train.seeds=[0]") == 2
     line = one_error_line(capsys.readouterr().err)

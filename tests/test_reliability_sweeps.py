@@ -248,7 +248,7 @@ def test_write_run_is_all_or_nothing_and_never_replaces_a_finished_run(tmp_path,
     folder = tmp_path / "ffn" / "seed=0"
     files = {"metrics.csv": b"epoch\n", "model.lnet": b"x" * 100, "summary.json": b'{"status": "finished"}'}
     calls = []
-    real_write = rundir._write_new
+    real_write = rundir.write_new
 
     def fail_on_third(path, data):
         calls.append(path.name)
@@ -256,7 +256,7 @@ def test_write_run_is_all_or_nothing_and_never_replaces_a_finished_run(tmp_path,
             raise OSError(30, "Read-only file system", str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(rundir, "_write_new", fail_on_third)
+    monkeypatch.setattr(rundir, "write_new", fail_on_third)
     with pytest.raises(FileFault, match="read-only"):
         rundir.write_run(folder, files)
     assert calls[-1] == "summary.json"  # the marker of a finished run is written last

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 import threading
 from pathlib import Path
@@ -44,6 +43,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from loopnets.atomic import write_atomic
 from loopnets.loop import Loop
 from loopnets.network import Network
 from loopnets.training.device import resolve_device
@@ -116,7 +116,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, architecture: bool = True
     }
     meta["digest"] = digest(meta, stored)
     data = safetensors.torch.save(stored, metadata=meta)
-    _write_atomic(path, data)
+    write_atomic(path, data)
 
 
 def load(
@@ -311,22 +311,6 @@ def digest(meta: dict[str, str], stored: dict[str, torch.Tensor]) -> str:
         h.update(struct.pack("<Q", len(head)) + head)
         h.update(raw)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, flush it to disk, then rename it over
-    `path` (os.replace is atomic on POSIX and Windows)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

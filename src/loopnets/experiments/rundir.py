@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from loopnets.experiments.config import ConfigError, Experiment, dumps, expand_variants, to_dict
+from loopnets.atomic import fsync_folder, write_atomic, write_new
 from loopnets.faults import FileFault, about
 
 try:  # Python >= 3.11
@@ -43,48 +44,7 @@ FAILED = "failed.json"
 LOCK = "run.lock"
 
 
-# --- atomic writes -------------------------------------------------------------------------
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or a new file in `folder` durable (POSIX: fsync the directory)."""
-    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows has no directory fsync
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create `path` (it must not exist), write `data`, fsync."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` at once: a temporary file in its folder, fsync, os.replace.
-
-    Raises:
-        FileFault: the file could not be written (disk full, read-only, ...); `path` is unchanged.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with about(path, "write"):
-        try:
-            _write_new(tmp, data)
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-        _fsync_folder(path.parent)
+# --- cleaning up -------------------------------------------------------------------------
 
 
 def _remove_quietly(path: Path) -> None:
@@ -120,14 +80,14 @@ def write_run(folder: Path, files: dict[str, bytes]) -> bool:
             partial.mkdir()
             for name in sorted(files, key=lambda n: n in last):  # the marker last
                 (partial / name).parent.mkdir(parents=True, exist_ok=True)  # loggers' folders (tensorboard/)
-                _write_new(partial / name, files[name])
-            _fsync_folder(partial)
+                write_new(partial / name, files[name])
+            fsync_folder(partial)
             old = None
             if folder.exists():  # failed or incomplete: replaced (a finished one returned above)
                 old = folder.with_name(f"{folder.name}.partial-old-{uuid.uuid4().hex[:8]}")
                 os.replace(folder, old)
             os.replace(partial, folder)
-            _fsync_folder(folder.parent)
+            fsync_folder(folder.parent)
         except BaseException:
             _remove_quietly(partial)
             raise
