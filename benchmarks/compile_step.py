@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 import loopnets as ln
-import loopnets.train as train
-from loopnets.lavik import thesis_mlp
+import loopnets.training.fit as train
+from loopnets.models.lavik.architectures import thesis_mlp
 
 CASES = {  # name -> (model builder, inputs, classes, samples, batch size, learning rate)
     "iris-ffn": (lambda: thesis_mlp(4, (25, 25, 25), 3), 4, 3, 150, 1, 1e-4),

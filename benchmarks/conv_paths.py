@@ -1,8 +1,8 @@
-"""Small-channel 1-D convolutions: F.conv1d against loopnets.conv's unfold + matmul path.
+"""Small-channel 1-D convolutions: F.conv1d against loopnets.builder.conv's unfold + matmul path.
 
 Two tables, one torch thread, contenders interleaved (timing.interleaved):
 - micro: forward + backward of one convolution (batch 32, length 571) per (C_in, C_out, kernel),
-  the measurements behind `loopnets.conv.use_unfold`;
+  the measurements behind `loopnets.builder.conv.use_unfold`;
 - ftir: ms per epoch of the FTIR CNN thesis workload (benchmarks/thesis.py) with the fast path
   forced off (before: every convolution is F.conv1d) and on (after), against `neurons`.
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import loopnets as ln
-from loopnets import conv
+from loopnets.builder import conv
 
 from thesis import ADAM, NEURONS_MS, label, workloads
 from timing import interleaved, median_ms

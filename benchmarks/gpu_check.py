@@ -8,7 +8,7 @@
    same initial weights and seed; the epoch losses and the final weights must agree within `--rtol`
    (the devices' kernels round differently, so not bit for bit).
 2. Precision (CUDA only): bf16 and fp16 autocast train the Tied MLP 2 epochs within 5 % of float32.
-3. Throughput: a CIFAR-shaped loopy CNN (`loopnets.loopy.loopy`, 32x32 images, batch 128, Tied x3)
+3. Throughput: a CIFAR-shaped loopy CNN (`loopnets.models.loopy.network.loopy`, 32x32 images, batch 128, Tied x3)
    trained by `ln.fit`, against the same network by hand (`images.HandLoopy`) trained by the
    textbook loop (`handwritten.train_epochs`), epochs of `--batches` steps, interleaved rounds,
    median per epoch. Target: loopnets images/s >= 0.9 x hand-written images/s.

@@ -95,7 +95,7 @@ def compare(stacked: dict, single: dict) -> dict:
 def per_model_epoch(epochs: int, log) -> list[dict]:
     """ms per model-epoch of the grid's stacking groups (fixed epochs, the first dropped as warm-up)."""
     import loopnets as ln
-    from loopnets.stacking import merged_keys, stack_key
+    from loopnets.builder.stacking import merged_keys, stack_key
     from loopnets.experiments import load_config
     from loopnets.experiments.config import expand_variants
     from loopnets.experiments.runner import build_model, load_split

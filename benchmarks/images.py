@@ -1,6 +1,6 @@
 """A larger image workload: Caswell's loopy CNN on 32x32 images, batch 128, per training step.
 
-loopnets: `loopnets.loopy.loopy(unroll=3, bn_per_unroll=False)`, an `ln.Loop` (Tied) over
+loopnets: `loopnets.models.loopy.network.loopy(unroll=3, bn_per_unroll=False)`, an `ln.Loop` (Tied) over
 conv 64 -> conv 64 -> conv 3 (each with batch norm and ReLU), image + feedback merged by addition,
 then a linear classifier, trained by `ln.fit`. Hand-written: the same stack as an nn.Sequential
 and a for-loop `h = stack(x + h)`, trained by the textbook loop. Data: 128 images of

@@ -1,4 +1,4 @@
-"""Dense vs sparse kernel of loopnets.inn.IterativeNetwork: one training step (forward + backward) per density.
+"""Dense vs sparse kernel of loopnets.models.inn.IterativeNetwork: one training step (forward + backward) per density.
 
 At the thesis scale by default (Hershey 2023: inputs 2500 = MNIST at 50 x 50, depth 810 = the
 500-200-100-10 MLP's units, i.e. a 810 x 3310 weight space), static input, batch 64, 10 iterations,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-import loopnets.inn as inn
+import loopnets.models.inn as inn
 
 DEFAULT_DENSITIES = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02]
 MD_PATH = Path(__file__).resolve().parent / "INN_KERNELS.md"
@@ -196,7 +196,7 @@ def report(rows: list[dict], crossovers: dict[int, float | None], args: argparse
         "Measured crossover (where a least-squares line through log(sparse / dense) against log(density) "
         f"crosses 0): {found}.",
         "",
-        f"`kernel=\"auto\"` rule (`loopnets.inn.AUTO_SPARSE_DENSITY = {inn.AUTO_SPARSE_DENSITY}`): on the CPU, "
+        f"`kernel=\"auto\"` rule (`loopnets.models.inn.AUTO_SPARSE_DENSITY = {inn.AUTO_SPARSE_DENSITY}`): on the CPU, "
         "\"sparse\" when at most that fraction of the weight space is non-zero (trainable or fixed weights), "
         "\"dense\" otherwise; on any other device \"dense\" (not measured there). For the thesis: the layered "
         "MLP (density 0.51, E1) and R = 0.5 (E2) run dense; the sparsity sweeps at R <= 0.2 (E3, E4) run sparse.",

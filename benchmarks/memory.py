@@ -36,7 +36,7 @@ def measure(mode: str, unroll: int, width: int, batch: int, device: str, threads
     import torch
 
     import loopnets as ln
-    from loopnets.memory import MallocPeak
+    from loopnets.training.memory import MallocPeak
 
     if threads:
         torch.set_num_threads(threads)

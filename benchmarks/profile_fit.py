@@ -17,7 +17,7 @@ import time
 import torch
 
 import loopnets as ln
-from loopnets.lavik import init_uniform_, thesis_mlp
+from loopnets.models.lavik.architectures import init_uniform_, thesis_mlp
 
 ADAM = ("adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-7})  # thesis Table 4.2, iris
 

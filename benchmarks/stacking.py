@@ -3,9 +3,9 @@
     python benchmarks/stacking.py [--models 5 40] [--steps 300] [--rounds 3] [--docs docs/performance.md]
 
 The iris network (4-25-25-25-3, ReLU, no biases), batch 1 per model, cross-entropy, one Adam step
-(foreach) over the stacked parameters, as `loopnets.batched` takes it; two ways to run the S
+(foreach) over the stacked parameters, as `loopnets.training.batched` takes it; two ways to run the S
 forwards and backwards as one:
-- bmm: each layer one `torch.bmm` over the weights stacked (S, out, in) (`loopnets.batched.StackedLinear`);
+- bmm: each layer one `torch.bmm` over the weights stacked (S, out, in) (`loopnets.training.batched.StackedLinear`);
 - vmap: `torch.func.stack_module_state` + `vmap(functional_call)` over the S models;
 - bmm compiled: the bmm model's forward through `torch.compile` (its compile time is the first
   steps' wall time; backward and Adam stay eager).
@@ -31,7 +31,7 @@ def iris_net() -> nn.Module:
 
 
 def bmm_step(S: int, compiled: bool = False):
-    from loopnets.stacking import Stack
+    from loopnets.builder.stacking import Stack
 
     stack = Stack([iris_net() for _ in range(S)])
     opt = torch.optim.Adam(stack.params, lr=1e-4, foreach=True)

@@ -23,7 +23,7 @@ from torch import nn
 
 import loopnets as ln
 from loopnets import layers
-from loopnets.lavik import loop_network, thesis_mlp
+from loopnets.models.lavik.architectures import loop_network, thesis_mlp
 
 from handwritten import Looped, train_epochs
 from timing import interleaved, median_ms, synchronizer

@@ -28,7 +28,7 @@ import torch
 
 import loopnets as ln
 from loopnets.data import load_dataset
-from loopnets.lavik import init_uniform_, thesis_mlp
+from loopnets.models.lavik.architectures import init_uniform_, thesis_mlp
 
 VARIANTS = {"FFN": ("ffn", 1), "COMBINE x2": ("combine", 2), "COUPLE x2": ("couple", 2), "Tied x2": ("tied", 2)}
 NEURONS_MS = {"FFN": 5.1, "COMBINE x2": 5.4, "COUPLE x2": 11.4}  # the neurons iris numbers, batch 1

@@ -8,8 +8,8 @@ from torch import nn
 
 import loopnets as ln
 from loopnets import layers
-from loopnets.lavik import init_uniform_, loop_network, thesis_mlp
-from loopnets.loop import Loop
+from loopnets.models.lavik.architectures import init_uniform_, loop_network, thesis_mlp
+from loopnets.core.loop import Loop
 
 SEEDS = [0, 1, 2]
 ADAM = ("adam", {"lr": 1e-2, "betas": (0.95, 0.999), "eps": 1e-7})
@@ -251,10 +251,10 @@ def test_falls_back_to_one_at_a_time_with_one_logged_line(float64_and_seed, laye
         return nn.Sequential(nn.Linear(4, 6), middle, nn.Linear(6, 3))
 
     X, y = classes(12)
-    with caplog.at_level(logging.WARNING, logger="loopnets.batched"):
+    with caplog.at_level(logging.WARNING, logger="loopnets.training.batched"):
         one, many = both(build, (X, y), batch_size=4)
     assert many[1].path == "sequential" and layer_type.__name__ in many[1].reason
-    lines = [r.getMessage() for r in caplog.records if r.name == "loopnets.batched"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "loopnets.training.batched"]
     assert len(lines) == 1 and "one after the other" in lines[0] and layer_type.__name__ in lines[0]
     assert_same(one, many, tol=0.0)  # the sequential path is fit itself
     with pytest.raises(ValueError, match="cannot be trained as one stacked model"):
@@ -273,7 +273,7 @@ def test_sigmoid_is_stacked(float64_and_seed):
 
 
 def test_a_masked_model_keeps_its_parameters(float64_and_seed):
-    from loopnets.stacking import Stack
+    from loopnets.builder.stacking import Stack
 
     models = [lavik("combine")(s) for s in SEEDS]
     stack = Stack(models)
@@ -333,7 +333,7 @@ def test_one_seed(float64_and_seed):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_stacked_layers_compute_each_models_layer(float64_and_seed, bias):
-    from loopnets.stacking import Stack
+    from loopnets.builder.stacking import Stack
 
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Linear(4, 5, bias=bias), nn.Unflatten(1, (1, 5)), nn.Conv1d(1, 2, 3, bias=bias)) for _ in SEEDS]
@@ -364,7 +364,7 @@ def test_variants_with_different_pass_counts_and_skips_stack(float64_and_seed, f
 
 
 def test_stack_keys_group_what_stacks():
-    from loopnets.stacking import merged_keys, stack_key
+    from loopnets.builder.stacking import merged_keys, stack_key
 
     keys = merged_keys([stack_key(lavik(v, u, skip)(0)) for v, u, skip in
                         [("ffn", 1, False), ("combine", 2, True), ("combine", 4, False), ("couple", 2, False),

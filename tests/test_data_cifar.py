@@ -135,7 +135,7 @@ def test_caswell_mnist_split(monkeypatch):
     from loopnets.data import mnist
 
     fake = (np.tile(np.arange(784) % 256, (5000, 1)), np.repeat(np.arange(10), 500))
-    monkeypatch.setattr(mnist, "_read", lambda: fake)
+    monkeypatch.setattr(mnist, "read_digits", lambda: fake)
     split = caswell_mnist(seed=0)
     assert split.x_train.shape == (4000, 1, 28, 28) and split.x_val.shape == (1000, 1, 28, 28)
     assert torch.bincount(split.y_val).tolist() == [100] * 10

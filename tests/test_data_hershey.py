@@ -27,7 +27,7 @@ from loopnets.data.hershey import (
     resize,
     uniform_anomaly_sequences,
 )
-from loopnets.data.mnist import _read
+from loopnets.data.mnist import read_digits
 from loopnets.data.split import Split
 
 SMALL = (200, 100, 100)  # image counts for the tests that need no full-size split: 10 of each digit in val
@@ -47,7 +47,7 @@ def _changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_image_split_is_2000_200_200_stratified_disjoint_resized_mnist_and_seeded():
-    pixels, labels = _read()
+    pixels, labels = read_digits()
     every = resize(torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0)
     row_of = {image.numpy().tobytes(): row for row, image in enumerate(every)}
     a, b, c = hershey_mnist(0), hershey_mnist(0), hershey_mnist(1)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import loopnets as ln
-from loopnets.inn import IterativeNetwork, fit_iterations, fit_sequences
+from loopnets.models.inn import IterativeNetwork, fit_iterations, fit_sequences
 from loopnets.training import CSVLogger, TensorBoardLogger, logger
 
 D = torch.float64

@@ -9,7 +9,7 @@ from torch import nn
 
 import loopnets as ln
 from loopnets import layers
-from loopnets.gated import (
+from loopnets.models.gated.network import (
     FeedbackGatedReLU,
     GatedNetwork,
     conv_autoencoder,

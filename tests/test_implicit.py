@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import loopnets as ln
-from loopnets.backprop import backprop_from_config
-from loopnets.batched import why_not_batched
+from loopnets.core.modes import backprop_from_config
+from loopnets.training.batched import why_not_batched
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 

@@ -1,4 +1,4 @@
-"""loopnets.inn core: IterativeNetwork against the MLP and the RNN it generalises (Hershey eq 2.10,
+"""loopnets.models.inn core: IterativeNetwork against the MLP and the RNN it generalises (Hershey eq 2.10,
 2.11), masks (layered, random R, block exchange P, fixed identity blocks), eq 3.1's weight space
 against the digest's depth table, and the dense and sparse kernels against each other."""
 
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-import loopnets.inn as inn
-from loopnets.inn import IterativeNetwork, block_exchange, identity_blocks, layered_mask, random_mask, weight_space
+import loopnets.models.inn as inn
+from loopnets.models.inn import IterativeNetwork, block_exchange, identity_blocks, layered_mask, random_mask, weight_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

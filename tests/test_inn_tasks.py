@@ -1,4 +1,4 @@
-"""loopnets.inn (lstm.py, metrics.py, tasks.py): LSTM baseline sizing, the multi-task loss and the thesis metrics against hand
+"""loopnets.models.inn (lstm.py, metrics.py, tasks.py): LSTM baseline sizing, the multi-task loss and the thesis metrics against hand
 computations, and the two training loops on a tiny learnable sequence task (stand-in model below)."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from loopnets.inn import (
+from loopnets.models.inn import (
     LSTMBaseline,
     SequenceHistory,
     acc_end,
@@ -24,7 +24,7 @@ from loopnets.inn import (
     predict_index,
     sequence_outputs,
 )
-from loopnets.train import TrainingDiverged
+from loopnets.training.fit import TrainingDiverged
 
 D = torch.float64
 

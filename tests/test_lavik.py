@@ -4,7 +4,7 @@ import torch
 
 import loopnets as ln
 from loopnets.data import load_iris
-from loopnets.lavik import thesis_mlp
+from loopnets.models.lavik.architectures import thesis_mlp
 
 
 def test_iris_split_is_stratified_standardised_and_seeded():
@@ -52,7 +52,7 @@ def test_bypassing_skip_changes_the_output_and_can_be_severed():
 
 def test_loop_network_conv_model_loops_2_to_1_like_the_ftir_cnn():
     from loopnets import layers
-    from loopnets.lavik import loop_network
+    from loopnets.models.lavik.architectures import loop_network
 
     convs = [layers.Conv(1, 9, padding=4, activation="relu", bias=False)] * 2 + [layers.Dense(32, activation="relu")]
     for method in ("combine", "couple", "tied"):
@@ -64,7 +64,7 @@ def test_loop_network_conv_model_loops_2_to_1_like_the_ftir_cnn():
 
 
 def test_uniform_init_is_neurons_range_and_keeps_couple_copies_tied():
-    from loopnets.lavik import init_uniform_
+    from loopnets.models.lavik.architectures import init_uniform_
 
     net = thesis_mlp(4, (25, 25, 25), 3, variant="couple", unroll=3)
     init_uniform_(net, generator=torch.Generator().manual_seed(0))

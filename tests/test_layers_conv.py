@@ -1,4 +1,4 @@
-"""The unfold + matmul path for small-channel 1-D convolutions (loopnets.conv)."""
+"""The unfold + matmul path for small-channel 1-D convolutions (loopnets.builder.conv)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import loopnets as ln
-from loopnets import conv, layers
-from loopnets.conv import Conv1d, unfold_conv1d, use_unfold
+from loopnets.builder import conv, layers
+from loopnets.builder.conv import Conv1d, unfold_conv1d, use_unfold
 
 
 def _graph_ops(y: torch.Tensor) -> set[str]:
@@ -125,7 +125,7 @@ def test_layers_build_unfold_conv_with_conv1d_parameters():
 def test_conv_loops_take_the_fast_path_and_fit_many_matches_fit(method, dtype):
     """A conv loop (1 -> 3 -> 1 channels, like the FTIR CNN's): stacked, each seed's convolutions
     are one grouped convolution, and fit_many's seeds equal fit within rounding."""
-    from loopnets.lavik import loop_network
+    from loopnets.models.lavik.architectures import loop_network
 
     torch.set_default_dtype(dtype)
     try:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import loopnets as ln
-from loopnets.backprop import accumulation_weights
+from loopnets.core.loop import MERGES
+from loopnets.core.modes import accumulation_weights
 
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
@@ -48,7 +49,7 @@ def test_tied_gradient_is_sum_of_per_pass_gradients(merge):
     copies = [copy.deepcopy(body) for _ in range(k)]
     h = x
     for t, c in enumerate(copies):
-        v = x if t == 0 else ln.loop.MERGES[merge](h, x)
+        v = x if t == 0 else MERGES[merge](h, x)
         h = c(v)
     per_pass = [torch.autograd.grad(((h - target) ** 2).sum(), list(c.parameters()), retain_graph=True) for c in copies]
     for i, g in enumerate(grads):
@@ -470,7 +471,7 @@ def test_couple_copies_are_equal_before_every_fit_step():
 
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.LeakyReLU(0.1), nn.ELU(), nn.Identity()])
 def test_combine_activation_slopes_equal_autograd(act):
-    from loopnets.backprop import _activation_slope
+    from loopnets.core.modes import _activation_slope
 
     pre = torch.randn(50) * 3
     p = pre.clone().requires_grad_(True)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import loopnets as ln
-from loopnets.memory import step_memory
+from loopnets.training.memory import step_memory
 
 
 def loop_step(backprop, unroll: int):

@@ -16,7 +16,7 @@ from loopnets.experiments.runner import build_model, load_split
 
 # An implicit loop that misses its tolerance warns (and records converged = false); that is an
 # outcome these runs report, not a failure.
-pytestmark = pytest.mark.filterwarnings("ignore::loopnets.solvers.NotConvergedWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::loopnets.core.solvers.NotConvergedWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = sorted((ROOT / "configs" / "modes").glob("*.toml"))
@@ -173,7 +173,7 @@ def test_step_memory_counts_the_batch_not_the_whole_data_set():
     from loopnets import layers
     from loopnets.data import load_dataset
     from loopnets.experiments.modes import loop_training
-    from loopnets.lavik import loop_network
+    from loopnets.models.lavik.architectures import loop_network
 
     split = load_dataset("digits")
     net = loop_network(split.input_shape, [layers.Dense(8, activation="tanh")] * 3, (1, 2), split.outputs,

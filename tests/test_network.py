@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from loopnets import layers
-from loopnets.backprop import Combine, Couple, Tied
-from loopnets.dropout import Dropout
-from loopnets.network import Network
+from loopnets.core.modes import Combine, Couple, Tied
+from loopnets.core.dropout import Dropout
+from loopnets.builder.network import Network
 
 
 def square(n_layers: int = 4) -> Network:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import loopnets as ln
-from loopnets.solvers import EPS, solve
+from loopnets.core.solvers import EPS, solve
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 

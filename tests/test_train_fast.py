@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 import loopnets as ln
-import loopnets.train
+import loopnets.training.fit
 from loopnets import layers
-from loopnets.backprop import accumulation_weights
-from loopnets.lavik import loop_network, thesis_mlp
-from loopnets.losses import get_loss
-from loopnets.optim import make_optimizer
-from loopnets.train import TrainingDiverged, fit, predict
+from loopnets.core.loop import cached_ties
+from loopnets.core.modes import accumulation_weights
+from loopnets.models.lavik.architectures import loop_network, thesis_mlp
+from loopnets.training.losses import get_loss
+from loopnets.training.optim import make_optimizer
+from loopnets.training.fit import TrainingDiverged, fit, predict
 
 D = torch.float64
 
@@ -114,8 +115,8 @@ def test_other_losses_and_large_data_gathered_per_batch_equal_the_reference(monk
     X, labels = data(n=17)
     y = torch.randn(17, 3, dtype=D) if target == "regression" else nn.functional.one_hot(labels, 3).to(D)
     kwargs = dict(loss=loss, optimizer=("sgdm", {"lr": 0.05}), epochs=2, batch_size=4, seed=1)
-    for gather_bytes in (loopnets.train.GATHER_BYTES, 0):  # 0: every data set counts as large
-        monkeypatch.setattr(loopnets.train, "GATHER_BYTES", gather_bytes)
+    for gather_bytes in (loopnets.training.fit.GATHER_BYTES, 0):  # 0: every data set counts as large
+        monkeypatch.setattr(loopnets.training.fit, "GATHER_BYTES", gather_bytes)
         torch.manual_seed(0)
         model = thesis_mlp(4, (5, 6, 5), 3, variant="couple", output_activation="linear").to(D)
         start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -195,7 +196,7 @@ def test_tie_accepts_the_cached_loop_list_and_the_cache_ends_with_the_block():
             for p in c.parameters():
                 p.add_(i)
     expected = [sum(ps) / 3 for ps in zip(*(c.parameters() for c in loop.copies))]
-    with ln.loop.cached_ties(model) as loops:
+    with cached_ties(model) as loops:
         assert loops == [loop] and "_tie_groups" in loop.__dict__
         ln.tie_(loops)
     assert "_tie_groups" not in loop.__dict__

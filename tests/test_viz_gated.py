@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from loopnets.gated import conv_autoencoder, dense_autoencoder, feedback_gain
+from loopnets.models.gated.network import conv_autoencoder, dense_autoencoder, feedback_gain
 from loopnets.viz import bottleneck_tsne, contrast_sweep, feedback_histograms, image_strip, noise_curves
 
 

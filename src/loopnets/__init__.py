@@ -3,17 +3,19 @@
 The public API is exactly what this module re-exports; everything else is private.
 """
 
-from loopnets.backprop import Combine, Couple, Implicit, OneStep, Tied, Truncated
-from loopnets.batched import ManyHistories, fit_many
+from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Tied, Truncated
+from loopnets.training.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
-from loopnets.dropout import Dropout
-from loopnets.loop import Loop, tie_
-from loopnets.network import Network
-from loopnets.probe import severed, unrolled
-from loopnets.solvers import NotConvergedWarning, SolverStats
-from loopnets.passes import EarlyExit, early_exit, pass_outputs
-from loopnets.train import History, TrainingDiverged, evaluate, fit
-from loopnets import gated, inn, layers, loopy, viz
+from loopnets.core.dropout import Dropout
+from loopnets.core.loop import Loop, tie_
+from loopnets.builder.network import Network
+from loopnets.core.probe import severed, unrolled
+from loopnets.core.solvers import NotConvergedWarning, SolverStats
+from loopnets.core.passes import EarlyExit, early_exit, pass_outputs
+from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
+from loopnets import viz
+from loopnets.builder import layers
+from loopnets.models import gated, inn, loopy
 
 __all__ = [
     "Combine",
@@ -49,4 +51,4 @@ __all__ = [
     "CheckpointError",
 ]
 
-__version__ = "0.1.0"
+from loopnets.version import __version__  # noqa: E402  (public: ln.__version__)

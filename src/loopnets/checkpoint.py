@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from loopnets.atomic import write_atomic
-from loopnets.loop import Loop
-from loopnets.network import Network
+from loopnets.core.loop import Loop
+from loopnets.builder.network import Network
 from loopnets.training.device import resolve_device
 
 FORMAT = "loopnets"
@@ -102,12 +102,12 @@ def save(model: nn.Module, path: str | os.PathLike, *, architecture: bool = True
     arch = _architecture_of(model, state) if architecture else None
     stored, aliases = _unique_tensors(state)
 
-    import loopnets  # here, not at module level: loopnets/__init__ imports this module
+    from loopnets.version import __version__
 
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "loopnets_version": loopnets.__version__,
+        "loopnets_version": __version__,
         "torch_version": torch.__version__,
         "architecture": json.dumps(arch),
         "tensors": json.dumps(_fingerprint(state)),

@@ -55,7 +55,7 @@ Anomaly sequences (thesis 2.3.2; `uniform_anomaly_sequences`, `random_anomaly_se
 - Targets: `flags` (n, L + 1) is 1 at step k and 0 elsewhere, the blank included (the per-step binary loss
   covers the L image steps; the final step carries the index loss). `index` (n,) is k in 0..L-1, so the
   index has L classes. Output width: `outputs` = L + 1, the L index logits then one anomaly-flag logit (the
-  layout of `loopnets.inn.tasks`, FLAG_UNIT = -1); for L = 9 this is the "2500 x 10" of the thesis's Table 3.1, for L = 19 (width not given in the thesis) it is 20.
+  layout of `loopnets.models.inn.tasks`, FLAG_UNIT = -1); for L = 9 this is the "2500 x 10" of the thesis's Table 3.1, for L = 19 (width not given in the thesis) it is 20.
 - Which images: uniform uses every image of the pool once before any is reused (a fresh shuffle per pass);
   random draws the digit uniformly and, within a sequence, images without replacement.
 - Fixed: each split's sequences are drawn once (`sequences`, default 2,000 / 200 / 200) from that split's
@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loopnets.data.mnist import _read
+from loopnets.data.mnist import read_digits
 from loopnets.data.split import IMAGE_LAYOUTS, Split
 
 MEAN, STD = 0.1307, 0.3081  # torchvision's MNIST statistics, as the thesis uses
@@ -138,7 +138,7 @@ class AnomalySequences:
 
     @property
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, flags, index): the `train` / `val` triple of `loopnets.inn.tasks.fit_sequences`."""
+        """(x, flags, index): the `train` / `val` triple of `loopnets.models.inn.tasks.fit_sequences`."""
         return self.x, self.flags, self.index
 
     def __len__(self) -> int:
@@ -175,7 +175,7 @@ def hershey_mnist(seed: int = 0, sizes: tuple[int, int, int] = (2000, 200, 200))
     n_train, n_val, n_test = _check_sizes(sizes, "sizes", 10, 5000)
     from sklearn.model_selection import train_test_split
 
-    pixels, labels = _read()  # (5000, 784) in 0..255, (5000,)
+    pixels, labels = read_digits()  # (5000, 784) in 0..255, (5000,)
     rows = np.arange(len(labels))
     train, rest = train_test_split(rows, train_size=n_train, test_size=n_val + n_test, stratify=labels,
                                    random_state=seed)

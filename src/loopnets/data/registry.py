@@ -106,7 +106,7 @@ def describe_dataset(name: str, full: bool = False) -> str:
 
 
 def default_loss(split: Split) -> str:
-    """The loss a model for this split trains on by default: "cross_entropy" or "rmse" (loopnets.losses names)."""
+    """The loss a model for this split trains on by default: "cross_entropy" or "rmse" (loopnets.training.losses names)."""
     if split.task not in _DEFAULT_LOSSES:
         raise ValueError(f"Split.task must be one of {tuple(_DEFAULT_LOSSES)}; got {split.task!r}")
     return _DEFAULT_LOSSES[split.task]

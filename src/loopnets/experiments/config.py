@@ -14,10 +14,10 @@ a bypassing skip, five seeds). A TOML file only states what differs:
 
 Four model families: "lavik" (the default: a hidden-layer stack with one loop, trained by the
 variants' backprop methods), "gated_autoencoder" (Kemmerling's feedback-gated ReLU autoencoder,
-`loopnets.gated`, trained to reconstruct the data set's x; settings in `[model.gated]`, variants
-choose feedback and timesteps), "loopy_cnn" (Caswell et al.'s loopy CNNs, `loopnets.loopy`;
+`loopnets.models.gated.network`, trained to reconstruct the data set's x; settings in `[model.gated]`, variants
+choose feedback and timesteps), "loopy_cnn" (Caswell et al.'s loopy CNNs, `loopnets.models.loopy.network`;
 `[model.loopy]`, `loopnets.experiments.loopy`) and "inn" (Hershey's iterative networks and the
-LSTM baseline, `loopnets.inn`; `[model.inn]`, `loopnets.experiments.inn`). Each family's variants
+LSTM baseline, `loopnets.models.inn`; `[model.inn]`, `loopnets.experiments.inn`). Each family's variants
 accept only their own keys:
 
     [model]
@@ -59,9 +59,9 @@ else:  # pragma: no cover - Python 3.10
 
 # family loopy_cnn (Caswell): its [model.loopy] table, variants and checks live in experiments/loopy.py
 from loopnets.experiments import loopy as _loopy
-from loopnets.optim import CLIP_KINDS, OPTIMIZERS, check_clip, check_scheduler
+from loopnets.training.optim import CLIP_KINDS, OPTIMIZERS, check_clip, check_scheduler
 from loopnets.training.callbacks import LOGGERS
-from loopnets.passes import PASS_WEIGHTS
+from loopnets.core.passes import PASS_WEIGHTS
 from loopnets.experiments.loopy import LoopyConfig
 
 # family inn (Hershey): its [model.inn] table, variants and checks live in experiments/inn.py
@@ -72,7 +72,7 @@ METHODS = ("ffn", "combine", "couple", "tied", "truncated", "implicit", "onestep
 FAMILIES = ("lavik", "gated_autoencoder", "loopy_cnn", "inn")
 GATED_ARCHITECTURES = ("dense", "conv")
 GATED_FEEDBACK = ("none", "partial", "comprehensive")
-GATED_MODES = ("gain", "threshold", "both", "constant")  # loopnets.gated.MODES
+GATED_MODES = ("gain", "threshold", "both", "constant")  # loopnets.models.gated.network.MODES
 # train.analyses (loopnets.experiments.gated): mu_D / gain histograms (Fig 5), reduced-contrast
 # reconstructions (Figs 20, 21), t-SNE of the bottleneck per pass (Figs 18, 19), image strips (Figs 8, 21)
 GATED_ANALYSES = ("histograms", "contrast", "tsne", "strips")
@@ -119,7 +119,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GatedConfig:
-    """`[model.gated]`: Kemmerling's feedback-gated autoencoder (`loopnets.gated`), family "gated_autoencoder".
+    """`[model.gated]`: Kemmerling's feedback-gated autoencoder (`loopnets.models.gated.network`), family "gated_autoencoder".
 
     Dense: inputs-hidden-bottleneck-hidden-inputs (sec 4: 784-392-10-392-784, ReLU, sigmoid output);
     conv: two conv and two transposed-conv layers of `filters` kernel x kernel filters, stride

@@ -1,7 +1,7 @@
 """The gated_autoencoder family in the runner: build Kemmerling's autoencoder, and its extra results.
 
 `build_gated_model` turns `[model.gated]` and one expanded `GatedVariant` into a `GatedNetwork`
-(`loopnets.gated.dense_autoencoder` / `conv_autoencoder`) for the data's input shape.
+(`loopnets.models.gated.network.dense_autoencoder` / `conv_autoencoder`) for the data's input shape.
 `extra_results` computes what summary.json keeps under `extra` for a gated run (see
 docs/contract-runs.md): the validation loss per pass (the output of pass t, which is the output
 of the network run for t timesteps), the validation loss with evaluation-time Gaussian noise
@@ -19,9 +19,9 @@ import torch
 
 from loopnets.data.split import Split
 from loopnets.experiments.config import ConfigError, Experiment, GatedVariant
-from loopnets.gated import GatedNetwork, conv_autoencoder, dense_autoencoder
-from loopnets.probe import unrolled
-from loopnets.train import evaluate
+from loopnets.models.gated.network import GatedNetwork, conv_autoencoder, dense_autoencoder
+from loopnets.core.probe import unrolled
+from loopnets.training.fit import evaluate
 from loopnets.viz import gated as viz
 
 CONTRAST_FACTORS = [round(0.1 * i, 1) for i in range(11)]  # App 7.5, Fig 20: 0.0, 0.1, ..., 1.0

@@ -1,4 +1,4 @@
-"""The inn family in the runner: Hershey's iterative neural networks (`loopnets.inn`) and the LSTM baseline.
+"""The inn family in the runner: Hershey's iterative neural networks (`loopnets.models.inn`) and the LSTM baseline.
 
     data.name = "hershey_random"       # hershey_mnist | hershey_uniform | hershey_random
     data.options = {length = 9, sequences = [400, 100, 100]}
@@ -59,11 +59,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from loopnets import inn
+from loopnets.models import inn
 from loopnets.experiments.provenance import environment
 from loopnets.data.hershey import HERSHEY_DATASETS, SIZE, load_hershey
-from loopnets.inn.network import ACTIVATIONS, INITS, KERNELS
-from loopnets.train import EVAL_BATCH_SIZE, History, TrainingDiverged
+from loopnets.models.inn.network import ACTIVATIONS, INITS, KERNELS
+from loopnets.training.fit import EVAL_BATCH_SIZE, History, TrainingDiverged
 
 if TYPE_CHECKING:  # config.py imports this module: no import of it at run time here
     from loopnets.experiments.config import Experiment
@@ -80,7 +80,7 @@ INPUTS = SIZE * SIZE  # 2,500: MNIST resized to 50 x 50, layout "dense"
 
 @dataclass(frozen=True)
 class INNConfig:
-    """`[model.inn]`: Hershey's iterative networks (`loopnets.inn`), family "inn". Variants may override
+    """`[model.inn]`: Hershey's iterative networks (`loopnets.models.inn`), family "inn". Variants may override
     density, p, trainable, iterations (and train.optimizer_args.lr as `lr`).
 
     structure: "layered" | "random" | "budget" (see the module docstring).
@@ -452,7 +452,7 @@ def validate(exp: Experiment) -> list[INNVariant]:
     Cheap: no data is generated and no model built (a thesis-size weight space holds millions of
     entries), so every shipped config validates in well under a second.
     """
-    from loopnets.optim import make_optimizer
+    from loopnets.training.optim import make_optimizer
 
     variants = expand(exp)
     outputs, _ = data_shape(exp)
@@ -489,8 +489,8 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
     from loopnets.checkpoint import save
     from loopnets.experiments.config import dumps
     from loopnets.experiments.runner import (  # the run-folder format lives in the runner
-        _mean_ms,
-        _metrics_csv,
+        mean_ms,
+        metrics_csv,
         sweep_passes,
     )
 
@@ -553,8 +553,8 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
         "loss": "multitask" if sequences else ("cross_entropy" if weights is not None else "per_iteration_cross_entropy"),
         "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "error": error, "probes": probes,
-        "timing": {"train_ms_per_epoch": _mean_ms(history["train_seconds"]),
-                   "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
+        "timing": {"train_ms_per_epoch": mean_ms(history["train_seconds"]),
+                   "val_ms_per_epoch": mean_ms(history["val_seconds"]),
                    "wall_seconds": time.perf_counter() - started},
         "training": {"path": "single", "seeds_together": [seed]},
         "environment": environment(started, model),
@@ -564,7 +564,7 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
     if sweep is not None:
         summary["unroll_sweep"] = sweep
     run_config = {**experiment, "train": {**experiment["train"], "seeds": [seed]}, "variants": [variant.table()]}
-    files = {"config.toml": dumps(run_config).encode(), "metrics.csv": _metrics_csv(history).encode(),
+    files = {"config.toml": dumps(run_config).encode(), "metrics.csv": metrics_csv(history).encode(),
              "summary.json": json.dumps(summary, indent=2).encode()}
     if status == "finished":
         with tempfile.TemporaryDirectory() as tmp:

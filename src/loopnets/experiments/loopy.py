@@ -1,4 +1,4 @@
-"""The loopy_cnn family in the runner: Caswell, Shen and Wang's loopy CNNs (`loopnets.loopy`) as experiments.
+"""The loopy_cnn family in the runner: Caswell, Shen and Wang's loopy CNNs (`loopnets.models.loopy.network`) as experiments.
 
     [model]
     family = "loopy_cnn"
@@ -12,7 +12,7 @@ A variant is one `model` (MODELS) at one `unroll` (passes k; Vanilla always runs
 the variants' shared default 2, so configs state the paper's k = 3 explicitly). The models
 return logits and train with cross-entropy through `ln.fit` (the only loss this family accepts).
 What a run adds to summary.json (docs/contract-runs.md): `parameter_counts` (conv, bn, fc,
-conv+fc, total, ...: `loopnets.loopy.parameter_counts`) and `extra` with the accuracy on the
+conv+fc, total, ...: `loopnets.models.loopy.network.parameter_counts`) and `extra` with the accuracy on the
 training split (Fig 8's "train acc"), an unroll sweep of the tied models (the trained model
 evaluated with 1 .. 2k passes: the recurrence-vs-depth protocol's test-time extrapolation), and
 the `train.analyses` "guided" (guided-backprop maps of filter 0 of every conv at every unroll,
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
-from loopnets import loopy
+from loopnets.models.loopy import network as loopy
 from loopnets.data.registry import DATASETS, check_dataset_options, dataset_options
 from loopnets.data.split import Split
-from loopnets.loop import MERGES
-from loopnets.probe import unrolled
-from loopnets.train import evaluate
+from loopnets.core.loop import MERGES
+from loopnets.core.probe import unrolled
+from loopnets.training.fit import evaluate
 from loopnets.viz import loopy as viz
 
 if TYPE_CHECKING:  # config.py imports this module: no import of it at run time here
@@ -65,7 +65,7 @@ USER_DATA_SHAPES = {"cifar10": ((3, 32, 32), 10)}
 
 @dataclass(frozen=True)
 class LoopyConfig:
-    """`[model.loopy]`: Caswell's loopy CNNs (`loopnets.loopy`), family "loopy_cnn". Defaults = the authors' code.
+    """`[model.loopy]`: Caswell's loopy CNNs (`loopnets.models.loopy.network`), family "loopy_cnn". Defaults = the authors' code.
 
     filters: conv 1 and conv 2 filters, one number or [conv 1, conv 2] (CIFAR-10: 64, 64). The top
         conv (and the loop conv of +layer / xlayer) has the image's channel count. Not used by

@@ -3,7 +3,7 @@
 The modes comparison (configs/modes/, docs/modes.md) sets accuracy against time and memory. The
 runner times every epoch already; this module adds, for every run of the lavik family:
 
-- memory: `loopnets.memory.step_memory` of one training step of the trained model on the first
+- memory: `loopnets.training.memory.step_memory` of one training step of the trained model on the first
   `batch_size` training samples, with the run's deep supervision (the loop at its training unroll):
   autograd's saved bytes (exact) and the malloc peak (CPU) or the CUDA peak;
 - solver: for Implicit / OneStep loops, the `SolverStats` of that training step's forward solve
@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from loopnets.data.split import Split
-from loopnets.loop import Loop
-from loopnets.losses import get_loss
-from loopnets.memory import step_memory
-from loopnets.passes import pass_plan
-from loopnets.train import as_tensors, pass_loss, predictor
+from loopnets.core.loop import Loop
+from loopnets.training.losses import get_loss
+from loopnets.training.memory import step_memory
+from loopnets.core.passes import pass_plan
+from loopnets.training.fit import as_tensors, pass_loss, predictor
 from loopnets.training.device import device_and_dtype
 
 

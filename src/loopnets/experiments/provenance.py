@@ -116,7 +116,7 @@ def environment(started: float, model: torch.nn.Module | None = None) -> dict:
         started: time.perf_counter() at the run's start (this process's clock).
         model: the trained model, for its device.
     """
-    from loopnets import __version__  # at call time: the package imports the runner's layers first
+    from loopnets.version import __version__
 
     load_start, age = load_at(started)
     mark_load()  # the end of this run: the start of the next run in this process

@@ -24,14 +24,14 @@ def run_on_ray(todo: list, address: str, train: Callable) -> Iterator[tuple[obje
         import ray
     except ImportError:
         raise RuntimeError("--ray needs the Ray package: pip install 'loopnets[ray]' (or pip install ray)") from None
-    import loopnets
+
 
     started_here = not ray.is_initialized()
     if started_here:
         if address == "local":
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
-            package = str(Path(loopnets.__file__).parent)
+            package = str(Path(__file__).resolve().parents[1])  # the loopnets package folder
             ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(train)

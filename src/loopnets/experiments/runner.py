@@ -17,7 +17,7 @@ stop the sweep with a `FileFault`; finished runs are never touched.
 
 A task is one run, or (family lavik, train.group_seeds, the default) every unfinished run whose
 network stacks with the others' (the seeds of a variant, and variants that differ only in pass
-counts and skips: `loopnets.stacking.stack_key`), trained as one stacked model by one `ln.fit_many`
+counts and skips: `loopnets.builder.stacking.stack_key`), trained as one stacked model by one `ln.fit_many`
 call with the results of one at a time within rounding; its runs come back when the task
 finishes. If a group raises, its runs are trained again one at a time, so one bad run fails
 alone. After training, every looped run is also evaluated at 1 .. T passes (`unroll_sweep`,
@@ -43,14 +43,14 @@ from typing import Callable, Iterator
 
 import torch
 
-from loopnets import layers
-from loopnets.backprop import MODES
-from loopnets.batched import fit_many
-from loopnets.stacking import merged_keys, stack_key
+from loopnets.builder import layers
+from loopnets.core.modes import MODES
+from loopnets.training.batched import fit_many
+from loopnets.builder.stacking import merged_keys, stack_key
 from loopnets.checkpoint import save
 from loopnets.experiments.modes import loop_training
 from loopnets.experiments.provenance import environment, mark_load, usable_cores
-from loopnets.passes import pass_plan
+from loopnets.core.passes import pass_plan
 from loopnets.data import dataset_options, load_dataset
 from loopnets.data.split import Split, autoencoding
 from loopnets.experiments.budget import check_memory
@@ -74,12 +74,12 @@ from loopnets.experiments import rundir
 from loopnets.experiments.rundir import FAILED, FINISHED
 from loopnets.experiments import inn as inn_family
 from loopnets.experiments.gated import build_gated_model, extra_results
-from loopnets.lavik import init_uniform_, loop_network
-from loopnets.loop import Loop
-from loopnets.network import Network
-from loopnets.optim import make_optimizer
-from loopnets.probe import severed, unrolled
-from loopnets.train import History, TrainingDiverged, evaluate, fit
+from loopnets.models.lavik.architectures import init_uniform_, loop_network
+from loopnets.core.loop import Loop
+from loopnets.builder.network import Network
+from loopnets.training.optim import make_optimizer
+from loopnets.core.probe import severed, unrolled
+from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
 from loopnets.training.callbacks import logger
 from loopnets.training.device import check_precision, resolve_device
 
@@ -207,7 +207,7 @@ def validate(exp: Experiment) -> list[Variant]:
     variants = expand_variants(exp)
     split = loopy_family.placeholder_split(exp) or load_split(exp)
     loss = loss_name(exp, split)
-    from loopnets.losses import get_loss
+    from loopnets.training.losses import get_loss
 
     try:
         get_loss(loss)
@@ -479,8 +479,8 @@ def _run_files(spec: RunSpec, exp: Experiment, split: Split, loss: str, model: t
         "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "error": error, "probes": probes,
         "timing": {
-            "train_ms_per_epoch": _mean_ms(history["train_seconds"]),
-            "val_ms_per_epoch": _mean_ms(history["val_seconds"]),
+            "train_ms_per_epoch": mean_ms(history["train_seconds"]),
+            "val_ms_per_epoch": mean_ms(history["val_seconds"]),
             "wall_seconds": time.perf_counter() - started,
         },
         "training": training,
@@ -501,7 +501,7 @@ def _run_files(spec: RunSpec, exp: Experiment, split: Split, loss: str, model: t
                   "variants": [variant.table()]}
     files = {
         "config.toml": dumps(run_config).encode(),
-        "metrics.csv": _metrics_csv(history).encode(),
+        "metrics.csv": metrics_csv(history).encode(),
         "summary.json": json.dumps(summary, indent=2).encode(),
         **figures,
     }
@@ -556,11 +556,11 @@ def unroll_sweep(exp: Experiment, variant, model: torch.nn.Module, split: Split,
             "accuracy": None if all(a is None for a in accuracy) else accuracy, "training_unroll": variant.unroll}
 
 
-def _mean_ms(seconds: list[float]) -> float | None:
+def mean_ms(seconds: list[float]) -> float | None:
     return 1000 * statistics.mean(seconds) if seconds else None
 
 
-def _metrics_csv(history: History) -> str:
+def metrics_csv(history: History) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
@@ -594,7 +594,7 @@ def plan(exp: Experiment, experiment_dir: Path) -> tuple[list[RunSpec], list[Run
 
 def groups(exp: Experiment, todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
     """The runs to do, as tasks for `train_group`, largest first. Family lavik with train.group_seeds:
-    every run whose network stacks with another's (`loopnets.stacking.stack_key`: the same layers; COMBINE
+    every run whose network stacks with another's (`loopnets.builder.stacking.stack_key`: the same layers; COMBINE
     pass counts, FFN as one pass, and "add" skips may differ) in one task; else one task per run.
     Finished runs are never in `todo`, so never retrained."""
     keys: dict[str, object] = {}

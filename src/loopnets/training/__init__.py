@@ -1,6 +1,6 @@
 """The training engine: one loop (`engine.train`), its data sources, devices, callbacks and loggers.
 
-`loopnets.fit` / `loopnets.evaluate` (`loopnets.train`) and `loopnets.inn.fit_sequences` /
+`loopnets.fit` / `loopnets.evaluate` (`loopnets.training.fit`) and `loopnets.models.inn.fit_sequences` /
 `fit_iterations` are its fronts. What the config layer maps onto: `logger(name, directory)` for
 `loggers = ["csv", "tensorboard"]`, and fit's `device`, `precision`, `scheduler`, `clip` arguments.
 """

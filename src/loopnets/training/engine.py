@@ -17,7 +17,7 @@ and call this loop; what differs between them plugs in as the task object:
 
 Early stopping and best-weight restore (`BestEpoch`), divergence (`diverged`), timing, progress
 (`epoch_bar`) and the solver-warning summary (`solver_warnings`) exist here once; the seed-batched
-path (`loopnets.batched`) uses the same pieces for its per-seed bookkeeping.
+path (`loopnets.training.batched`) uses the same pieces for its per-seed bookkeeping.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from loopnets.loop import cached_ties, tie_
-from loopnets.optim import (PER_BATCH_SCHEDULERS, ClipSpec, OptimizerSpec, SchedulerSpec, make_clipper, make_optimizer,
+from loopnets.core.loop import cached_ties, tie_
+from loopnets.training.optim import (PER_BATCH_SCHEDULERS, ClipSpec, OptimizerSpec, SchedulerSpec, make_clipper, make_optimizer,
                             make_output_clamp, make_scheduler)
-from loopnets.solvers import NotConvergedWarning
+from loopnets.core.solvers import NotConvergedWarning
 from loopnets.training import callbacks as hooks
 from loopnets.training.device import autocast
 from loopnets.training.distributed import Replicas
@@ -87,14 +87,14 @@ def train(
         data, val: batch sources (`loopnets.training.data`): `data.epoch()` yields one epoch's
             training batches, `val.evaluation(size)` the validation batches; val may be None.
         history: the empty History (or subclass) to fill; its RECORD is the per-epoch record type.
-        optimizer: see `loopnets.optim.make_optimizer`.
+        optimizer: see `loopnets.training.optim.make_optimizer`.
         epochs, seed, early_stopping, restore_best, progress: as documented in `ln.fit`.
         desc: the progress bar's label.
         callbacks: objects with on_train_start / on_epoch_end / on_train_end (`training.callbacks`).
-        scheduler: see `loopnets.optim.make_scheduler`; stepped after every epoch (OneCycleLR and
+        scheduler: see `loopnets.training.optim.make_scheduler`; stepped after every epoch (OneCycleLR and
             CyclicLR after every optimizer step; ReduceLROnPlateau with the val loss, or the train
             loss without val data).
-        clip: see `loopnets.optim.make_clipper`; applied between backward and the optimizer step;
+        clip: see `loopnets.training.optim.make_clipper`; applied between backward and the optimizer step;
             ("output", c) clamps dLoss/dOutput during backward instead (`make_output_clamp`).
         precision: None, "bf16" or "fp16" (checked by the front): autocast over forward and loss,
             with a GradScaler for fp16.
@@ -307,7 +307,7 @@ def kept_modes(model: nn.Module) -> Iterator[None]:
 def solver_warnings(epoch: int) -> Iterator[None]:
     """Gather the NotConvergedWarnings of one epoch's training steps into one warning.
 
-    An implicit loop that misses its tolerance warns at every solve (`loopnets.solvers`), which
+    An implicit loop that misses its tolerance warns at every solve (`loopnets.core.solvers`), which
     in training is every step: hundreds of lines per epoch. Inside the block they are collected
     and reported once, with their count and the worst residual; other warnings pass through.
     """

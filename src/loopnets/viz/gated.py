@@ -1,6 +1,6 @@
 """Analyses of a trained feedback-gated network (Kemmerling, "Feedback-Gated Rectified Linear Units").
 
-Each function runs a `loopnets.gated.GatedNetwork` over a data set in eval() mode without gradients,
+Each function runs a `loopnets.models.gated.network.GatedNetwork` over a data set in eval() mode without gradients,
 returns its numbers (numpy arrays in a dict), and draws a PNG only when given a `path`:
 
   - `feedback_histograms`: mu_D and gain of one layer over the data, passes t >= 2 (Fig 5).
@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from loopnets.gated import GatedNetwork, GatedPass
+from loopnets.models.gated.network import GatedNetwork, GatedPass
 
 __all__ = ["feedback_histograms", "noise_curves", "bottleneck_tsne", "contrast_sweep", "image_strip"]
 

@@ -9,7 +9,7 @@
   only when given a path.
 - `guided_relus`: the context manager that makes every `nn.ReLU` of a model guided.
 
-Addressing follows `loopnets.loopy.LoopyCNN`: a layer by name ("conv1", "conv2", "conv3", or
+Addressing follows `loopnets.models.loopy.network.LoopyCNN`: a layer by name ("conv1", "conv2", "conv3", or
 "loop" for the conv in the loop path) and an unroll by 0-based index (unroll 0 is the first pass;
 the code's `conv_1_unroll=0`, the paper's "unroll 1"). Both functions run the model in eval()
 mode (BN with running statistics, as the code's `deterministic=True`) and restore its mode.
@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from loopnets.loopy import LoopyCNN
+from loopnets.models.loopy.network import LoopyCNN
 
 __all__ = ["guided_relus", "guided_backprop", "merge_images", "image_grid"]
 
@@ -97,7 +97,7 @@ def _recording(modules: Sequence[nn.Module], inputs: bool) -> Iterator[list[Tens
 
 def _check_model(model, x) -> Tensor:
     if not isinstance(model, LoopyCNN):
-        raise TypeError(f"expected a loopnets.loopy model (LoopyCNN, e.g. loopy.loopy()); got {type(model).__name__}")
+        raise TypeError(f"expected a loopnets.models.loopy.network model (LoopyCNN, e.g. loopy.loopy()); got {type(model).__name__}")
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a batch of images, a tensor (batch, channels, height, width); got {getattr(x, 'shape', x)!r}")
     return x
@@ -114,7 +114,7 @@ def guided_backprop(model: LoopyCNN, x: Tensor, layer: str, filter: int, unroll:
     stretches each image to its own min..max, as the code's `visualize_image`).
 
     Args:
-        model: a `loopnets.loopy` model.
+        model: a `loopnets.models.loopy.network` model.
         x: images (batch, C, H, W).
         layer: a name in `model.layer_names`.
         filter: output channel of that conv, 0-based.

@@ -34,9 +34,9 @@ from typing import Iterator, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from loopnets import layers as specs
-from loopnets.dropout import Dropout as SharedDropout
-from loopnets.dropout import pinned_masks
+from loopnets.builder import layers as specs
+from loopnets.core.dropout import Dropout as SharedDropout
+from loopnets.core.dropout import pinned_masks
 
 __all__ = [
     "MODES",
@@ -288,7 +288,7 @@ class GatedNetwork(nn.Module):
 
     Args:
         input_shape: per-sample input shape, e.g. (784,) or (3, 32, 32).
-        layers: `loopnets.layers` specs (Dense, Conv, Deconv, MaxPool, Dropout), numbered from 0.
+        layers: `loopnets.builder.layers` specs (Dense, Conv, Deconv, MaxPool, Dropout), numbered from 0.
             A layer receiving feedback must be a Dense / Conv / Deconv with activation "relu".
         feedback: (source, target) pairs with source > target (a higher layer into a lower one);
             "comprehensive": every (higher, lower) pair of affine (dense / conv / deconv) layers whose
@@ -323,7 +323,7 @@ class GatedNetwork(nn.Module):
         self.input_shape = _check_input_shape(input_shape)
         self.layer_specs = list(layers)
         if not self.layer_specs:
-            raise ValueError("GatedNetwork needs at least one layer spec, e.g. [loopnets.layers.Dense(10, 'relu')]")
+            raise ValueError("GatedNetwork needs at least one layer spec, e.g. [loopnets.builder.layers.Dense(10, 'relu')]")
         self.timesteps = timesteps
         self.probe_unroll: int | None = None  # set by ln.unrolled / ln.severed(loops=True)
         self.mode, self.beta_max, self.eta = mode, float(beta_max), float(eta)
@@ -335,7 +335,7 @@ class GatedNetwork(nn.Module):
         for i, spec in enumerate(self.layer_specs):
             if not isinstance(spec, specs.SPEC_TYPES):
                 raise ValueError(
-                    f"layer {i}: expected a loopnets.layers spec (Dense, Conv, Deconv, MaxPool, Dropout); "
+                    f"layer {i}: expected a loopnets.builder.layers spec (Dense, Conv, Deconv, MaxPool, Dropout); "
                     f"got {type(spec).__name__}"
                 )
             module, out = specs.build(spec, shape, where=f"layer {i}")

@@ -2,7 +2,7 @@
 
 A sequence of `length` images is followed by one blank query step (T = length + 1 steps). Output
 units 0 .. length-1 are the index logits, read at the last (query) step; the last unit is the
-anomaly-flag logit, read at every interim step (`FLAG_UNIT`; see `loopnets.inn.tasks`).
+anomaly-flag logit, read at every interim step (`FLAG_UNIT`; see `loopnets.models.inn.tasks`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def acc_end(outputs: Tensor, index: Tensor, flag_unit: int = FLAG_UNIT) -> float
         raise ValueError(
             f"index must hold integer positions, shape ({outputs.shape[0]},); got {index.dtype} {tuple(index.shape)}"
         )
-    return (_end_hits(outputs, index, flag_unit) / len(index)).item()
+    return (end_hits(outputs, index, flag_unit) / len(index)).item()
 
 
 def acc_seq(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int = FLAG_UNIT) -> float:
@@ -49,8 +49,8 @@ def acc_seq(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int = FLAG
     a hit at the last step: the index prediction equals `index` (the thesis compares each step with
     its own ground truth; the per-step targets are the binary flags, §2.2).
     """
-    _split(outputs, flags, index, flag_unit)
-    hits = _seq_hits(outputs, flags, index, flag_unit)
+    split_outputs(outputs, flags, index, flag_unit)
+    hits = seq_hits(outputs, flags, index, flag_unit)
     return (hits / outputs.shape[0] / outputs.shape[1]).item()
 
 
@@ -85,7 +85,7 @@ def _index_logits(outputs: Tensor, unit: int) -> Tensor:
     return torch.cat([outputs[..., :unit], outputs[..., unit + 1 :]], dim=-1)
 
 
-def _split(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> tuple[Tensor, Tensor]:
+def split_outputs(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> tuple[Tensor, Tensor]:
     """Check the shapes (no host sync) and return (index logits (B, T, units-1), flag logits (B, T))."""
     if outputs.dim() != 3:
         raise ValueError(
@@ -109,16 +109,16 @@ def _split(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> tup
     return _index_logits(outputs, unit), outputs[..., unit]
 
 
-def _end_hits(outputs: Tensor, index: Tensor, flag_unit: int) -> Tensor:
+def end_hits(outputs: Tensor, index: Tensor, flag_unit: int) -> Tensor:
     return (predict_index(outputs, flag_unit) == index).sum()
 
 
-def _seq_hits(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> Tensor:
+def seq_hits(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int) -> Tensor:
     """Correct steps: interim flag signs against the flags, plus the final index predictions."""
     steps = outputs.shape[1]
     flag_logits = outputs[:, :-1, _unit(flag_unit, outputs.shape[2])]  # (B, T - 1)
     interim_hits = ((flag_logits > 0) == (flags[:, : steps - 1] > 0.5)).sum()
-    return interim_hits + _end_hits(outputs, index, flag_unit)
+    return interim_hits + end_hits(outputs, index, flag_unit)
 
 
 def _class_pair(pred: Tensor, true: Tensor, classes: int) -> tuple[Tensor, Tensor]:

@@ -25,9 +25,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from loopnets import layers
-from loopnets.backprop import Backprop, Combine, Couple, backprop_from_config
-from loopnets.loop import Loop
+from loopnets.builder import layers
+from loopnets.core.modes import Backprop, Combine, Couple, backprop_from_config
+from loopnets.core.loop import Loop
 
 Shape = tuple[int, ...]
 
@@ -273,7 +273,7 @@ class Network(nn.Module):
         """
         index = len(self._layers)
         if isinstance(specs, layers.SPEC_TYPES) or not isinstance(specs, Sequence) or not specs:
-            raise ValueError(f"feedback needs a non-empty list of layer specs (loopnets.layers.Dense, ...); got {specs!r}")
+            raise ValueError(f"feedback needs a non-empty list of layer specs (loopnets.builder.layers.Dense, ...); got {specs!r}")
         for spec in specs:
             if not isinstance(spec, layers.SPEC_TYPES):
                 raise ValueError(
@@ -356,7 +356,7 @@ class Network(nn.Module):
         return cached[1]
 
     def _around_loop(self, x: torch.Tensor, logits: bool = False) -> tuple[Loop, torch.Tensor, Callable]:
-        """Split a run at the network's one loop, for per-pass outputs (`loopnets.passes`).
+        """Split a run at the network's one loop, for per-pass outputs (`loopnets.core.passes`).
 
         Runs the units before the loop (skips applied as in forward) and returns (loop, the loop's
         input (B, *), after), where after(y) runs the units after the loop on loop outputs y of

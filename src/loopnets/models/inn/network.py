@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.inn.masks import layered_mask
-from loopnets.inn.sparse import CSRMatmul, Pattern, SparseWeights
+from loopnets.models.inn.masks import layered_mask
+from loopnets.models.inn.sparse import CSRMatmul, Pattern, SparseWeights
 
 __all__ = ["AUTO_SPARSE_DENSITY", "KERNELS", "IterativeNetwork"]
 

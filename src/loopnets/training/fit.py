@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.loop import tie_
-from loopnets.losses import LOSSES, Loss, get_loss
-from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
-from loopnets.passes import pass_plan
+from loopnets.core.loop import tie_
+from loopnets.training.losses import LOSSES, Loss, get_loss
+from loopnets.training.optim import ClipSpec, OptimizerSpec, SchedulerSpec
+from loopnets.core.passes import pass_plan
 from loopnets.training.data import batches
 from loopnets.training.device import autocast, destination
 from loopnets.training.distributed import Replicas
@@ -74,7 +74,7 @@ def fit(
     (binary_cross_entropy: "sigmoid"), the loss is computed from `model.logits(x)` in its
     numerically stable form (exact gradient p - t for softmax + cross-entropy); otherwise from
     `model(x)`, where cross_entropy treats the output as logits (PyTorch convention: a generic
-    model must not end in a softmax). See `loopnets.losses`.
+    model must not end in a softmax). See `loopnets.training.losses`.
 
     Logged numbers: train_loss is the loss over all the epoch's batches as they were trained
     (sums and counts accumulated, so rmse is the root of the epoch's mean squared error);
@@ -87,7 +87,7 @@ def fit(
     early_stopping restores the best epoch. The data are put in shuffled order once per epoch and
     cut into views (data over GATHER_BYTES are indexed batch by batch instead); the COUPLE loops
     are found once per call; named optimizers use fused kernels for float32 (see
-    `loopnets.optim`). For the same seed the results are those of a per-batch loop: the same
+    `loopnets.training.optim`). For the same seed the results are those of a per-batch loop: the same
     shuffling and the same batches; in float64 the same numbers for the same memory layout of the
     data (MKL's matmul rounding can depend on operand alignment, so the same X at another storage
     offset may differ in the last bit, about 1e-17).
@@ -109,9 +109,9 @@ def fit(
         train: (X, y) tensors or numpy arrays, X: (N, *in) floating, y: (N, *out), or (N,) integer
             class indices for cross_entropy; or a Dataset, or an iterable of (X, y) batches.
         val: optional validation data, in any of the same forms.
-        loss: a name in `loopnets.losses.LOSSES` (or a Loss).
+        loss: a name in `loopnets.training.losses.LOSSES` (or a Loss).
         optimizer: a name, a (name, kwargs) pair or a callable params -> optimizer; see
-            `loopnets.optim.make_optimizer`.
+            `loopnets.training.optim.make_optimizer`.
         epochs: number of passes over `train` (0 returns an empty History).
         batch_size: samples per optimizer step.
         seed: seeds torch's global RNG (dropout, ...) and the shuffling generator. Weights are
@@ -124,7 +124,7 @@ def fit(
             also when TrainingDiverged is raised. Without early_stopping it has no effect: the
             model keeps its last weights.
         shuffle: reshuffle the samples every epoch (False: the same consecutive batches each epoch).
-        pass_weights: deep supervision for a model with one loop (see `loopnets.passes`): the
+        pass_weights: deep supervision for a model with one loop (see `loopnets.core.passes`): the
             batch loss is sum_t w_t loss(output after pass t) over the loop's k passes, with
             w_t = 1/k ("mean"), t / (1 + ... + k) ("linear"), only the final output ("last":
             the same numbers as None), or a list of k numbers >= 0. Not with COMBINE (its passes
@@ -150,12 +150,12 @@ def fit(
         callbacks: objects with any of on_train_start(model), on_epoch_end(record),
             on_train_end(history), e.g. `loopnets.training.CSVLogger(path)`, `TensorBoardLogger(dir)`.
         scheduler: a learning-rate scheduler of `torch.optim.lr_scheduler` by name with its arguments,
-            e.g. ("StepLR", {"step_size": 10}), stepped once per epoch (see `loopnets.optim.make_scheduler`).
+            e.g. ("StepLR", {"step_size": 10}), stepped once per epoch (see `loopnets.training.optim.make_scheduler`).
         clip: gradient clipping: ("norm", max_norm) or ("value", max_value) on the parameters' gradients
-            after backward (`loopnets.optim.make_clipper`), or ("output", max_value): every element of
+            after backward (`loopnets.training.optim.make_clipper`), or ("output", max_value): every element of
             dLoss/dOutput (the gradient of the batch loss with respect to the prediction the loss is
             computed from: the logits where it uses them) clamped to [-max_value, max_value] during
-            backward, the thesis's (-5, 5) loss-gradient clamp (`loopnets.optim.make_output_clamp`).
+            backward, the thesis's (-5, 5) loss-gradient clamp (`loopnets.training.optim.make_output_clamp`).
 
     Under `torchrun --nproc-per-node N` (or an initialised torch.distributed group) fit trains data
     parallel: `batch_size` per rank, tensors split between the ranks, gradients averaged after every
@@ -174,8 +174,8 @@ def fit(
     """
     extras = {"pass_weights": pass_weights, "random_passes": random_passes, "compile": compile or None,
               "device": device, "precision": precision, "callbacks": callbacks, "scheduler": scheduler, "clip": clip}
-    if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.batched.fit_many
-        from loopnets.batched import fit_many
+    if isinstance(seed, (list, tuple)):  # several seeds: one model per seed, see loopnets.training.batched.fit_many
+        from loopnets.training.batched import fit_many
 
         given = [name for name, value in extras.items() if value is not None]
         if given:
@@ -220,7 +220,7 @@ class SupervisedTask:
 
     Args:
         loss: the Loss. forward, from_logits: what `predictor` chose (model or model.logits).
-        plan: the PassPlan of pass_weights / random_passes (`loopnets.passes`), or None.
+        plan: the PassPlan of pass_weights / random_passes (`loopnets.core.passes`), or None.
         targets: all training targets when they are in memory (their class indices are then checked
             once, not in every batch; see `_training_parts`), else None.
     """
@@ -283,7 +283,7 @@ def evaluate(model: nn.Module, data: Any, *, loss: str | Loss, batch_size: int =
             softmax / sigmoid output for a classification loss).
         data: (X, y) tensors or numpy arrays, X: (N, *in), y: (N, *out) or (N,) class indices;
             or a Dataset, or an iterable of (X, y) batches (a DataLoader).
-        loss: a name in `loopnets.losses.LOSSES` (or a Loss).
+        loss: a name in `loopnets.training.losses.LOSSES` (or a Loss).
         batch_size: samples per forward pass for tensors and Datasets (memory only).
         device: as in `fit` (None: the model's; otherwise the model is moved there, in place).
         precision: as in `fit` ("bf16" / "fp16" autocast, CUDA only).

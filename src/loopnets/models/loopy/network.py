@@ -59,8 +59,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from loopnets.backprop import Backprop, Tied
-from loopnets.loop import MERGES, Loop, _check_unroll
+from loopnets.core.modes import Backprop, Tied
+from loopnets.core.loop import MERGES, Loop, check_unroll
 
 __all__ = [
     "FAMILIES",
@@ -108,7 +108,7 @@ class PassLoop(nn.Module):
     def __init__(self, bodies: Sequence[nn.Module], unroll: int, merge: str = "add",
                  feedbacks: Sequence[nn.Module] | None = None):
         super().__init__()
-        _check_unroll(unroll)
+        check_unroll(unroll)
         if merge not in MERGES:
             raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGES)}")
         if not bodies or len(bodies) > unroll:
@@ -127,7 +127,7 @@ class PassLoop(nn.Module):
     def passes(self, x: Tensor, unroll: int | None = None) -> list[Tensor]:
         """The output of every pass (per-iteration readout)."""
         k = unroll if unroll is not None else self.probe_unroll if self.probe_unroll is not None else self.unroll
-        _check_unroll(k)
+        check_unroll(k)
         outputs: list[Tensor] = []
         for t in range(k):
             v = x if t == 0 else MERGES[self.merge](self._feed(outputs[-1], x, t), x)
@@ -260,7 +260,7 @@ def _stack(channels: Sequence[int], init: str, batch_norm: bool, convs: Sequence
 def _looped(channels: Sequence[int], unroll: int, merge: str, *, tied: bool, init: str, batch_norm: bool,
             bn_per_unroll: bool, backprop: Backprop | None, loop_channels: tuple[int, int] | None) -> nn.Module:
     """The looped conv stack: `ln.Loop` when it suffices, otherwise a `PassLoop`."""
-    _check_unroll(unroll)
+    check_unroll(unroll)
     per_pass = bn_per_unroll and batch_norm  # without BN there is nothing per-unroll to keep apart
     if tied and not per_pass and loop_channels is None:
         return Loop(_stack(channels, init, batch_norm), unroll=unroll, backprop=backprop, merge=merge)

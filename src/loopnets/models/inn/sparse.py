@@ -7,7 +7,7 @@ product A @ dense with a hand-written backward: d dense = A^T @ grad, and d valu
 sampled at the pattern only (torch.sparse.sampled_addmm), so no dense weight-sized gradient is formed
 here (autograd scatters the values' gradient into the weight's afterwards).
 
-Private to loopnets.inn (IterativeNetwork(kernel="sparse") is the public way in).
+Private to loopnets.models.inn (IterativeNetwork(kernel="sparse") is the public way in).
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets.backprop import Combine, Couple, Tied, accumulation_weights, combine_forward
-from loopnets.conv import Conv1d as UnfoldConv1d
-from loopnets.loop import Loop
-from loopnets.network import Network
+from loopnets.core.modes import Combine, Couple, Tied, accumulation_weights, combine_forward
+from loopnets.builder.conv import Conv1d as UnfoldConv1d
+from loopnets.core.loop import Loop
+from loopnets.builder.network import Network
 
 LINEAR = (nn.Linear,)
 CONV = (nn.Conv1d, UnfoldConv1d, nn.Conv2d, nn.Conv3d)

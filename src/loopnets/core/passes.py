@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets.backprop import Combine, Couple, Implicit, OneStep, accumulation_weights
-from loopnets.loop import Loop, _check_unroll
-from loopnets.network import Network
+from loopnets.core.modes import Combine, Couple, Implicit, OneStep, accumulation_weights
+from loopnets.core.loop import Loop, check_unroll
+from loopnets.builder.network import Network
 
 CRITERIA = ("residual", "entropy", "change")
 PASS_WEIGHTS = ("mean", "linear", "last")
@@ -140,7 +140,7 @@ def early_exit(
 def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, max_passes: int | None) -> EarlyExit:
     loop, loop_input, after = _split(model, x, logits=False)
     k = max_passes if max_passes is not None else _passes_of(loop)
-    _check_unroll(k)
+    check_unroll(k)
     after = after if after is not None else (lambda y: y)
     batch = len(loop_input)
     exited = torch.zeros(batch, dtype=torch.bool, device=loop_input.device)

@@ -13,7 +13,7 @@ optimizer state, stops early at its own epoch and may diverge on its own (record
 by tolerance, not bits (tests/test_batched.py: 1e-10 relative in float64 after 50 steps, 1e-5 in
 float32): a stacked matrix product (bmm) rounds differently from one model's mm.
 
-How it is stacked (`loopnets.stacking`). The S models are merged into one copy of models[0] whose affine layers hold the
+How it is stacked (`loopnets.builder.stacking`). The S models are merged into one copy of models[0] whose affine layers hold the
 S models' parameters stacked on a new first dimension, (S, out, in), and whose input is the S
 models' minibatches concatenated along the batch dimension, (S * rows, *in). Everything that acts
 sample by sample (activations, loops and their merges, COMBINE's passes and accumulations, skips,
@@ -52,15 +52,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.backprop import Combine, Couple, Tied, Truncated
-from loopnets.dropout import Dropout
-from loopnets.layers import Reshape
-from loopnets.loop import Loop, cached_ties, tie_
-from loopnets.losses import Loss, get_loss
-from loopnets.network import Network
-from loopnets.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
-from loopnets.stacking import AFFINE, Stack, architecture, first_difference, merged_keys, stack_key
-from loopnets.train import as_tensors, fit, predict
+from loopnets.core.modes import Combine, Couple, Tied, Truncated
+from loopnets.core.dropout import Dropout
+from loopnets.builder.layers import Reshape
+from loopnets.core.loop import Loop, cached_ties, tie_
+from loopnets.training.losses import Loss, get_loss
+from loopnets.builder.network import Network
+from loopnets.training.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
+from loopnets.builder.stacking import AFFINE, Stack, architecture, first_difference, merged_keys, stack_key
+from loopnets.training.fit import as_tensors, fit, predict
 from loopnets.training.device import device_and_dtype
 from loopnets.training.engine import EVAL_BATCH_SIZE, BestEpoch, check_options, diverged, epoch_bar
 from loopnets.training.history import EpochRecord, History, TrainingDiverged
@@ -160,7 +160,7 @@ def why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
         where = f"module {path or '(root)'} ({type(module).__name__})"
         if type(module) not in SUPPORTED:
             return (f"{where} is not one of the modules known to act sample by sample "
-                    "(loopnets.batched.SUPPORTED: linear and conv layers, elementwise activations, softmax, pooling, "
+                    "(loopnets.training.batched.SUPPORTED: linear and conv layers, elementwise activations, softmax, pooling, "
                     "reshapes, loops and networks)")
         if isinstance(module, Loop) and not isinstance(module.backprop, LOOP_MODES):
             return (f"{where} uses {type(module.backprop).__name__} backprop, whose solver and statistics are per "

@@ -20,8 +20,8 @@ from typing import ClassVar, Union
 import torch
 from torch import nn
 
-from loopnets.conv import Conv1d as UnfoldConv1d
-from loopnets.dropout import Dropout as SharedDropout
+from loopnets.builder.conv import Conv1d as UnfoldConv1d
+from loopnets.core.dropout import Dropout as SharedDropout
 
 
 class Reshape(nn.Module):
@@ -385,7 +385,7 @@ def build(spec: Spec, input_shape: Shape, where: str | None = None) -> tuple[nn.
             for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation)
         )
         _check_output(f"{where} (conv{dims}d)", shape, out, detail)
-        cls = UnfoldConv1d if dims == 1 else nn.Conv2d  # an nn.Conv1d, faster for few channels (loopnets.conv)
+        cls = UnfoldConv1d if dims == 1 else nn.Conv2d  # an nn.Conv1d, faster for few channels (loopnets.builder.conv)
         parts.append(cls(channels, spec.filters, kernel, stride, padding, dilation, bias=spec.bias))
     else:
         output_padding = _per_dim(spec.output_padding, dims, "output_padding", where)

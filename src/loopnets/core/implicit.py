@@ -1,6 +1,6 @@
 """The fixed-point forward and backward of `Implicit` and `OneStep` loops.
 
-Forward: z1 = body(x) (pass 1), then `loopnets.solvers.solve` for z* = f(z*) with
+Forward: z1 = body(x) (pass 1), then `loopnets.core.solvers.solve` for z* = f(z*) with
 f(z) = body(merge(feedback(z), x)), under torch.no_grad; `Loop.solver_stats` records it.
 The output pass with a graph depends on the mode:
 
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from loopnets.backprop import Implicit, OneStep
-from loopnets.solvers import solve
+from loopnets.core.modes import Implicit, OneStep
+from loopnets.core.solvers import solve
 
 if TYPE_CHECKING:
-    from loopnets.loop import Loop
+    from loopnets.core.loop import Loop
 
 
 def implicit_forward(loop: "Loop", x: torch.Tensor) -> torch.Tensor:

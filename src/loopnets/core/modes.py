@@ -2,7 +2,7 @@
 
 A mode is a small frozen object chosen once, `Loop(body, unroll=3, backprop=Couple())`. Each
 mode documents what it computes exactly, what it approximates, and what it costs. The loop
-(`loopnets.loop.Loop`) owns the modules; a mode owns the algorithm that runs them.
+(`loopnets.core.loop.Loop`) owns the modules; a mode owns the algorithm that runs them.
 
 References: H. H. Lavik, "Feedback connections in neural networks for layer reuse" (thesis,
 2024), sections 3.1-3.2 and 5.1-5.5; Caswell, Shen & Wang, "Loopy neural nets" (2016); for the
@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from loopnets.dropout import Dropout
-from loopnets.layers import Reshape
-from loopnets.solvers import check_solver_args
+from loopnets.core.dropout import Dropout
+from loopnets.builder.layers import Reshape
+from loopnets.core.solvers import check_solver_args
 
 if TYPE_CHECKING:
-    from loopnets.loop import Loop
+    from loopnets.core.loop import Loop
 
 ACCUMULATIONS = ("mean", "sum", "weighted")
 
@@ -194,10 +194,10 @@ class Implicit:
 
     The loop is read as f(z) = body(merge(feedback(z), x)) and its output as a fixed point
     z* = f(z*) (Bai, Kolter & Koltun, "Deep equilibrium models", NeurIPS 2019). The initial guess
-    is pass 1, z1 = body(x); `loopnets.solvers.solve` iterates from there under torch.no_grad
+    is pass 1, z1 = body(x); `loopnets.core.solvers.solve` iterates from there under torch.no_grad
     until every sample's relative residual ||f(z) - z|| / ||f(z)|| is below `tol`, within
     `max_passes` body passes (then plain iteration takes over; non-convergence warns, see
-    `loopnets.solvers`). The output is one more pass, f(z*), with a graph. Its gradient:
+    `loopnets.core.solvers`). The output is one more pass, f(z*), with a graph. Its gradient:
 
     - backward="ift": the implicit function theorem. The gradient g reaching the output is
       replaced by the solution of g = grad + J_f(z*)^T g (one vector-Jacobian product of the body

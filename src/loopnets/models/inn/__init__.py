@@ -1,6 +1,6 @@
 """Iterative neural networks (Hershey 2023): one masked weight matrix iterated over [input; state].
 
-    import loopnets.inn as inn
+    import loopnets as ln; inn = ln.inn
     mask = inn.block_exchange(inn.layered_mask(2500, [500, 200, 100, 10]), p=0.2, seed=0)
     net = inn.IterativeNetwork(2500, 810, 10, mask, iterations=4, output_activation="linear")
     ys = net.passes(x)                  # (batch, 4, 10): the output of every iteration
@@ -8,15 +8,15 @@
 The public API is exactly what this module re-exports.
 """
 
-from loopnets.inn.lstm import LSTMBaseline, lstm_hidden_for, lstm_parameters
-from loopnets.inn.masks import (
+from loopnets.models.inn.lstm import LSTMBaseline, lstm_hidden_for, lstm_parameters
+from loopnets.models.inn.masks import (
     block_exchange,
     identity_blocks,
     layered_mask,
     random_mask,
     weight_space,
 )
-from loopnets.inn.metrics import (
+from loopnets.models.inn.metrics import (
     acc_end,
     acc_seq,
     accuracy_by_position,
@@ -24,8 +24,8 @@ from loopnets.inn.metrics import (
     predict_index,
     sequence_outputs,
 )
-from loopnets.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
-from loopnets.inn.tasks import (
+from loopnets.models.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
+from loopnets.models.inn.tasks import (
     SequenceHistory,
     accuracy_by_iterations,
     fit_iterations,

@@ -4,7 +4,7 @@
   model contributes nothing (the thesis clears the `connect` attribute).
 - `severed(model, loops=True)`: "feedback off", every loop runs one pass, which turns the model
   into its shallow, compact version (for COUPLE: the first copy only; for a gated network
-  (`loopnets.gated`): one timestep, no feedback).
+  (`loopnets.models.gated.network`): one timestep, no feedback).
 - `unrolled(model, k)`: every loop runs k passes (evaluation at another depth).
 
 "Every loop" is every submodule with a `probe_unroll` attribute: `Loop` and `GatedNetwork`.
@@ -19,13 +19,13 @@ from typing import Iterator
 
 from torch import nn
 
-from loopnets.loop import _check_unroll
+from loopnets.core.loop import check_unroll
 
 
 @contextmanager
 def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
     """Within the block, every loop in `model` runs `k` passes."""
-    _check_unroll(k)
+    check_unroll(k)
     loops = [m for m in model.modules() if hasattr(m, "probe_unroll")]
     before = [loop.probe_unroll for loop in loops]
     for loop in loops:

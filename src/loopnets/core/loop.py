@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from loopnets.backprop import (
+from loopnets.core.modes import (
     Backprop,
     Combine,
     Couple,
@@ -27,9 +27,9 @@ from loopnets.backprop import (
     combine_forward,
     combine_stages,
 )
-from loopnets.dropout import Dropout, pinned_masks, share_masks
-from loopnets.implicit import implicit_forward
-from loopnets.solvers import SolverStats
+from loopnets.core.dropout import Dropout, pinned_masks, share_masks
+from loopnets.core.implicit import implicit_forward
+from loopnets.core.solvers import SolverStats
 
 MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "replace": lambda fed, x: fed,  # linear unwrap (thesis Fig. 3.2)
@@ -55,7 +55,7 @@ class Loop(nn.Module):
         body: module whose output shape equals its input shape, (batch, *shape) -> (batch, *shape).
         unroll: number of passes k >= 1 in training (and by default at inference).
         backprop: `Tied()` (default), `Couple(...)`, `Combine(...)`, `Truncated(...)`, `Implicit(...)`
-            or `OneStep(...)`; see `loopnets.backprop`. Implicit / OneStep solve for a fixed point
+            or `OneStep(...)`; see `loopnets.core.modes`. Implicit / OneStep solve for a fixed point
             when no pass count is given (`unroll` then only sets `passes()` and nothing else).
         merge: "replace" | "add" | "sub" | "mul" | "mean": how the fed-back value h enters the
             next pass together with the original input x ("sub" is h - x, "mean" (h + x) / 2).
@@ -89,7 +89,7 @@ class Loop(nn.Module):
             raise TypeError(f"body must be an nn.Module; got {type(body).__name__}")
         if feedback is not None and not isinstance(feedback, nn.Module):
             raise TypeError(f"feedback must be an nn.Module or None; got {type(feedback).__name__}")
-        _check_unroll(unroll)
+        check_unroll(unroll)
         if merge not in MERGES:
             raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGES)}")
         if isinstance(backprop, Combine):
@@ -171,7 +171,7 @@ class Loop(nn.Module):
 
     def _passes_for(self, unroll: int | None) -> int:
         k = unroll if unroll is not None else self.probe_unroll if self.probe_unroll is not None else self.unroll
-        _check_unroll(k)
+        check_unroll(k)
         if self.training and isinstance(self.backprop, Couple) and k > self.unroll:
             raise ValueError(
                 f"this COUPLE loop holds {self.unroll} copies and cannot train with unroll={k}; "
@@ -334,6 +334,6 @@ def _state_tensors(module: nn.Module) -> list[torch.Tensor]:
     return [*module.parameters(), *module.buffers()]
 
 
-def _check_unroll(k: object) -> None:
+def check_unroll(k: object) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"unroll must be an integer >= 1 (the number of passes); got {k!r}")

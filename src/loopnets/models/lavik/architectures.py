@@ -19,10 +19,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from loopnets import layers
-from loopnets.backprop import MODES, Backprop
-from loopnets.loop import Loop
-from loopnets.network import Network
+from loopnets.builder import layers
+from loopnets.core.modes import MODES, Backprop
+from loopnets.core.loop import Loop
+from loopnets.builder.network import Network
 
 METHODS = ("ffn", "combine", "couple", "tied", "truncated", "implicit", "onestep")  # "ffn" + backprop.MODES
 

@@ -1,7 +1,7 @@
 """Training for iterative networks (Hershey 2023): the multi-task loss, the per-iteration loss, and two
-plain training loops (the LSTM baseline is in `loopnets.inn.lstm`, the metrics in `loopnets.inn.metrics`).
+plain training loops (the LSTM baseline is in `loopnets.models.inn.lstm`, the metrics in `loopnets.models.inn.metrics`).
 
-Every model here has the per-step readout interface of `loopnets.inn.IterativeNetwork`:
+Every model here has the per-step readout interface of `loopnets.models.inn.IterativeNetwork`:
 `model.passes(x) -> (batch, T, outputs)`, the outputs of every step, and `model(x) = passes(x)[:, -1]`.
 `x` is (batch, L, inputs) for a sequence (one step per element) or (batch, inputs) for a static
 input that is re-inserted every iteration (then `iterations=T` picks the number of steps).
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.inn.metrics import FLAG_UNIT, _end_hits, _seq_hits, _split
-from loopnets.optim import ClipSpec, OptimizerSpec, SchedulerSpec
+from loopnets.models.inn.metrics import FLAG_UNIT, end_hits, seq_hits, split_outputs
+from loopnets.training.optim import ClipSpec, OptimizerSpec, SchedulerSpec
 from loopnets.training.data import batches
 from loopnets.training.device import destination, device_and_dtype
 from loopnets.training.distributed import Replicas
@@ -74,7 +74,7 @@ def multitask_loss(
     Returns:
         The scalar batch loss, differentiable.
     """
-    index_logits, flag_logits = _split(outputs, flags, index, flag_unit)
+    index_logits, flag_logits = split_outputs(outputs, flags, index, flag_unit)
     if interim not in INTERIM:
         raise ValueError(f"interim must be one of {INTERIM}; got {interim!r}")
     steps = outputs.shape[1]
@@ -371,7 +371,7 @@ def _evaluate_sequences(model: nn.Module, batches, flag_unit: int, interim: str)
     for xb, fb, ib in batches:
         outputs = model.passes(xb)  # (B, T, units)
         parts = (multitask_loss(outputs, fb, ib, flag_unit=flag_unit, interim=interim).double() * len(ib),
-                 _end_hits(outputs, ib, flag_unit), _seq_hits(outputs, fb, ib, flag_unit))
+                 end_hits(outputs, ib, flag_unit), seq_hits(outputs, fb, ib, flag_unit))
         loss_sum, end, seq = parts if loss_sum is None else (loss_sum + parts[0], end + parts[1], seq + parts[2])
         n += len(ib)
         steps = outputs.shape[1]
