@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # the package itself accepts any torch >= 2.4 (see pyproject.toml).
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test bench modes setup clean
+.PHONY: run test lint bench modes setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The architecture contracts alone (tests/test_architecture.py runs them inside `make test` too).
+lint: setup
+	PYTHONPATH=src:tools $(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m loopnets.cli bench $(BENCH_ARGS)
