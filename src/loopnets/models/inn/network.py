@@ -378,10 +378,8 @@ class IterativeNetwork(nn.Module):
 
     def iterate(self, x: Tensor) -> Iterator[Tensor]:
         """y^1, y^2, ... one (batch, outputs) tensor at a time: without end for static input, L for a sequence."""
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            x, _ = self._checked_input(x, 1)  # static input: any number of iterations
-        else:
-            x, _ = self._checked_input(x, x.shape[1])
+        sequence = isinstance(x, Tensor) and x.dim() == 3  # static input: any number of iterations
+        x, _ = self._checked_input(x, x.shape[1] if sequence else 1)
         rows = slice(self.depth - self.outputs, None)
         return (s[:, rows] for s in self._run(x))
 
@@ -390,8 +388,6 @@ class IterativeNetwork(nn.Module):
         if not outputs:
             raise ValueError("output_after needs the outputs of at least one iteration; got none")
         return outputs[-1]
-
-    # -- running ------------------------------------------------------------------------------------
 
     def _run(self, x: Tensor) -> Generator[Tensor, None, None]:
         """s^1, s^2, ... each (batch, depth): without end for static input, one per step for a sequence."""
