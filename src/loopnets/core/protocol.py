@@ -14,7 +14,9 @@ implements them:
   else the model's own (Loop / PassLoop `unroll`, GatedNetwork `timesteps`, IterativeNetwork
   `iterations`).
 - `passes(x, k=None) -> list[Tensor]`: one tensor per pass, the output of pass 1..k (k =
-  planned_passes when None), with the autograd graph the model trains with. "Output of a pass" is
+  planned_passes when None), with the autograd graph the model trains with. k is the second
+  positional argument; each class keeps its own name for it (Loop / PassLoop `unroll`,
+  GatedNetwork `timesteps`, IterativeNetwork `iterations`), as does its forward, `model(x, k)`. "Output of a pass" is
   what the pass computes: a Loop's / PassLoop's pass output h_t (the value fed back), a gated
   network's output in timestep t, an iterative network's output rows y^t.
 - `iterate(x) -> Iterator[Tensor]`: the same pass outputs lazily, one per `next`, for inference:
