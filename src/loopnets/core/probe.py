@@ -22,7 +22,7 @@ from typing import Iterator
 from torch import nn
 
 from loopnets.core.loop import check_unroll
-from loopnets.core.protocol import loops_in
+from loopnets.core.protocol import SkipHolder, loops_in
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
 
 @contextmanager
 def _skips_off(model: nn.Module) -> Iterator[nn.Module]:
-    holders = [m for m in model.modules() if hasattr(m, "skips_enabled")]
+    holders = [m for m in model.modules() if isinstance(m, SkipHolder)]
     before = [m.skips_enabled for m in holders]
     for m in holders:
         m.skips_enabled = False

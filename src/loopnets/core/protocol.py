@@ -48,7 +48,7 @@ from typing import Callable, Generator, Iterator, Protocol, Sequence, TypeVar, r
 
 from torch import Tensor, nn
 
-__all__ = ["FeedbackLoop", "LoopHost", "first", "loops_in", "planned"]
+__all__ = ["FeedbackLoop", "LoopHost", "SkipHolder", "first", "loops_in", "planned"]
 
 T = TypeVar("T")
 
@@ -87,6 +87,13 @@ class LoopHost(Protocol):
         is the model's output (its logits with logits=True). Raises ValueError when the model has
         no loop or several."""
         ...
+
+
+@runtime_checkable
+class SkipHolder(Protocol):
+    """A module whose skip connections can be switched off (`ln.severed(model, skips=True)`): `ln.Network`."""
+
+    skips_enabled: bool
 
 
 def loops_in(model: nn.Module) -> list[FeedbackLoop]:
