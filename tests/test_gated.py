@@ -170,10 +170,10 @@ def test_two_timesteps_by_hand():
     gated = torch.relu(e1(x)) / (1 - torch.clamp(0.95 / 5.0 * mu_d, max=0.95))
     expected = torch.sigmoid(d2(torch.relu(d1(torch.relu(e2(gated))))))
     torch.testing.assert_close(net(x), expected)
-    second = net.passes(x)[1]
+    second = net.records(x)[1]
     torch.testing.assert_close(second.mu_d[0], mu_d)
     torch.testing.assert_close(second.gain[0], feedback_gain(mu_d, 0.95, 5.0))
-    assert list(second.mu_d) == [0] and net.passes(x)[0].mu_d == {}
+    assert list(second.mu_d) == [0] and net.records(x)[0].mu_d == {}
 
 
 @pytest.mark.parametrize("mode", ["gain", "threshold", "both"])
@@ -211,7 +211,7 @@ def test_conv_feedback_is_filter_wise():
     proj = net.projections["2_to_0"].weight
     assert proj.shape == (3, 3 * 4 * 4)  # one signal per filter of E1, from all of D1's units
     x = torch.rand(2, 1, 8, 8)
-    first, second = net.passes(x)
+    first, second = net.records(x)
     assert second.mu_d[0].shape == (2, 3) and second.gain[0].shape == (2, 3)
     mu_d = first.activations[2].flatten(1) @ proj.T  # (2, 3)
     torch.testing.assert_close(second.mu_d[0], mu_d)
@@ -225,22 +225,22 @@ def test_dropout_mask_is_shared_across_passes():
     net = GatedNetwork((4,), spec, feedback=[(1, 0), (2, 0)], timesteps=3)
     net.train()
     x = torch.rand(16, 4)
-    passes = net.passes(x)
+    passes = net.records(x)
     dropped = [p.activations[1] == 0 for p in passes]  # sigmoid > 0: zeros are the mask
     assert 0 < dropped[0].sum() < dropped[0].numel()
     assert all(torch.equal(d, dropped[0]) for d in dropped)
     assert not torch.allclose(passes[0].activations[1], passes[1].activations[1])  # values do change
-    assert not torch.equal(net.passes(x)[0].activations[1] == 0, dropped[0])  # a new call, a new mask
+    assert not torch.equal(net.records(x)[0].activations[1] == 0, dropped[0])  # a new call, a new mask
 
 
 def test_noise_only_in_eval_and_only_with_positive_sigma():
     net = tiny_ae("partial").eval()
     x = torch.rand(4, 6)
-    clean = [p.output for p in net.passes(x)]
+    clean = [p.output for p in net.records(x)]
     with net.noisy(0.0):
         torch.testing.assert_close(net(x), clean[-1], rtol=0, atol=0)
     with net.noisy(2.0):
-        noisy = [p.output for p in net.passes(x)]
+        noisy = [p.output for p in net.records(x)]
         assert all(not torch.allclose(a, b) for a, b in zip(noisy, clean))  # every pass
         net.train()
         torch.testing.assert_close(net(x), clean[-1], rtol=0, atol=0)  # training: no noise
@@ -255,7 +255,7 @@ def test_constant_gain_mode():
     expected = torch.sigmoid(d2(torch.relu(d1(torch.relu(e2(10 * torch.relu(e1(x))))))))
     for timesteps in (1, 2, 3):
         torch.testing.assert_close(net(x, timesteps=timesteps), expected)
-    assert all(torch.equal(p.gain[0], torch.full((4, 5), 10.0)) for p in net.passes(x))
+    assert all(torch.equal(p.gain[0], torch.full((4, 5), 10.0)) for p in net.records(x))
 
 
 def test_logits_are_the_output_before_the_sigmoid():

@@ -113,7 +113,7 @@ def test_dense_network_is_the_hand_written_relu_rnn(kernel):
     for t in range(6):
         h = torch.relu(x[:, t] @ w_i.T + h @ w_h.T)
         hs.append(h)
-    torch.testing.assert_close(net.passes(x), torch.stack(hs, 1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.steps(x), torch.stack(hs, 1), rtol=0, atol=1e-12)
 
 
 def test_rnn_with_bias_equals_torch_rnn():
@@ -125,7 +125,7 @@ def test_rnn_with_bias_equals_torch_rnn():
         rnn.bias_ih_l0.copy_(net.bias)
         rnn.bias_hh_l0.zero_()
     x = torch.randn(3, 7, 5)
-    torch.testing.assert_close(net.passes(x), rnn(x)[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.steps(x), rnn(x)[0], rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -137,30 +137,30 @@ def test_static_input_is_re_inserted_before_every_iteration(kernel):
     x = torch.randn(3, 4)
     repeated = x.unsqueeze(1).expand(-1, 5, -1)
     once = torch.cat([x.unsqueeze(1), torch.zeros(3, 4, 4)], 1)  # x only before the first iteration
-    ys = net.passes(x)
+    ys = net.steps(x)
     assert ys.shape == (3, 5, 2)
-    torch.testing.assert_close(ys, net.passes(repeated), rtol=0, atol=1e-12)
-    assert not torch.allclose(ys[:, 1:], net.passes(once)[:, 1:])
+    torch.testing.assert_close(ys, net.steps(repeated), rtol=0, atol=1e-12)
+    assert not torch.allclose(ys[:, 1:], net.steps(once)[:, 1:])
     torch.testing.assert_close(net(x), ys[:, -1])
-    assert net.passes(x, iterations=2).shape == (3, 2, 2)
+    assert net.steps(x, iterations=2).shape == (3, 2, 2)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_a_sequence_runs_one_iteration_per_step_and_is_causal(kernel):
     net = IterativeNetwork(3, 8, 2, random_mask(3, 8, 0.6, seed=1), iterations=2, kernel=kernel)
     x = torch.randn(4, 6, 3)
-    ys = net.passes(x)
+    ys = net.steps(x)
     assert ys.shape == (4, 6, 2)  # T = L, whatever net.iterations is
     assert net.states(x).shape == (4, 6, 8)
     torch.testing.assert_close(net.states(x)[:, :, -2:], ys)
     changed = x.clone()
     changed[:, 3] += 1.0
-    other = net.passes(changed)
+    other = net.steps(changed)
     torch.testing.assert_close(other[:, :3], ys[:, :3], rtol=0, atol=0)
     assert not torch.allclose(other[:, 3:], ys[:, 3:])
-    torch.testing.assert_close(net.passes(x, iterations=6), ys)
+    torch.testing.assert_close(net.steps(x, iterations=6), ys)
     with pytest.raises(ValueError, match="iterations must be None or 6"):
-        net.passes(x, iterations=5)
+        net.steps(x, iterations=5)
 
 
 def test_bad_inputs_and_arguments_raise_with_the_expected_shape():
@@ -292,7 +292,7 @@ def test_identity_blocks_give_persistent_memory(kernel):
     assert torch.count_nonzero(first) > 0
     for t in range(6):
         torch.testing.assert_close(s_memory[:, t, :4], first, rtol=0, atol=1e-12)
-    torch.testing.assert_close(memory.passes(x)[:, -1], s_memory[:, 1, 4:])  # the output is held too
+    torch.testing.assert_close(memory.steps(x)[:, -1], s_memory[:, 1, 4:])  # the output is held too
 
 
 def test_fixed_weights_get_no_gradient_and_may_not_overlap_the_mask():
@@ -363,7 +363,7 @@ def test_sparse_and_dense_kernels_give_the_same_outputs_and_gradients(sequence):
     results = []
     for net in (dense, sparse):
         xi = x.clone().requires_grad_()
-        ys = net.passes(xi)
+        ys = net.steps(xi)
         (ys.square().sum() + net.states(xi).sin().sum()).backward()
         results.append((ys, net.weight.grad, net.bias.grad, xi.grad))
     for a, b in zip(*results):

@@ -32,7 +32,7 @@ D = torch.float64
 
 
 class TinyRecurrent(nn.Module):
-    """Stand-in for IterativeNetwork: a GRU cell read out at every step, same passes / forward interface."""
+    """Stand-in for IterativeNetwork: a GRU cell read out at every step, same steps / forward interface."""
 
     def __init__(self, inputs, outputs, hidden=12, dtype=torch.float32):
         super().__init__()
@@ -41,7 +41,7 @@ class TinyRecurrent(nn.Module):
         self.poison_after = None  # training forward calls before the outputs turn nan (divergence test)
         self.calls = 0
 
-    def passes(self, x, iterations=None):
+    def steps(self, x, iterations=None):
         if x.dim() == 2:  # static input, re-inserted every iteration
             x = x.unsqueeze(1).expand(-1, iterations or 3, -1)
         h = x.new_zeros(len(x), self.cell.hidden_size)
@@ -57,7 +57,7 @@ class TinyRecurrent(nn.Module):
         return out
 
     def forward(self, x, iterations=None):
-        return self.passes(x, iterations)[:, -1]
+        return self.steps(x, iterations)[:, -1]
 
 
 def anomaly_task(n, length=4, inputs=3, seed=0):
@@ -81,10 +81,10 @@ def test_lstm_baseline_has_the_thesis_parameter_count_and_the_per_step_interface
     assert sum(p.numel() for p in model.parameters()) == 1_307_540 == lstm_parameters(130)
     small = LSTMBaseline(inputs=3, hidden=6, outputs=5)
     x = torch.randn(2, 4, 3)
-    out = small.passes(x)
+    out = small.steps(x)
     assert out.shape == (2, 4, 5)
     torch.testing.assert_close(small(x), out[:, -1])
-    assert small.passes(torch.randn(2, 3), iterations=7).shape == (2, 7, 5)
+    assert small.steps(torch.randn(2, 3), iterations=7).shape == (2, 7, 5)
     with pytest.raises(ValueError, match="hidden=6 or more"):
         LSTMBaseline(inputs=3, hidden=5, outputs=5)
 
@@ -232,7 +232,7 @@ def test_fit_sequences_learns_the_anomaly_task_and_is_reproducible():
     assert 0.0 <= history[-1].val_acc_seq <= 1.0 and history[-1].val_acc_seq > history[0].val_acc_seq
     x, _, index = anomaly_task(32, seed=1)
     with torch.no_grad():
-        assert history[-1].val_accuracy == pytest.approx(acc_end(model.passes(x), index))
+        assert history[-1].val_accuracy == pytest.approx(acc_end(model.steps(x), index))
     again_model, again = _fit()
     for column in ("train_loss", "val_loss", "val_accuracy", "val_acc_seq"):
         assert again[column] == history[column]  # bit for bit
@@ -266,7 +266,7 @@ def test_fit_sequences_stops_early_and_restores_the_best_weights():
     assert history["val_loss"][0] < history["val_loss"][1] < history["val_loss"][2]
     model.eval()
     with torch.no_grad():
-        restored = multitask_loss(model.passes(val[0]), val[1], val[2]).item()
+        restored = multitask_loss(model.steps(val[0]), val[1], val[2]).item()
     assert restored == pytest.approx(history["val_loss"][0], rel=1e-6)
 
 

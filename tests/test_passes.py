@@ -166,9 +166,9 @@ def test_deep_supervision_of_an_implicit_loop_sums_the_one_pass_gradients():
 
 def test_pass_outputs_refuse_models_without_exactly_one_loop():
     x = torch.randn(2, 3)
-    with pytest.raises(ValueError, match="exactly one Loop"):
+    with pytest.raises(ValueError, match="exactly one loop"):
         ln.pass_outputs(nn.Linear(3, 3), x)
-    with pytest.raises(ValueError, match="got Sequential with 2 Loop"):
+    with pytest.raises(ValueError, match="got Sequential with 2 loop"):
         ln.pass_outputs(nn.Sequential(ln.Loop(body()), ln.Loop(body())), x)
     with pytest.raises(ValueError, match="top level"):
         ln.pass_outputs(nn.Sequential(nn.Sequential(ln.Loop(body()))), x)

@@ -25,7 +25,7 @@ def clean_mse(net, inputs, targets):
     """MSE of every pass, written out directly."""
     net.eval()
     with torch.no_grad():
-        return [float(((p.output - targets) ** 2).mean()) for p in net.passes(inputs)]
+        return [float(((p.output - targets) ** 2).mean()) for p in net.records(inputs)]
 
 
 # ----------------------------------------------------------------------------- feedback histograms
@@ -141,7 +141,7 @@ def test_image_strip_rows_are_inputs_then_passes(digits, tmp_path):
     np.testing.assert_allclose(grid[:8, 8:16], x[1].reshape(8, 8).numpy())
     net.eval()
     with torch.no_grad():
-        passes = net.passes(x[:5])
+        passes = net.records(x[:5])
     np.testing.assert_allclose(grid[16:24, 32:40], passes[1].output[4].reshape(8, 8).numpy(), rtol=1e-6)
     assert (tmp_path / "strip.png").stat().st_size > 0
     with pytest.raises(ValueError, match="64 values"):

@@ -355,8 +355,8 @@ class Network(nn.Module):
             cached = self.__dict__["_cached_skip_plan"] = (key, (into, frozenset(s.source for s in skips)))
         return cached[1]
 
-    def _around_loop(self, x: torch.Tensor, logits: bool = False) -> tuple[Loop, torch.Tensor, Callable]:
-        """Split a run at the network's one loop, for per-pass outputs (`loopnets.core.passes`).
+    def around_loop(self, x: torch.Tensor, logits: bool = False) -> tuple[Loop, torch.Tensor, Callable]:
+        """Split a run at the network's one loop (the `LoopHost` hook of `loopnets.core.protocol`).
 
         Runs the units before the loop (skips applied as in forward) and returns (loop, the loop's
         input (B, *), after), where after(y) runs the units after the loop on loop outputs y of

@@ -289,6 +289,45 @@ class Loop(nn.Module):
     def extra_repr(self) -> str:
         return f"unroll={self.unroll}, backprop={self.backprop}, merge={self.merge!r}, output={self.output or 'last'!r}"
 
+    # -- the loop protocol (loopnets.core.protocol) --------------------------------------------
+
+    @property
+    def planned_passes(self) -> int:
+        """Passes `passes()` runs without a count: probe_unroll (under ln.unrolled), else unroll."""
+        return self.probe_unroll if self.probe_unroll is not None else self.unroll
+
+    def iterate(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The pass outputs h_1, h_2, ... one at a time, without end (bound it with itertools.islice).
+
+        For inference (`ln.early_exit`): plain passes h_t = body_t(merge(feedback(h_{t-1}), x)) in
+        every mode (Implicit / OneStep: no solver; COUPLE: copy t, its last copy beyond them),
+        with the graph of all passes when grad is on. Dropout keeps one mask while it runs.
+        """
+        with pinned_masks(self._dropouts):
+            h, t = x, 0
+            while True:
+                h = self._pass(h, x, t)
+                self._check_shape(x, h, "body output")
+                yield h
+                t += 1
+
+    def output_after(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The loop's output after len(outputs) passes, computed from the pass outputs as the
+        forward computes it: the last, their mean / sum (output "mean" / "sum"), or COMBINE's
+        combination (what `loop(x, unroll=len(outputs))` returns in eval() mode)."""
+        if not outputs:
+            raise ValueError("output_after needs the outputs of at least one pass; got none")
+        if isinstance(self.backprop, Combine):  # TODO(H1 merge): ask the mode for its combination
+            acc = None  # as combine_forward accumulates: w_0 v_0, then add_(v, alpha=w)
+            for w, v in zip(accumulation_weights(self.backprop.accumulate, len(outputs)), outputs):
+                acc = w * v if acc is None else acc.add(v, alpha=w)
+            return acc
+        if self.output == "mean":
+            return torch.stack(list(outputs)).mean(0)
+        if self.output == "sum":
+            return torch.stack(list(outputs)).sum(0)
+        return outputs[-1]
+
 
 def tie_(model: nn.Module | Iterable[nn.Module]) -> None:
     """Re-tie the COUPLE copies of every loop in `model`; call after each `optimizer.step()`.

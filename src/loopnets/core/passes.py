@@ -24,24 +24,27 @@ passes cannot forget the input (Bansal et al. 2022's "recall"). It is a property
 it holds in every backprop mode and through `pass_outputs`, deep supervision and `early_exit`;
 merge="replace" (the default) gives the input to pass 1 only.
 
-Models: a `Loop`, an `ln.Network` with exactly one loop (loopback or feedback block), or an
-`nn.Sequential` with exactly one `Loop` among its top-level modules. The layers after the loop
-run once on all passes' loop outputs stacked along the batch dimension (skip values repeated),
-so batch-statistics layers there (BatchNorm in training) would see the passes mixed.
+Models: a loop (anything implementing `loopnets.core.protocol.FeedbackLoop`: `Loop`,
+`loopy.PassLoop`, `gated.GatedNetwork`, `inn.IterativeNetwork`), a model holding exactly one
+loop that implements `LoopHost` (`ln.Network` with one loopback or feedback block,
+`loopy.LoopyCNN`), or an `nn.Sequential` with exactly one loop among its top-level modules. The
+layers after the loop run once on all passes' loop outputs stacked along the batch dimension (skip
+values repeated), so batch-statistics layers there (BatchNorm in training) would see the passes mixed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from contextlib import closing
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Implicit, OneStep, accumulation_weights
+from loopnets.core.modes import Combine, Couple, Implicit, OneStep
 from loopnets.core.loop import Loop, check_unroll
-from loopnets.builder.network import Network
+from loopnets.core.protocol import FeedbackLoop, LoopHost, loops_in
 
 CRITERIA = ("residual", "entropy", "change")
 PASS_WEIGHTS = ("mean", "linear", "last")
@@ -57,12 +60,13 @@ def pass_outputs(model: nn.Module, x: Tensor, unroll: int | None = None, logits:
     times the layers after it; memory holds the graphs of all k outputs.
 
     Args:
-        model: a Loop, an ln.Network with one loop, or an nn.Sequential with one top-level Loop.
+        model: a loop, a LoopHost with one loop, or an nn.Sequential with one top-level loop
+            (see the module docstring).
         x: (B, *in) input.
         unroll: number of passes k (None: the loop's own, or `probe_unroll` under `ln.unrolled`).
-        logits: an ln.Network's logits (`Network.logits` semantics) instead of its output; other
-            models declare no output activation, so their outputs already are logits and this
-            changes nothing.
+        logits: a LoopHost's logits (`Network.logits` semantics) instead of its output. A loop
+            given alone returns its pass outputs as they are (a gated network's after its output
+            activation; `GatedNetwork.logits` gives the last pass's logits).
     """
     loop, loop_input, after = _split(model, x, logits)
     outs = _loop_outputs(loop, loop_input, unroll)  # k x (B, *)
@@ -115,7 +119,8 @@ def early_exit(
       pass 1).
 
     Args:
-        model: a Loop, an ln.Network with one loop, or an nn.Sequential with one top-level Loop.
+        model: a loop, a LoopHost with one loop, or an nn.Sequential with one top-level loop
+            (see the module docstring).
         x: (B, *in) input.
         criterion: "residual" | "entropy" | "change".
         threshold: a number >= 0.
@@ -139,7 +144,7 @@ def early_exit(
 
 def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, max_passes: int | None) -> EarlyExit:
     loop, loop_input, after = _split(model, x, logits=False)
-    k = max_passes if max_passes is not None else _passes_of(loop)
+    k = max_passes if max_passes is not None else loop.planned_passes
     check_unroll(k)
     after = after if after is not None else (lambda y: y)
     batch = len(loop_input)
@@ -148,31 +153,32 @@ def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, m
     raw: list[Tensor] = []  # the passes' loop states h_t, (B, *)
     values: list[Tensor] = []  # criterion per pass, (B,)
     chosen = output = probs = None  # the loop outputs / model outputs at each sample's exit
-    for t in range(k):
-        raw.append(loop._pass(raw[-1] if raw else None, loop_input, t))  # h_t: (B, *)
-        y = _combined(loop, raw)  # the loop's output after t + 1 passes
-        if criterion == "residual":  # needs only the loop state: the model output runs once at the end
-            value = _residual(raw)
-            chosen = y.clone() if chosen is None else chosen
-        else:
-            out = after(y)  # (B, *out)
-            p = _probabilities(model, out)
-            value = _entropy(model, p) if criterion == "entropy" else (
-                torch.full((batch,), math.inf, dtype=p.dtype, device=p.device) if probs is None
-                else (p - probs).abs().flatten(1).sum(1)
-            )
-            probs = p
-            output = out.clone() if output is None else output
-        values.append(value)
-        leaving = ~exited & (value < threshold) if t < k - 1 else ~exited
-        if criterion == "residual":
-            chosen[leaving] = y[leaving]
-        else:
-            output[leaving] = out[leaving]
-        passes[leaving] = t + 1
-        exited |= leaving
-        if bool(exited.all()):
-            break
+    with closing(loop.iterate(loop_input)) as stream:
+        for t, h in zip(range(k), stream):  # range first: no pass beyond k is computed
+            raw.append(h)  # h_t: (B, *)
+            y = loop.output_after(raw)  # the loop's output after t + 1 passes
+            if criterion == "residual":  # needs only the loop state: the model output runs once at the end
+                value = _residual(raw)
+                chosen = y.clone() if chosen is None else chosen
+            else:
+                out = after(y)  # (B, *out)
+                p = _probabilities(model, out)
+                value = _entropy(model, p) if criterion == "entropy" else (
+                    torch.full((batch,), math.inf, dtype=p.dtype, device=p.device) if probs is None
+                    else (p - probs).abs().flatten(1).sum(1)
+                )
+                probs = p
+                output = out.clone() if output is None else output
+            values.append(value)
+            leaving = ~exited & (value < threshold) if t < k - 1 else ~exited
+            if criterion == "residual":
+                chosen[leaving] = y[leaving]
+            else:
+                output[leaving] = out[leaving]
+            passes[leaving] = t + 1
+            exited |= leaving
+            if bool(exited.all()):
+                break
     if criterion == "residual":
         output = after(chosen)
     return EarlyExit(output, passes, criterion, threshold, torch.stack(values))
@@ -301,16 +307,15 @@ def _pass_weights(rule, k: int) -> list[float]:
 # -- running a model pass by pass ----------------------------------------------------------------
 
 
-def _split(model: nn.Module, x: Tensor, logits: bool) -> tuple[Loop, Tensor, Callable | None]:
+def _split(model: nn.Module, x: Tensor, logits: bool) -> tuple[FeedbackLoop, Tensor, Callable | None]:
     """(the model's loop, the loop's input, after): after(y) runs the rest of the model on loop
     outputs stacked along the batch dimension (None: the loop is the model)."""
-    _split_check(model)
-    if isinstance(model, Loop):
+    at = _split_check(model)
+    if isinstance(model, FeedbackLoop):
         return model, x, None
-    if isinstance(model, Network):
-        return model._around_loop(x, logits)
+    if isinstance(model, LoopHost):
+        return model.around_loop(x, logits)
     modules = list(model)
-    at = next(i for i, m in enumerate(modules) if isinstance(m, Loop))
     for m in modules[:at]:
         x = m(x)
     rest = modules[at + 1 :]
@@ -323,44 +328,35 @@ def _split(model: nn.Module, x: Tensor, logits: bool) -> tuple[Loop, Tensor, Cal
     return modules[at], x, after
 
 
-def _split_check(model: nn.Module) -> None:
-    loops = [m for m in model.modules() if isinstance(m, Loop)]
-    if len(loops) == 1 and (
-        isinstance(model, (Loop, Network)) or (isinstance(model, nn.Sequential) and any(m is loops[0] for m in model))
-    ):
-        return
+def _split_check(model: nn.Module) -> int | None:
+    """ValueError unless per-pass outputs can run on `model`; the loop's index in an nn.Sequential."""
+    if isinstance(model, FeedbackLoop):
+        return None
+    loops = loops_in(model)
+    if isinstance(model, LoopHost) and len(loops) == 1:
+        return None
+    at = [i for i, m in enumerate(model) if any(m is loop for loop in loops)] if isinstance(model, nn.Sequential) else []
+    if len(loops) == 1 and len(at) == 1:
+        return at[0]
     raise ValueError(
-        f"per-pass outputs need a Loop, an ln.Network with exactly one loop, or an nn.Sequential with exactly "
-        f"one Loop among its top-level modules; got {type(model).__name__} with {len(loops)} Loop(s)"
+        f"per-pass outputs need a loop (ln.Loop, loopy.PassLoop, gated.GatedNetwork, inn.IterativeNetwork), "
+        f"an ln.Network or loopy.LoopyCNN with exactly one loop, or an nn.Sequential with exactly one loop "
+        f"among its top-level modules; got {type(model).__name__} with {len(loops)} loop(s)"
         + (" (nested inside another module: put it at the top level of the nn.Sequential)"
            if isinstance(model, nn.Sequential) and len(loops) == 1 else "")
     )
 
 
-def _passes_of(loop: Loop) -> int:
+def _passes_of(loop: FeedbackLoop) -> int:
     """The number of passes the loop runs by default (its unroll, or probe_unroll under ln.unrolled)."""
-    return loop.probe_unroll if loop.probe_unroll is not None else loop.unroll
+    return loop.planned_passes
 
 
-def _loop_outputs(loop: Loop, x: Tensor, unroll: int | None) -> list[Tensor]:
+def _loop_outputs(loop: FeedbackLoop, x: Tensor, unroll: int | None) -> list[Tensor]:
     """The loop's output after each of its passes: the raw pass outputs, or for output "mean" /
     "sum" and COMBINE their running mean / sum / combination."""
     raw = loop.passes(x, unroll)
-    return [_combined(loop, raw[:t]) for t in range(1, len(raw) + 1)]
-
-
-def _combined(loop: Loop, raw: list[Tensor]) -> Tensor:
-    """The loop's output after len(raw) passes, computed as its forward computes it."""
-    if isinstance(loop.backprop, Combine):
-        acc = None  # as combine_forward accumulates: w_0 v_0, then add_(v, alpha=w)
-        for w, v in zip(accumulation_weights(loop.backprop.accumulate, len(raw)), raw):
-            acc = w * v if acc is None else acc.add(v, alpha=w)
-        return acc
-    if loop.output == "mean":
-        return torch.stack(raw).mean(0)
-    if loop.output == "sum":
-        return torch.stack(raw).sum(0)
-    return raw[-1]
+    return [loop.output_after(raw[:t]) for t in range(1, len(raw) + 1)]
 
 
 def _residual(raw: list[Tensor]) -> Tensor:

@@ -7,7 +7,9 @@
   (`loopnets.models.gated.network`): one timestep, no feedback).
 - `unrolled(model, k)`: every loop runs k passes (evaluation at another depth).
 
-"Every loop" is every submodule with a `probe_unroll` attribute: `Loop` and `GatedNetwork`.
+"Every loop" is every submodule that implements the loop protocol (`loopnets.core.protocol`):
+`Loop`, `loopy.PassLoop`, `gated.GatedNetwork` and `inn.IterativeNetwork`; "one pass" is the model
+without feedback for each of them (an iterative network: one iteration of static input).
 
 All three are context managers and restore the model on exit, also after an error.
 """
@@ -20,13 +22,14 @@ from typing import Iterator
 from torch import nn
 
 from loopnets.core.loop import check_unroll
+from loopnets.core.protocol import SkipHolder, loops_in
 
 
 @contextmanager
 def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
     """Within the block, every loop in `model` runs `k` passes."""
     check_unroll(k)
-    loops = [m for m in model.modules() if hasattr(m, "probe_unroll")]
+    loops = loops_in(model)
     before = [loop.probe_unroll for loop in loops]
     for loop in loops:
         loop.probe_unroll = k
@@ -39,7 +42,7 @@ def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
 
 @contextmanager
 def _skips_off(model: nn.Module) -> Iterator[nn.Module]:
-    holders = [m for m in model.modules() if hasattr(m, "skips_enabled")]
+    holders = [m for m in model.modules() if isinstance(m, SkipHolder)]
     before = [m.skips_enabled for m in holders]
     for m in holders:
         m.skips_enabled = False

@@ -577,7 +577,7 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
 @torch.no_grad()
 def _passes(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.passes(x[i:i + EVAL_BATCH_SIZE], **kwargs) for i in range(0, len(x), EVAL_BATCH_SIZE)])
+    return torch.cat([model.steps(x[i:i + EVAL_BATCH_SIZE], **kwargs) for i in range(0, len(x), EVAL_BATCH_SIZE)])
 
 
 def _sequence_results(model: nn.Module, part, interim: str) -> dict:

@@ -346,7 +346,7 @@ def _per_pass(
     with _evaluating(net):
         for start in range(0, x.shape[0], batch_size):
             where = slice(start, start + batch_size)
-            records = net.passes(x[where], timesteps=timesteps)
+            records = net.records(x[where], timesteps=timesteps)
             picked = [pick(p, where) for p in records]  # [pass][item]
             if chunks is None:
                 chunks = [[[] for _ in records] for _ in picked[0]]

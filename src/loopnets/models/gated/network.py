@@ -17,7 +17,8 @@ threshold (eq 8):
 higher layers from pass t - 1, through one learned projection per (source, target) pair (sec 3.1).
 Training backpropagates exactly through all passes (the weights are tied across passes, as in
 `loopnets.Tied`); memory and time grow linearly with T. The loss sees the last pass's output
-(the paper does not say; it plots both passes' losses, which `GatedNetwork.passes` provides).
+(the paper does not say; it plots both passes' losses, which `GatedNetwork.passes` provides;
+`GatedNetwork.records` adds every pass's activations, mu_D and gains).
 
 Public: feedback_gated_relu, feedback_gain, FeedbackGatedReLU, GatedNetwork, GatedPass,
 dense_autoencoder, conv_autoencoder, MODES.
@@ -29,7 +30,7 @@ import math
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, Union
+from typing import Generator, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,17 @@ from torch import Tensor, nn
 from loopnets.builder import layers as specs
 from loopnets.core.dropout import Dropout as SharedDropout
 from loopnets.core.dropout import pinned_masks
+from loopnets.core.protocol import first, planned
+from loopnets.models.gated.activation import (
+    MODES,
+    FeedbackGatedReLU,
+    check_hyperparameters,
+    check_mode,
+    check_mode_options,
+    feedback_gain,
+    feedback_gated_relu,
+)
+from loopnets.models.gated.feedback import Feedback, check_input_shape, check_timesteps, resolve_feedback
 
 __all__ = [
     "MODES",
@@ -49,190 +61,13 @@ __all__ = [
     "conv_autoencoder",
 ]
 
-MODES = ("gain", "threshold", "both", "constant")
-DEFAULT_ALPHA = 1.0  # initial alpha of eq 8 (the paper gives none; see FeedbackGatedReLU)
-DEFAULT_CONSTANT_GAIN = 10.0  # sec 4.3: "setting the gain of every ReLU in the affected layer to ... 10"
-
-Feedback = Union[str, Sequence[tuple[int, int]]]
-
-
-# ----------------------------------------------------------------------------- the activation
-
-
-def _check_hyperparameters(beta_max, eta) -> None:
-    """ValueError unless 0 < beta_max < 1 and eta > 0 (both finite real numbers)."""
-    if isinstance(beta_max, bool) or not isinstance(beta_max, numbers.Real) or not 0.0 < beta_max < 1.0:
-        raise ValueError(
-            f"beta_max must be a number in the open interval (0, 1): the gain is 1 / (1 - beta) with beta "
-            f"<= beta_max, so beta_max = 1 divides by zero, beta_max > 1 gives a negative gain and "
-            f"beta_max <= 0 switches the gain off (Kemmerling eq 4-6); got beta_max={beta_max!r}"
-        )
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 < eta < math.inf:
-        raise ValueError(
-            f"eta must be a finite number > 0: it is the feedback mu_D at which the gain saturates "
-            f"(Kemmerling eq 4; the paper uses 5); got eta={eta!r}"
-        )
-
-
-def _beta(mu_d: Tensor, beta_max: float, eta: float) -> Tensor:
-    """beta(mu_D) = min(beta_max / eta * mu_D, beta_max) (eq 4), with slope 0 at the kink mu_D = eta."""
-    # torch.where instead of torch.minimum: minimum splits the gradient 1/2 : 1/2 at a tie; here
-    # mu_D >= eta takes the saturated (flat) branch, so d beta / d mu_D = 0 at mu_D = eta exactly.
-    # A nan mu_D fails the comparison and stays nan.
-    return torch.where(mu_d >= eta, beta_max, mu_d * (beta_max / eta))
-
-
-def feedback_gain(mu_d: Tensor, beta_max: float, eta: float) -> Tensor:
-    """The gain 1 / (1 - min(beta_max / eta * mu_D, beta_max)) of eqs 5-6 (the paper's sec 4.3 "gain").
-
-    It is 1 at mu_D = 0, rises to the maximum 1 / (1 - beta_max) at mu_D = eta and stays there.
-    Eq 4 has no lower clamp, so a negative mu_D gives a gain in (0, 1) that tends to 0 as mu_D -> -inf;
-    we keep the formula as printed (the paper's Fig 5 text mentions "some smaller gain values").
-
-    Args:
-        mu_d: feedback, any shape.
-        beta_max: in (0, 1).
-        eta: > 0.
-    """
-    _check_hyperparameters(beta_max, eta)
-    return 1.0 / (1.0 - _beta(mu_d, beta_max, eta))
-
-
-def feedback_gated_relu(
-    mu_s: Tensor, mu_d: Tensor, beta_max: float, eta: float, alpha: Tensor | float | None = None
-) -> Tensor:
-    """Feedback-gated ReLU, eq 6 (alpha None) or the feedback-controlled threshold form eq 8.
-
-        eq 6: f = max(0, mu_S)              / (1 - min(beta_max / eta * mu_D, beta_max))
-        eq 8: f = max(0, mu_S + alpha mu_D) / (1 - min(beta_max / eta * mu_D, beta_max))
-
-    Exact formula, no approximation. The output never exceeds max(0, .) / (1 - beta_max).
-    Sign convention of eq 8 (as printed, and as eq 1's "+ alpha mu_D ... - theta"): alpha * mu_D is
-    added to mu_S, so with alpha > 0 feedback lowers the firing threshold; alpha is learned and may
-    become negative. The gain is driven by mu_D itself, not by alpha * mu_D.
-
-    Gradients (subgradients at the two kinks, each the flat one-sided derivative, a valid Clarke
-    subgradient): at mu_S (+ alpha mu_D) = 0 the ReLU's slope is 0 (PyTorch's ReLU convention); at
-    mu_D = eta, where min() switches, d beta / d mu_D = 0 (the saturated side). Elsewhere
-    d f / d mu_D = max(0, .) * gain**2 * beta_max / eta for mu_D < eta and 0 above (plus
-    alpha * gain for eq 8 where the numerator is positive).
-
-    Args:
-        mu_s: feedforward pre-activation W x + b, e.g. (batch, n) or (batch, C, H, W).
-        mu_d: feedback, broadcastable to mu_s, e.g. (batch, n) or (batch, C, 1, 1) for one signal
-            per filter. mu_D = 0 gives the plain ReLU.
-        beta_max: the largest beta, in (0, 1); maximum gain 1 / (1 - beta_max). Paper: 0.95.
-        eta: the feedback at which the gain saturates, > 0. Paper: 5.
-        alpha: eq 8's threshold factor (a scalar tensor to learn it, or a number); None for eq 6.
-
-    Raises:
-        ValueError: beta_max outside (0, 1) or eta <= 0.
-    """
-    _check_hyperparameters(beta_max, eta)
-    numerator = mu_s if alpha is None else mu_s + alpha * mu_d
-    return torch.relu(numerator) / (1.0 - _beta(mu_d, beta_max, eta))
-
-
-class FeedbackGatedReLU(nn.Module):
-    """The feedback-gated ReLU as a module, in one of four modes (Kemmerling sec 3, 4.3, App 7.3).
-
-    Modes (`mode`, one string):
-      - "gain": eq 6, gain driven by mu_D, threshold unchanged.
-      - "threshold": max(0, mu_S + alpha mu_D), gain 1 (App 7.3, Fig 17's "feedback-controlled
-        threshold" model; eq 8 without its denominator).
-      - "both": eq 8, feedback-controlled threshold and gain.
-      - "constant": the sec 4.3 ablation, f = constant_gain * max(0, mu_S) in every pass, no
-        feedback at all ("setting the gain of every ReLU in the affected layer to a constant value
-        of 10"). Note the paper's own mismatch: its beta_max = 0.95 has maximum gain 20, not 10.
-
-    alpha (threshold modes) is one learned scalar per module, i.e. per layer: the paper calls it "a
-    parameter to be learned" and says no more (scalar vs per unit is not stated). Its initial value
-    is not stated either; the default 1.0 lets feedback reach the threshold at full strength from the
-    first step (eq 1 calls alpha an attenuation factor, so |alpha| <= 1 is its natural range). With
-    alpha = 0 the threshold model would start as the plain network and its feedback weights would
-    get no gradient until alpha moves.
-
-    Args:
-        beta_max: in (0, 1); maximum gain 1 / (1 - beta_max). Paper: 0.95.
-        eta: > 0, the feedback at which the gain saturates. Paper: 5.
-        mode: "gain" | "threshold" | "both" | "constant".
-        alpha: initial alpha (threshold modes only; default 1.0).
-        constant_gain: the fixed gain (mode "constant" only; default 10, as in sec 4.3), > 0.
-    """
-
-    def __init__(
-        self,
-        beta_max: float = 0.95,
-        eta: float = 5.0,
-        mode: str = "gain",
-        *,
-        alpha: float | None = None,
-        constant_gain: float | None = None,
-    ):
-        super().__init__()
-        _check_mode(mode)
-        _check_hyperparameters(beta_max, eta)
-        _check_mode_options(mode, alpha, constant_gain)
-        self.beta_max, self.eta, self.mode = float(beta_max), float(eta), mode
-        self.alpha = None
-        if mode in ("threshold", "both"):
-            self.alpha = nn.Parameter(torch.tensor(float(DEFAULT_ALPHA if alpha is None else alpha)))
-        self.constant_gain = float(DEFAULT_CONSTANT_GAIN if constant_gain is None else constant_gain)
-
-    @property
-    def max_gain(self) -> float:
-        """The largest gain this module can apply: 1 / (1 - beta_max), or the constant gain."""
-        return self.constant_gain if self.mode == "constant" else 1.0 / (1.0 - self.beta_max)
-
-    def forward(self, mu_s: Tensor, mu_d: Tensor | None = None) -> Tensor:
-        """f(mu_S, mu_D); mu_d None marks a pass without feedback (pass 1): the plain ReLU.
-
-        Args:
-            mu_s: pre-activation, (batch, n) or (batch, C, *spatial).
-            mu_d: feedback broadcastable to mu_s, or None. Must be None in mode "constant".
-        """
-        if self.mode == "constant":
-            if mu_d is not None:
-                raise ValueError("FeedbackGatedReLU(mode='constant') uses no feedback; call it with mu_d=None")
-            return self.constant_gain * torch.relu(mu_s)
-        if mu_d is None:
-            return torch.relu(mu_s)
-        if self.mode == "threshold":
-            return torch.relu(mu_s + self.alpha * mu_d)
-        return feedback_gated_relu(mu_s, mu_d, self.beta_max, self.eta, self.alpha)
-
-    def extra_repr(self) -> str:
-        if self.mode == "constant":
-            return f"mode='constant', gain={self.constant_gain}"
-        return f"beta_max={self.beta_max}, eta={self.eta}, mode={self.mode!r}"
-
-
-def _check_mode(mode) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(repr(m) for m in MODES)}")
-
-
-def _check_mode_options(mode: str, alpha, constant_gain) -> None:
-    if alpha is not None:
-        if mode not in ("threshold", "both"):
-            raise ValueError(f"alpha is eq 8's threshold factor, used by mode 'threshold' or 'both'; mode is {mode!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-            raise ValueError(f"alpha (its initial value) must be a finite number; got {alpha!r}")
-    if constant_gain is not None:
-        if mode != "constant":
-            raise ValueError(f"constant_gain is used by mode 'constant' only; mode is {mode!r}")
-        if isinstance(constant_gain, bool) or not isinstance(constant_gain, numbers.Real) or not (
-            0 < constant_gain < math.inf
-        ):
-            raise ValueError(f"constant_gain must be a finite number > 0 (sec 4.3 uses 10); got {constant_gain!r}")
-
 
 # ----------------------------------------------------------------------------- gated networks
 
 
 @dataclass
 class GatedPass:
-    """What one pass of a GatedNetwork computed (`GatedNetwork.passes`).
+    """What one pass of a GatedNetwork computed (`GatedNetwork.records`).
 
     Attributes:
         output: the network output of this pass, (batch, *output_shape).
@@ -317,10 +152,10 @@ class GatedNetwork(nn.Module):
         noise_std: float = 0.0,
     ):
         super().__init__()
-        _check_mode(mode)
-        _check_hyperparameters(beta_max, eta)
-        _check_mode_options(mode, alpha, constant_gain)
-        self.input_shape = _check_input_shape(input_shape)
+        check_mode(mode)
+        check_hyperparameters(beta_max, eta)
+        check_mode_options(mode, alpha, constant_gain)
+        self.input_shape = check_input_shape(input_shape)
         self.layer_specs = list(layers)
         if not self.layer_specs:
             raise ValueError("GatedNetwork needs at least one layer spec, e.g. [loopnets.builder.layers.Dense(10, 'relu')]")
@@ -343,7 +178,7 @@ class GatedNetwork(nn.Module):
             built.append(module)
             shape = out
 
-        self.feedback_pairs = self._resolve_feedback(feedback)
+        self.feedback_pairs = resolve_feedback(self.layer_specs, feedback)
         targets = {t for _, t in self.feedback_pairs}
         gated = []
         for i, (spec, module) in enumerate(zip(self.layer_specs, built)):
@@ -364,45 +199,6 @@ class GatedNetwork(nn.Module):
 
     # -- configuration ----------------------------------------------------------------------
 
-    def _resolve_feedback(self, feedback: Feedback) -> list[tuple[int, int]]:
-        affine = [i for i, s in enumerate(self.layer_specs) if isinstance(s, (specs.Dense, specs.Conv, specs.Deconv))]
-        relu = [i for i in affine if self.layer_specs[i].activation == "relu"]
-        if isinstance(feedback, str):
-            if feedback == "none":
-                return []
-            if feedback == "comprehensive":
-                return [(s, t) for t in relu for s in affine if s > t]
-            raise ValueError(
-                f"feedback must be 'comprehensive', 'none' or a list of (source, target) layer pairs; got {feedback!r}"
-            )
-        pairs = []
-        for pair in feedback:
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(_is_int(v) for v in pair):
-                raise ValueError(f"feedback: each entry must be a (source, target) pair of layer indices; got {pair!r}")
-            s, t = int(pair[0]), int(pair[1])
-            for name, value in (("source", s), ("target", t)):
-                if not 0 <= value < len(self.layer_specs):
-                    raise ValueError(
-                        f"feedback ({s}, {t}): {name} {value} is out of range; the network has layers "
-                        f"0..{len(self.layer_specs) - 1}"
-                    )
-            if s <= t:
-                raise ValueError(
-                    f"feedback ({s}, {t}): feedback comes from a higher layer (source > target, sec 3.1); "
-                    f"did you mean ({t}, {s})?"
-                )
-            if t not in relu:
-                spec = self.layer_specs[t]
-                what = f"activation {spec.activation!r}" if t in affine else f"a {spec.kind} layer"
-                raise ValueError(
-                    f"feedback ({s}, {t}): layer {t} has {what}; only dense / conv / deconv layers with "
-                    f"activation 'relu' can be gated (eq 6 replaces a ReLU)"
-                )
-            if (s, t) in pairs:
-                raise ValueError(f"feedback ({s}, {t}) is listed twice")
-            pairs.append((s, t))
-        return sorted(pairs, key=lambda p: (p[1], p[0]))
-
     @property
     def timesteps(self) -> int:
         """Passes T >= 1 per forward call (a call can override it: `net(x, timesteps=4)`)."""
@@ -410,7 +206,7 @@ class GatedNetwork(nn.Module):
 
     @timesteps.setter
     def timesteps(self, value: int) -> None:
-        self._timesteps = _check_timesteps(value)
+        self._timesteps = check_timesteps(value)
 
     @property
     def noise_std(self) -> float:
@@ -453,29 +249,54 @@ class GatedNetwork(nn.Module):
 
     def forward(self, x: Tensor, timesteps: int | None = None) -> Tensor:
         """(batch, *input_shape) -> the last pass's output, (batch, *output_shape)."""
-        return self._run(x, timesteps, record=False, logits=False)[-1].output
+        return self._last(x, timesteps, logits=False)
 
     def logits(self, x: Tensor, timesteps: int | None = None) -> Tensor:
         """The last pass's output before the final layer's activation (exact: the output layer is
         never gated, nothing is above it)."""
-        return self._run(x, timesteps, record=False, logits=True)[-1].output
+        return self._last(x, timesteps, logits=True)
 
-    def passes(self, x: Tensor, timesteps: int | None = None) -> list[GatedPass]:
-        """Every pass's output, layer activations, mu_D and gains (for analysis; see GatedPass)."""
-        return self._run(x, timesteps, record=True, logits=False)
+    def passes(self, x: Tensor, timesteps: int | None = None) -> list[Tensor]:
+        """The network output of every pass 1..T, each (batch, *output_shape) (the loop protocol)."""
+        return [p.output for p in self.records(x, timesteps, details=False)]
 
-    def _run(self, x: Tensor, timesteps: int | None, record: bool, logits: bool) -> list[GatedPass]:
-        if timesteps is None:
-            timesteps = self.timesteps if self.probe_unroll is None else self.probe_unroll
-        T = _check_timesteps(timesteps)
+    def records(self, x: Tensor, timesteps: int | None = None, details: bool = True) -> list[GatedPass]:
+        """Every pass's output, layer activations, mu_D and gains (for analysis; see GatedPass).
+
+        details=False records the outputs only (activations, mu_d and gain left empty).
+        """
+        T = check_timesteps(planned(self, timesteps))
+        return first(self._run(x, details, logits_at=None), T)
+
+    @property
+    def planned_passes(self) -> int:
+        """Passes a call without `timesteps` runs: probe_unroll (ln.unrolled / ln.severed), else timesteps."""
+        return self.timesteps if self.probe_unroll is None else self.probe_unroll
+
+    def iterate(self, x: Tensor) -> Iterator[Tensor]:
+        """The network output of pass 1, 2, ... one at a time, without end (the loop protocol)."""
+        return (p.output for p in self._run(x, record=False, logits_at=None))
+
+    def output_after(self, outputs: Sequence[Tensor]) -> Tensor:
+        """The network's output after len(outputs) passes: the last pass's output."""
+        if not outputs:
+            raise ValueError("output_after needs the outputs of at least one pass; got none")
+        return outputs[-1]
+
+    def _last(self, x: Tensor, timesteps: int | None, logits: bool) -> Tensor:
+        T = check_timesteps(planned(self, timesteps))
+        return first(self._run(x, record=False, logits_at=T - 1 if logits else None), T)[-1].output
+
+    def _run(self, x: Tensor, record: bool, logits_at: int | None) -> Generator[GatedPass, None, None]:
+        """Pass 1, 2, ... one GatedPass each, without end; pass `logits_at` (0-based) leaves the
+        output layer's activation out (`logits`)."""
         self._check_input(x)
         sigma = 0.0 if self.training else self.noise_std
         last = len(self.layers) - 1
-        records: list[GatedPass] = []
         previous: list[Tensor] | None = None  # every layer's output in pass t - 1
-        with pinned_masks([self]):  # one dropout mask per layer for all T passes
-            for t in range(T):
-                record_t = record or t == T - 1
+        with pinned_masks([self]):  # one dropout mask per layer for all passes of the call
+            t = 0
+            while True:
                 h, outputs, mu_ds, gains = x, [], {}, {}
                 for i, layer in enumerate(self.layers):
                     h = layer.pre(h)  # mu_S for affine layers: (batch, n) or (batch, C, *spatial)
@@ -492,15 +313,14 @@ class GatedNetwork(nn.Module):
                         elif record and self.mode == "constant":
                             gains[i] = torch.full(h.shape[:2], gate.constant_gain, dtype=h.dtype, device=h.device)
                         h = gate(h, None if mu_d is None else mu_d.reshape(*mu_d.shape, *[1] * (h.dim() - 2)))
-                    elif gate is not None and not (logits and t == T - 1 and i == last):
+                    elif gate is not None and not (t == logits_at and i == last):
                         h = gate(h)
                     if layer.dropout is not None:
                         h = layer.dropout(h)
                     outputs.append(h)
                 previous = outputs
-                if record_t:
-                    records.append(GatedPass(h, outputs if record else [], mu_ds, gains))
-        return records
+                yield GatedPass(h, outputs if record else [], mu_ds if record else {}, gains)
+                t += 1
 
     def _feedback(self, target: int, previous: list[Tensor]) -> Tensor:
         """mu_D of layer `target`: the sum of its projections of the sources' previous outputs."""
@@ -603,7 +423,7 @@ def conv_autoencoder(
         timesteps, beta_max, eta, mode, alpha, constant_gain, noise_std: see GatedNetwork.
     """
     feedback = _autoencoder_feedback(feedback)
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"conv_autoencoder needs input_shape (channels, height, width); got {input_shape}")
     padding, output_padding = kernel // 2, stride - 1
@@ -627,9 +447,6 @@ def conv_autoencoder(
     return net
 
 
-# ----------------------------------------------------------------------------- checks
-
-
 def _autoencoder_feedback(feedback: Feedback) -> Feedback:
     """The builders' "partial" is D1 -> E1, i.e. layer 2 -> layer 0 (Fig 1)."""
     if isinstance(feedback, str) and feedback == "partial":
@@ -639,22 +456,3 @@ def _autoencoder_feedback(feedback: Feedback) -> Feedback:
             f"feedback must be 'partial', 'comprehensive', 'none' or (source, target) pairs; got {feedback!r}"
         )
     return feedback
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_timesteps(value) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(
-            f"timesteps must be an integer >= 1 (pass 1 has no feedback, so feedback needs >= 2); got {value!r}"
-        )
-    return int(value)
-
-
-def _check_input_shape(shape) -> tuple[int, ...]:
-    shape = (shape,) if _is_int(shape) else tuple(shape)
-    if not shape or not all(_is_int(s) and s >= 1 for s in shape):
-        raise ValueError(f"input_shape must be a positive int or a tuple of positive ints, e.g. (784,); got {shape!r}")
-    return tuple(int(s) for s in shape)

@@ -3,7 +3,7 @@
     import loopnets as ln; inn = ln.inn
     mask = inn.block_exchange(inn.layered_mask(2500, [500, 200, 100, 10]), p=0.2, seed=0)
     net = inn.IterativeNetwork(2500, 810, 10, mask, iterations=4, output_activation="linear")
-    ys = net.passes(x)                  # (batch, 4, 10): the output of every iteration
+    ys = net.steps(x)                   # (batch, 4, 10): the output of every iteration
 
 The public API is exactly what this module re-exports.
 """

@@ -70,7 +70,7 @@ class LSTMBaseline(nn.Module):
             )
         self.lstm = nn.LSTM(inputs, hidden, proj_size=outputs, batch_first=True)
 
-    def passes(self, x: Tensor, iterations: int | None = None) -> Tensor:
+    def steps(self, x: Tensor, iterations: int | None = None) -> Tensor:
         """The output of every step, (batch, T, outputs).
 
         Args:
@@ -98,4 +98,4 @@ class LSTMBaseline(nn.Module):
 
     def forward(self, x: Tensor, iterations: int | None = None) -> Tensor:
         """The last step's output, (batch, outputs)."""
-        return self.passes(x, iterations)[:, -1]
+        return self.steps(x, iterations)[:, -1]

@@ -89,7 +89,7 @@ def split_outputs(outputs: Tensor, flags: Tensor, index: Tensor, flag_unit: int)
     """Check the shapes (no host sync) and return (index logits (B, T, units-1), flag logits (B, T))."""
     if outputs.dim() != 3:
         raise ValueError(
-            f"the multi-task loss needs outputs (batch, steps, units) from model.passes(x); got {tuple(outputs.shape)}"
+            f"the multi-task loss needs outputs (batch, steps, units) from model.steps(x); got {tuple(outputs.shape)}"
         )
     batch, steps, units = outputs.shape
     if steps < 2:

@@ -21,16 +21,28 @@ Public: IterativeNetwork, KERNELS, AUTO_SPARSE_DENSITY.
 from __future__ import annotations
 
 import copy
-import numbers
+from itertools import count
+from typing import Generator, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loopnets.core.protocol import first
 from loopnets.models.inn.masks import layered_mask
+from loopnets.models.inn.options import (
+    ACTIVATIONS,
+    ELEMENTWISE,
+    INITS,
+    activation_module,
+    check_int,
+    checked_fixed,
+    checked_mask,
+    flatten_sequential,
+)
 from loopnets.models.inn.sparse import CSRMatmul, Pattern, SparseWeights
 
-__all__ = ["AUTO_SPARSE_DENSITY", "KERNELS", "IterativeNetwork"]
+__all__ = ["ACTIVATIONS", "AUTO_SPARSE_DENSITY", "INITS", "KERNELS", "IterativeNetwork"]
 
 KERNELS = ("dense", "sparse", "auto")
 
@@ -41,13 +53,6 @@ KERNELS = ("dense", "sparse", "auto")
 # (fitted crossover 0.28-0.31 over three runs); 0.25 lies just below. See benchmarks/INN_KERNELS.md.
 AUTO_SPARSE_DENSITY = 0.25
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
-INITS = ("linear", "kaiming")
-# Elementwise activations from_mlp (and `activation=`) accept as modules; softmax is not elementwise.
-_ELEMENTWISE = (
-    nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink,
-)  # fmt: skip
 
 
 class IterativeNetwork(nn.Module):
@@ -126,14 +131,14 @@ class IterativeNetwork(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        _check_int("inputs", inputs, 1)
-        _check_int("depth", depth, 1)
-        _check_int("outputs", outputs, 1)
+        check_int("inputs", inputs, 1)
+        check_int("depth", depth, 1)
+        check_int("outputs", outputs, 1)
         if outputs > depth:
             raise ValueError(
                 f"the outputs are the last rows of the state, so outputs <= depth; got outputs={outputs}, depth={depth}"
             )
-        _check_int("iterations", iterations, 1)
+        check_int("iterations", iterations, 1)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False; got {bias!r}")
         if init not in INITS:
@@ -141,16 +146,17 @@ class IterativeNetwork(nn.Module):
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(map(repr, KERNELS))}")
         shape = (depth, inputs + depth)
-        mask = torch.ones(shape, dtype=torch.bool) if mask is None else _checked_mask(mask, shape)
+        mask = torch.ones(shape, dtype=torch.bool) if mask is None else checked_mask(mask, shape)
         factory = {"device": device, "dtype": dtype}
 
         self.inputs, self.depth, self.outputs = int(inputs), int(depth), int(outputs)
         self.iterations = int(iterations)
+        self.probe_unroll: int | None = None  # set by ln.unrolled / ln.severed(loops=True)
         self.kernel = kernel
         self.init = init
-        self.activation = _activation_module(activation, "activation")
+        self.activation = activation_module(activation, "activation")
         self.output_activation = (
-            None if output_activation is None else _activation_module(output_activation, "output_activation")
+            None if output_activation is None else activation_module(output_activation, "output_activation")
         )
         self.weight = nn.Parameter(torch.empty(shape, **factory))  # (depth, inputs + depth)
         if bias:
@@ -159,7 +165,7 @@ class IterativeNetwork(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("mask", mask.to(device=self.weight.device).clone())
         if fixed is not None:
-            fixed = _checked_fixed(fixed, shape, mask).to(device=self.weight.device, dtype=self.weight.dtype)
+            fixed = checked_fixed(fixed, shape, mask).to(device=self.weight.device, dtype=self.weight.dtype)
         self.register_buffer("fixed", fixed)
         self._pattern_cache: tuple | None = None
         self.reset_parameters()
@@ -242,7 +248,7 @@ class IterativeNetwork(nn.Module):
         """
         if not isinstance(mlp, nn.Sequential):
             raise TypeError(f"from_mlp takes an nn.Sequential of nn.Linear and activation layers; got {type(mlp).__name__}")
-        modules = _flatten(mlp)
+        modules = flatten_sequential(mlp)
         linears: list[nn.Linear] = []
         gaps: list[nn.Module | None] = []  # the activation after each Linear (None: none)
         for position, m in enumerate(modules):
@@ -254,7 +260,7 @@ class IterativeNetwork(nn.Module):
                     )
                 linears.append(m)
                 gaps.append(None)
-            elif isinstance(m, _ELEMENTWISE):
+            elif isinstance(m, ELEMENTWISE):
                 if not linears:
                     raise ValueError(
                         f"module {position} ({m!r}) comes before the first nn.Linear; the input of an "
@@ -269,7 +275,7 @@ class IterativeNetwork(nn.Module):
             else:
                 raise ValueError(
                     f"from_mlp supports nn.Linear layers and elementwise activations "
-                    f"({', '.join(t.__name__ for t in _ELEMENTWISE)}); module {position} is {m!r}. "
+                    f"({', '.join(t.__name__ for t in ELEMENTWISE)}); module {position} is {m!r}. "
                     "Remove dropout / normalisation layers (dropout is the identity in eval mode) or rewrite "
                     "the model by hand"
                 )
@@ -337,41 +343,70 @@ class IterativeNetwork(nn.Module):
     # -- forward ----------------------------------------------------------------------------------
 
     def forward(self, x: Tensor, iterations: int | None = None) -> Tensor:
-        """The output of the last iteration, (batch, outputs). x and iterations as in `passes`."""
-        return self.passes(x, iterations)[:, -1]
+        """The output of the last iteration, (batch, outputs). x and iterations as in `steps`."""
+        return self.steps(x, iterations)[:, -1]
 
-    def passes(self, x: Tensor, iterations: int | None = None) -> Tensor:
-        """The outputs y^1 .. y^T of every iteration, (batch, T, outputs).
+    def steps(self, x: Tensor, iterations: int | None = None) -> Tensor:
+        """The outputs y^1 .. y^T of every iteration, stacked: (batch, T, outputs).
 
         Args:
-            x: (batch, inputs): static input, re-inserted before every iteration; T = iterations
-                or self.iterations. (batch, L, inputs): a sequence, one step per iteration; T = L.
+            x: (batch, inputs): static input, re-inserted before every iteration; T = iterations,
+                else `planned_passes` (probe_unroll under ln.unrolled / ln.severed, else
+                self.iterations). (batch, L, inputs): a sequence, one step per iteration; T = L.
             iterations: T for static input (>= 1); for a sequence None or L.
         """
-        return self._run(x, iterations, states=False)
+        return torch.stack(self.passes(x, iterations), 1)
 
     def states(self, x: Tensor, iterations: int | None = None) -> Tensor:
-        """The whole state s^1 .. s^T of every iteration, (batch, T, depth); as `passes` otherwise."""
-        return self._run(x, iterations, states=True)
-
-    def _run(self, x: Tensor, iterations: int | None, states: bool) -> Tensor:
+        """The whole state s^1 .. s^T of every iteration, (batch, T, depth); as `steps` otherwise."""
         x, steps = self._checked_input(x, iterations)
-        keep = slice(None) if states else slice(self.depth - self.outputs, None)
+        return torch.stack(first(self._run(x), steps), 1)
+
+    # -- the loop protocol (loopnets.core.protocol) -------------------------------------------------
+
+    def passes(self, x: Tensor, iterations: int | None = None) -> list[Tensor]:
+        """The outputs y^1 .. y^T of every iteration, one (batch, outputs) tensor each; x and
+        iterations as in `steps` (which stacks them)."""
+        x, steps = self._checked_input(x, iterations)
+        rows = slice(self.depth - self.outputs, None)
+        return [s[:, rows] for s in first(self._run(x), steps)]
+
+    @property
+    def planned_passes(self) -> int:
+        """Iterations a static input runs without `iterations`: probe_unroll if set, else iterations."""
+        return self.iterations if self.probe_unroll is None else self.probe_unroll
+
+    def iterate(self, x: Tensor) -> Iterator[Tensor]:
+        """y^1, y^2, ... one (batch, outputs) tensor at a time: without end for static input, L for a sequence."""
+        sequence = isinstance(x, Tensor) and x.dim() == 3  # static input: any number of iterations
+        x, _ = self._checked_input(x, x.shape[1] if sequence else 1)
+        rows = slice(self.depth - self.outputs, None)
+        return (s[:, rows] for s in self._run(x))
+
+    def output_after(self, outputs: Sequence[Tensor]) -> Tensor:
+        """The network's output after len(outputs) iterations: the last iteration's output."""
+        if not outputs:
+            raise ValueError("output_after needs the outputs of at least one iteration; got none")
+        return outputs[-1]
+
+    def _run(self, x: Tensor) -> Generator[Tensor, None, None]:
+        """s^1, s^2, ... each (batch, depth): without end for static input, one per step for a sequence."""
+        steps = count() if x.dim() == 2 else range(x.shape[1])
         if self.kernel_on(x.device) == "sparse":
-            return self._run_sparse(x, steps, keep)
+            yield from self._run_sparse(x, steps)
+            return
         w = self.effective_weight()
         w_x, w_s = w[:, : self.inputs], w[:, self.inputs :]  # (depth, inputs), (depth, depth)
         u = F.linear(x, w_x, self.bias)  # (batch, depth) or (batch, L, depth): the input part, once
-        kept, s = [], None
-        for t in range(steps):
+        s = None
+        for t in steps:
             z = u if x.dim() == 2 else u[:, t]
             if s is not None:  # s^0 = 0 adds nothing
                 z = torch.addmm(z, s, w_s.t())
             s = self._activate(z, dim=1)  # (batch, depth)
-            kept.append(s[:, keep])
-        return torch.stack(kept, 1)
+            yield s
 
-    def _run_sparse(self, x: Tensor, steps: int, keep: slice) -> Tensor:
+    def _run_sparse(self, x: Tensor, steps: Iterable[int]) -> Generator[Tensor, None, None]:
         # Column layout: the state is (depth, batch), so a CSR matrix multiplies from the left.
         px, ps = self._patterns()
         wx, ws = SparseWeights(px, self._pattern_values(px)), SparseWeights(ps, self._pattern_values(ps))
@@ -383,14 +418,13 @@ class IterativeNetwork(nn.Module):
             u = CSRMatmul.apply(wx.values, wx, flat.t()).view(self.depth, length, batch)
         if self.bias is not None:
             u = u + self.bias.view(-1, *[1] * (u.dim() - 1))
-        kept, s = [], None
-        for t in range(steps):
+        s = None
+        for t in steps:
             z = u if x.dim() == 2 else u[:, t]
             if s is not None:
                 z = z + CSRMatmul.apply(ws.values, ws, s)
             s = self._activate(z, dim=0)  # (depth, batch)
-            kept.append(s[keep].t())
-        return torch.stack(kept, 1)
+            yield s.t()
 
     def _activate(self, z: Tensor, dim: int) -> Tensor:
         if self.output_activation is None:
@@ -415,10 +449,16 @@ class IterativeNetwork(nn.Module):
                     f"a sequence input runs one iteration per step: x has L={length} steps, so iterations must be "
                     f"None or {length}; got {iterations!r}"
                 )
+            if iterations is None and self.probe_unroll not in (None, length):
+                raise ValueError(
+                    f"ln.unrolled / ln.severed set this network to {self.probe_unroll} iterations, but a sequence "
+                    f"input runs one iteration per step (L={length}); probe it with static input (batch, "
+                    f"{self.inputs}) or a sequence of {self.probe_unroll} steps"
+                )
             return x, length
         if iterations is None:
-            return x, self.iterations
-        _check_int("iterations", iterations, 1)
+            return x, self.planned_passes
+        check_int("iterations", iterations, 1)
         return x, int(iterations)
 
     # -- sparse kernel ------------------------------------------------------------------------------
@@ -456,59 +496,3 @@ class IterativeNetwork(nn.Module):
             f"trainable_weights={self.trainable_weights} (density {self.density:.3g}), iterations={self.iterations}, "
             f"bias={self.bias is not None}, fixed={self.fixed is not None}, kernel={self.kernel!r}"
         )
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
-def _checked_mask(mask, shape: tuple[int, int]) -> Tensor:
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != shape:
-        got = f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"mask must be a bool tensor of shape (depth, inputs + depth) = {shape}; got {got}. "
-            "Build one with layered_mask, random_mask or block_exchange"
-        )
-    return mask
-
-
-def _checked_fixed(fixed, shape: tuple[int, int], mask: Tensor) -> Tensor:
-    if not isinstance(fixed, Tensor) or not fixed.is_floating_point() or tuple(fixed.shape) != shape:
-        got = f"{fixed.dtype} tensor of shape {tuple(fixed.shape)}" if isinstance(fixed, Tensor) else type(fixed).__name__
-        raise ValueError(
-            f"fixed must be a float tensor of shape (depth, inputs + depth) = {shape}; got {got}. "
-            "Build one with identity_blocks"
-        )
-    both = int((mask & (fixed.to(mask.device) != 0)).sum())
-    if both:
-        raise ValueError(
-            f"a weight is either trainable (mask True) or fixed, not both; {both} positions are both. "
-            "Clear the mask there: mask & (fixed == 0)"
-        )
-    return fixed
-
-
-def _activation_module(spec, name: str) -> nn.Module:
-    if isinstance(spec, nn.Module):
-        if not isinstance(spec, _ELEMENTWISE):
-            raise ValueError(
-                f"{name} must act elementwise (one unit's output depends on that unit only); "
-                f"supported modules: {', '.join(t.__name__ for t in _ELEMENTWISE)}; got {spec!r}"
-            )
-        return spec
-    modules = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
-    if spec not in modules:
-        hint = " (softmax mixes units; use 'linear' outputs and a cross-entropy loss)" if spec == "softmax" else ""
-        raise ValueError(f"unknown {name} {spec!r}; choose one of {', '.join(map(repr, ACTIVATIONS))}{hint}")
-    return modules[spec]()
-
-
-def _flatten(seq: nn.Sequential) -> list[nn.Module]:
-    out: list[nn.Module] = []
-    for m in seq:
-        out.extend(_flatten(m) if isinstance(m, nn.Sequential) else [m])
-    return out

@@ -2,7 +2,7 @@
 plain training loops (the LSTM baseline is in `loopnets.models.inn.lstm`, the metrics in `loopnets.models.inn.metrics`).
 
 Every model here has the per-step readout interface of `loopnets.models.inn.IterativeNetwork`:
-`model.passes(x) -> (batch, T, outputs)`, the outputs of every step, and `model(x) = passes(x)[:, -1]`.
+`model.steps(x) -> (batch, T, outputs)`, the outputs of every step, and `model(x) = steps(x)[:, -1]`.
 `x` is (batch, L, inputs) for a sequence (one step per element) or (batch, inputs) for a static
 input that is re-inserted every iteration (then `iterations=T` picks the number of steps).
 
@@ -65,7 +65,7 @@ def multitask_loss(
     (batch, steps) tensor would have given; it weighs the two tasks equally. The thesis shows no code.
 
     Args:
-        outputs: (batch, T, units) logits from `model.passes(x)`; units >= T (see `sequence_outputs`).
+        outputs: (batch, T, units) logits from `model.steps(x)`; units >= T (see `sequence_outputs`).
         flags: (batch, T) or (batch, T - 1) anomaly flags in [0, 1]; a final column is ignored.
         index: (batch,) integer anomaly positions in [0, units - 1).
         flag_unit: the output unit holding the flag logit; the other units are the index logits.
@@ -95,13 +95,13 @@ def per_iteration_loss(outputs: Tensor, labels: Tensor, weights: Tensor | Sequen
     on the last iteration is ordinary training of `model(x)`.
 
     Args:
-        outputs: (batch, T, classes) logits from `model.passes(x)`.
+        outputs: (batch, T, classes) logits from `model.steps(x)`.
         labels: (batch,) integer classes.
         weights: optional (T,) weight per iteration.
     """
     if outputs.dim() != 3:
         raise ValueError(
-            f"per_iteration_loss needs outputs (batch, T, classes) from model.passes(x); got {tuple(outputs.shape)}"
+            f"per_iteration_loss needs outputs (batch, T, classes) from model.steps(x); got {tuple(outputs.shape)}"
         )
     if labels.shape != outputs.shape[:1] or labels.is_floating_point():
         raise ValueError(
@@ -196,7 +196,7 @@ def fit_sequences(
 
     Adam at 1e-3 by default (Table 3.1; the thesis does not give the batch size). The loop is
     `ln.fit`'s (`loopnets.training.engine.train`) with `SequenceTask`: per minibatch
-    `model.passes(x)`, `multitask_loss`, backward, one optimizer step, COUPLE re-tie. Each epoch
+    `model.steps(x)`, `multitask_loss`, backward, one optimizer step, COUPLE re-tie. Each epoch
     visits every sequence once in a fresh random order (a generator seeded with `seed`). The
     epoch's train loss is the mean over sequences of the batch losses as trained, read once per
     epoch. Then validation: loss, ACC_end and ACC_seq over the whole val set in eval() mode.
@@ -206,7 +206,7 @@ def fit_sequences(
     unless early_stopping restores the best.
 
     Args:
-        model: has `passes(x) -> (batch, T, units)` with units >= T (see `sequence_outputs`).
+        model: has `steps(x) -> (batch, T, units)` with units >= T (see `sequence_outputs`).
         train: (x, flags, index): x (n, T, *features) float, flags (n, T) or (n, T - 1) in [0, 1],
             index (n,) integer positions in [0, T - 1). Moved to the model's device and dtype.
             Or a Dataset / an iterable of such triples as batches (see `ln.fit`).
@@ -261,15 +261,15 @@ def fit_iterations(
 ) -> History:
     """Train a static-input classifier with a cross-entropy loss at every iteration (thesis Fig 3.22).
 
-    The same loop as `fit_sequences` with `per_iteration_loss` on `model.passes(x, iterations=...)`.
+    The same loop as `fit_sequences` with `per_iteration_loss` on `model.steps(x, iterations=...)`.
     With a loss at every iteration a trained network settles on a fixed point that holds at other
     iteration counts (§3.4.4; check with `accuracy_by_iterations`). For a loss on the last
     iteration only, `ln.fit(model, ...)` is the plain route.
 
     Args:
-        model: has `passes(x, iterations=T) -> (batch, T, classes)` logits.
+        model: has `steps(x, iterations=T) -> (batch, T, classes)` logits.
         train: (x, y): x (n, inputs) float, y (n,) integer classes. val: optional, same layout.
-        iterations: T passed to `model.passes`; None uses the model's own default (and passes no keyword).
+        iterations: T passed to `model.steps`; None uses the model's own default (and passes no keyword).
         weights: (T,) per-iteration loss weights; None is the mean over iterations (see `per_iteration_loss`).
         optimizer, epochs, batch_size, seed, early_stopping, restore_best, progress, device, precision,
             callbacks, scheduler, clip: as in `fit_sequences`.
@@ -292,7 +292,7 @@ def fit_iterations(
 
 
 class SequenceTask:
-    """fit_sequences' task: `multitask_loss` on `model.passes(x)`; val loss, ACC_end and ACC_seq."""
+    """fit_sequences' task: `multitask_loss` on `model.steps(x)`; val loss, ACC_end and ACC_seq."""
 
     loss_name = "multi-task"
 
@@ -301,7 +301,7 @@ class SequenceTask:
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
         x, flags, index = batch  # (B, T, *features), (B, T or T-1), (B,)
-        value = multitask_loss(model.passes(x), flags, index, flag_unit=self.flag_unit, interim=self.interim)
+        value = multitask_loss(model.steps(x), flags, index, flag_unit=self.flag_unit, interim=self.interim)
         return value, value.detach().double() * len(index), len(index)  # the batch mean, weighted by its size
 
     @staticmethod
@@ -313,7 +313,7 @@ class SequenceTask:
 
 
 class IterationTask:
-    """fit_iterations' task: `per_iteration_loss` on `model.passes(x, **kwargs)`; val accuracy of the last iteration."""
+    """fit_iterations' task: `per_iteration_loss` on `model.steps(x, **kwargs)`; val accuracy of the last iteration."""
 
     loss_name = "per-iteration cross_entropy"
 
@@ -322,7 +322,7 @@ class IterationTask:
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
         x, y = batch  # (B, inputs), (B,)
-        value = per_iteration_loss(model.passes(x, **self.kwargs), y, self.weights)
+        value = per_iteration_loss(model.steps(x, **self.kwargs), y, self.weights)
         return value, value.detach().double() * len(y), len(y)
 
     @staticmethod
@@ -333,7 +333,7 @@ class IterationTask:
         loss_sum = hits = None
         n = 0
         for xb, yb in batches:
-            outputs = model.passes(xb, **self.kwargs)  # (B, T, classes)
+            outputs = model.steps(xb, **self.kwargs)  # (B, T, classes)
             batch_loss = per_iteration_loss(outputs, yb, self.weights).double() * len(yb)
             batch_hits = (outputs[:, -1].argmax(dim=1) == yb).sum()
             loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
@@ -369,7 +369,7 @@ def _evaluate_sequences(model: nn.Module, batches, flag_unit: int, interim: str)
     loss_sum = end = seq = None
     n = steps = 0
     for xb, fb, ib in batches:
-        outputs = model.passes(xb)  # (B, T, units)
+        outputs = model.steps(xb)  # (B, T, units)
         parts = (multitask_loss(outputs, fb, ib, flag_unit=flag_unit, interim=interim).double() * len(ib),
                  end_hits(outputs, ib, flag_unit), seq_hits(outputs, fb, ib, flag_unit))
         loss_sum, end, seq = parts if loss_sum is None else (loss_sum + parts[0], end + parts[1], seq + parts[2])

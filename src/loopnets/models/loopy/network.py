@@ -53,14 +53,16 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import count, islice
 
 import torch
 from torch import Tensor, nn
 
 from loopnets.core.modes import Backprop, Tied
 from loopnets.core.loop import MERGES, Loop, check_unroll
+from loopnets.core.protocol import FeedbackLoop, planned
 
 __all__ = [
     "FAMILIES",
@@ -125,14 +127,29 @@ class PassLoop(nn.Module):
         return self.passes(x, unroll)[-1]
 
     def passes(self, x: Tensor, unroll: int | None = None) -> list[Tensor]:
-        """The output of every pass (per-iteration readout)."""
-        k = unroll if unroll is not None else self.probe_unroll if self.probe_unroll is not None else self.unroll
+        """The output of every pass (per-iteration readout), k = unroll or `planned_passes`."""
+        k = planned(self, unroll)
         check_unroll(k)
-        outputs: list[Tensor] = []
-        for t in range(k):
-            v = x if t == 0 else MERGES[self.merge](self._feed(outputs[-1], x, t), x)
-            outputs.append(self.bodies[min(t, len(self.bodies) - 1)](v))
-        return outputs
+        return list(islice(self.iterate(x), k))
+
+    @property
+    def planned_passes(self) -> int:
+        """Passes a call without a count runs: probe_unroll (ln.unrolled / ln.severed), else unroll."""
+        return self.probe_unroll if self.probe_unroll is not None else self.unroll
+
+    def iterate(self, x: Tensor) -> Iterator[Tensor]:
+        """The pass outputs one at a time, without end (pass t beyond the bodies reuses the last)."""
+        h = None
+        for t in count():
+            v = x if t == 0 else MERGES[self.merge](self._feed(h, x, t), x)
+            h = self.bodies[min(t, len(self.bodies) - 1)](v)
+            yield h
+
+    def output_after(self, outputs: Sequence[Tensor]) -> Tensor:
+        """The loop's output after len(outputs) passes: the last pass's output."""
+        if not outputs:
+            raise ValueError("output_after needs the outputs of at least one pass; got none")
+        return outputs[-1]
 
     def _feed(self, h: Tensor, x: Tensor, t: int) -> Tensor:
         """The value fed back after pass t (1-based), checked to have the loop input's shape."""
@@ -174,9 +191,16 @@ class LoopyCNN(nn.Module):
 
     def passes(self, x: Tensor) -> list[Tensor]:
         """Logits read from every pass's feature map (the trained FC reads only the last one)."""
-        if not hasattr(self.features, "passes"):
+        if not isinstance(self.features, FeedbackLoop):
             return [self(x)]
         return [self.head(h.flatten(1)) for h in self.features.passes(x)]
+
+    def around_loop(self, x: Tensor, logits: bool = False) -> tuple[FeedbackLoop, Tensor, Callable[[Tensor], Tensor]]:
+        """(features loop, x, head on flattened feature maps): the `LoopHost` hook for
+        `ln.pass_outputs` / `ln.early_exit`. The model returns logits, so `logits` changes nothing."""
+        if not isinstance(self.features, FeedbackLoop):
+            raise ValueError(f"per-pass outputs need a loop; this {self.family} model has none (use loopy or +layer)")
+        return self.features, x, lambda y: self.head(y.flatten(1))
 
     @property
     def unroll(self) -> int:
