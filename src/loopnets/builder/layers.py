@@ -27,6 +27,8 @@ from loopnets.core.dropout import Dropout as SharedDropout
 class Reshape(nn.Module):
     """Reshape (batch, *any) -> (batch, *shape); used for automatic dense <-> conv conversions."""
 
+    structural = True  # a per-sample reshape: COMBINE runs it at the combined values (core.modes.combine)
+
     def __init__(self, shape: tuple[int, ...]):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)

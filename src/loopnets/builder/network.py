@@ -517,7 +517,7 @@ class Network(nn.Module):
                 note = f"; COUPLE trains {len(unit.copies)} copies ({copies:,} parameters beyond the compact body)" if copies else ""
                 lines.append(
                     f"  {where}: unroll {unit.unroll}, {unit.backprop}, merge {unit.merge}, "
-                    f"output {unit.output or ('combined' if isinstance(unit.backprop, Combine) else 'last')}{note}"
+                    f"output {unit.output or unit.backprop.default_output}{note}"
                 )
         if self._skips:
             lines.append("skips:" + ("" if self.skips_enabled else " (disabled)"))

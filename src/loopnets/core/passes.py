@@ -39,7 +39,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Implicit, OneStep, accumulation_weights
 from loopnets.core.loop import Loop, check_unroll
 from loopnets.builder.network import Network
 
@@ -149,7 +148,7 @@ def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, m
     values: list[Tensor] = []  # criterion per pass, (B,)
     chosen = output = probs = None  # the loop outputs / model outputs at each sample's exit
     for t in range(k):
-        raw.append(loop._pass(raw[-1] if raw else None, loop_input, t))  # h_t: (B, *)
+        raw.append(loop.run_pass(raw[-1] if raw else None, loop_input, t))  # h_t: (B, *)
         y = _combined(loop, raw)  # the loop's output after t + 1 passes
         if criterion == "residual":  # needs only the loop state: the model output runs once at the end
             value = _residual(raw)
@@ -229,7 +228,7 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
     if len(loops) != 1:
         raise ValueError(f"{options} needs a model with exactly one Loop; {type(model).__name__} has {len(loops)}")
     loop = loops[0]
-    mode = type(loop.backprop).__name__
+    mode = loop.backprop
     if random_passes is not None:
         if not isinstance(random_passes, (tuple, list)) or len(random_passes) != 2 or any(
             isinstance(v, bool) or not isinstance(v, int) for v in random_passes
@@ -238,24 +237,16 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
         lo, hi = random_passes
         if lo < 1 or hi < lo:
             raise ValueError(f"random_passes=(lo, hi) needs 1 <= lo <= hi; got {random_passes!r}")
-        if isinstance(loop.backprop, (Implicit, OneStep)):  # the solver chooses the passes
+        mode.require("random_passes", "random_passes")
+        if mode.untied_copies and hi > loop.unroll:
             raise ValueError(
-                f"random_passes with {mode}: its solver chooses the number of passes; use ln.Tied(), "
-                "ln.Truncated() or ln.Couple() to train with random pass counts"
-            )
-        if isinstance(loop.backprop, Couple) and hi > loop.unroll:
-            raise ValueError(
-                f"random_passes={tuple(random_passes)} with COUPLE: the loop holds {loop.unroll} copies and cannot "
+                f"random_passes={tuple(random_passes)} with {mode.label}: the loop holds {loop.unroll} copies and cannot "
                 f"train {hi} passes; use hi <= {loop.unroll}, or build the loop with unroll >= {hi}"
             )
         random_passes = (int(lo), int(hi))
     weights = pass_weights
     if pass_weights is not None:
-        if isinstance(loop.backprop, Combine):
-            raise ValueError(
-                "pass_weights with COMBINE: its passes run without an autograd graph, so per-pass losses "
-                "cannot be backpropagated; use Combine(accumulate=...) to weight passes, or ln.Tied()"
-            )
+        mode.require("pass_readout", "pass_weights")
         if isinstance(pass_weights, str):
             if pass_weights not in PASS_WEIGHTS:
                 raise ValueError(
@@ -351,16 +342,7 @@ def _loop_outputs(loop: Loop, x: Tensor, unroll: int | None) -> list[Tensor]:
 
 def _combined(loop: Loop, raw: list[Tensor]) -> Tensor:
     """The loop's output after len(raw) passes, computed as its forward computes it."""
-    if isinstance(loop.backprop, Combine):
-        acc = None  # as combine_forward accumulates: w_0 v_0, then add_(v, alpha=w)
-        for w, v in zip(accumulation_weights(loop.backprop.accumulate, len(raw)), raw):
-            acc = w * v if acc is None else acc.add(v, alpha=w)
-        return acc
-    if loop.output == "mean":
-        return torch.stack(raw).mean(0)
-    if loop.output == "sum":
-        return torch.stack(raw).sum(0)
-    return raw[-1]
+    return loop.backprop.output(loop, raw)
 
 
 def _residual(raw: list[Tensor]) -> Tensor:
