@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import loopnets as ln
-from loopnets.core.modes import Backprop, run_passes
+from loopnets.core.modes import Backprop
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 
