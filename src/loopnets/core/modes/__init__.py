@@ -35,7 +35,7 @@ from loopnets.core.modes.combine import (
     combine_stages,
 )
 from loopnets.core.modes.couple import Couple
-from loopnets.core.modes.implicit import BACKWARDS, Implicit
+from loopnets.core.modes.implicit import BACKWARDS, FixedPoint, Implicit
 from loopnets.core.modes.onestep import OneStep
 from loopnets.core.modes.tied import Tied
 from loopnets.core.modes.truncated import Truncated
@@ -61,7 +61,7 @@ def backprop_from_config(cfg: dict) -> Backprop:
 
 __all__ = [
     "ACCUMULATIONS", "AFFINE", "BACKWARDS", "CAPABILITIES", "ELEMENTWISE", "MODES", "OUTPUTS", "STRUCTURAL",
-    "Backprop", "Combine", "Couple", "GradScale", "Implicit", "OneStep", "Stage", "Tied", "Truncated",
+    "Backprop", "Combine", "Couple", "FixedPoint", "GradScale", "Implicit", "OneStep", "Stage", "Tied", "Truncated",
     "accumulation_weights", "activation_slope", "backprop_from_config", "combine_forward", "combine_stages",
     "run_passes", "weighted_passes",
 ]

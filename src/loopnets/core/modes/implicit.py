@@ -52,11 +52,36 @@ def fixed_point(loop: LoopParts, mode, x: torch.Tensor) -> tuple[torch.Tensor, C
     return z_star.detach(), f
 
 
+class FixedPoint(Backprop):
+    """Base of the modes whose forward is a fixed-point solve (`Implicit`, `OneStep`).
+
+    `run` with no pass count solves (`fixed_point`) and hands z* to `output_pass`, which builds
+    the output with the mode's gradient; with a pass count (`loop(x, unroll=n)`, `Loop.passes`)
+    it runs n plain passes, each read-out pass from the detached previous one (one-pass graphs).
+    """
+
+    outputs = ("last",)
+    solves = True
+    random_passes = False
+    batched = False
+    unsupported = FIXED_POINT_UNSUPPORTED
+
+    def run(self, loop: LoopParts, x: torch.Tensor, passes: int | None, readout: list | None) -> torch.Tensor:
+        if passes is not None:
+            return run_passes(loop, x, passes, readout, detach=readout is not None)
+        z_star, f = fixed_point(loop, self, x)
+        return self.output_pass(loop, x, z_star, f)
+
+    def output_pass(self, loop: LoopParts, x: torch.Tensor, z_star: torch.Tensor, f: Callable) -> torch.Tensor:
+        """The output from the detached fixed point z*, f(z, inp) the loop's map, with the mode's graph."""
+        raise NotImplementedError(f"{type(self).__name__} must implement output_pass")
+
+
 BACKWARDS = ("ift", "phantom")
 
 
 @dataclass(frozen=True)
-class Implicit(Backprop):
+class Implicit(FixedPoint):
     """Deep-equilibrium backprop: solve for the loop's fixed point, differentiate it implicitly.
 
     The loop is read as f(z) = body(merge(feedback(z), x)) and its output as a fixed point
@@ -111,11 +136,6 @@ class Implicit(Backprop):
     backward_max_passes: int | None = None
 
     name = "implicit"
-    outputs = ("last",)
-    solves = True
-    random_passes = False
-    batched = False
-    unsupported = FIXED_POINT_UNSUPPORTED
 
     def __post_init__(self) -> None:
         where = "Implicit"
@@ -129,10 +149,7 @@ class Implicit(Backprop):
         if self.backward_max_passes is not None:
             check_solver_args(self.solver, self.tol, self.backward_max_passes, self.memory, 1.0, where=f"{where} backward_max_passes")
 
-    def run(self, loop: LoopParts, x: torch.Tensor, passes: int | None, readout: list | None) -> torch.Tensor:
-        if passes is not None:  # plain passes, each from the detached previous one when read out
-            return run_passes(loop, x, passes, readout, detach=readout is not None)
-        z_star, f = fixed_point(loop, self, x)
+    def output_pass(self, loop: LoopParts, x: torch.Tensor, z_star: torch.Tensor, f: Callable) -> torch.Tensor:
         if self.backward == "phantom":
             loop.backward_stats = None
             h = z_star

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
-from loopnets.core.modes.base import Backprop, LoopParts, run_passes
-from loopnets.core.modes.implicit import FIXED_POINT_UNSUPPORTED, fixed_point
+from loopnets.core.modes.base import LoopParts
+from loopnets.core.modes.implicit import FixedPoint
 from loopnets.core.solvers import check_solver_args
 
 
 @dataclass(frozen=True)
-class OneStep(Backprop):
+class OneStep(FixedPoint):
     """Jacobian-free backprop (JFB): the fixed-point forward of `Implicit`, a one-pass gradient.
 
     The forward solve is `Implicit`'s; the output f(z*.detach()) carries the graph of that one
@@ -31,18 +33,10 @@ class OneStep(Backprop):
     memory: int = 5
 
     name = "onestep"
-    outputs = ("last",)
-    solves = True
-    random_passes = False
-    batched = False
-    unsupported = FIXED_POINT_UNSUPPORTED
 
     def __post_init__(self) -> None:
         check_solver_args(self.solver, self.tol, self.max_passes, self.memory, 1.0, where="OneStep")
 
-    def run(self, loop: LoopParts, x: torch.Tensor, passes: int | None, readout: list | None) -> torch.Tensor:
-        if passes is not None:  # plain passes, each from the detached previous one when read out
-            return run_passes(loop, x, passes, readout, detach=readout is not None)
-        z_star, f = fixed_point(loop, self, x)
+    def output_pass(self, loop: LoopParts, x: torch.Tensor, z_star: torch.Tensor, f: Callable) -> torch.Tensor:
         loop.backward_stats = None
         return f(z_star, x)  # out = f(z*.detach()): the graph of this one pass is the whole gradient
