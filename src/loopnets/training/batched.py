@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Tied, Truncated
 from loopnets.core.dropout import Dropout
 from loopnets.builder.layers import Reshape
 from loopnets.core.loop import Loop, cached_ties, tie_
@@ -73,7 +72,6 @@ ROWWISE = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.G
 SOFTMAX = (nn.Softmax, nn.LogSoftmax)  # accepted along a non-batch dimension
 CONTAINERS = (nn.Sequential, nn.ModuleList, Loop, Network)
 SUPPORTED = AFFINE + ROWWISE + SOFTMAX + CONTAINERS + (Dropout,)  # Dropout only with p == 0
-LOOP_MODES = (Tied, Truncated, Couple, Combine)
 
 
 class ManyHistories(list):
@@ -162,9 +160,8 @@ def why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
             return (f"{where} is not one of the modules known to act sample by sample "
                     "(loopnets.training.batched.SUPPORTED: linear and conv layers, elementwise activations, softmax, pooling, "
                     "reshapes, loops and networks)")
-        if isinstance(module, Loop) and not isinstance(module.backprop, LOOP_MODES):
-            return (f"{where} uses {type(module.backprop).__name__} backprop, whose solver and statistics are per "
-                    "model; only Tied, Truncated, Couple and Combine loops are stacked")
+        if isinstance(module, Loop) and module.backprop.why_not("batched") is not None:
+            return f"{where} uses {module.backprop.label} backprop, which cannot be stacked: {module.backprop.why_not('batched')}"
         if isinstance(module, Dropout) and module.p > 0:
             return (f"{where} has p={module.p}: its masks come from the global RNG, which `fit` seeds per run; "
                     "stacked models would draw different masks")
