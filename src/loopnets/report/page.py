@@ -198,7 +198,7 @@ def settings_table(config: dict[str, Any]) -> Table:
     rows = []
     for section in ("data", "model", "train"):
         if isinstance(config.get(section), dict) and config[section]:
-            flat = pd.json_normalize(config[section], sep=".").iloc[0]
+            flat = pd.json_normalize(config[section], sep=".").to_dict("records")[0]
             rows += [[section, key, _setting(value)] for key, value in flat.items()]
     return Table(["Section", "Setting", "Value"], rows, align="lll")
 

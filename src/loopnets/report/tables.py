@@ -122,7 +122,10 @@ def frame(table: Table) -> pd.DataFrame:
 
 def to_markdown(table: Table) -> str:
     """A pipe table (tabulate via `DataFrame.to_markdown`): padded columns, left / right aligned by `align`."""
-    cells = frame(table).map(lambda c: c.replace("|", "\\|"))
+    def escape(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    cells = pd.DataFrame([[escape(c) for c in row] for row in table.rows], columns=[escape(c) for c in table.header])
     colalign = ["left" if a == "l" else "right" for a in table.column_format]
     return cells.to_markdown(index=False, disable_numparse=True, colalign=colalign) + "\n"
 
