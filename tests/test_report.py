@@ -559,7 +559,7 @@ def test_verdict_is_a_paired_comparison_over_shared_seeds(experiment):
     assert ("**FFN w. skip is best by mean (0.8000 over 3 seeds). Within noise of it: COMBINE x2. Worse: FFN, "
             "COUPLE x3. Inconclusive (fewer than 2 shared seeds): COUPLE x2 w. skip.") in md
     rows = table_rows(md, "Shared seeds")
-    assert rows["FFN"]["Verdict"] == "worse" and rows["COUPLE x2 w. skip"]["95% interval"] == "n/a"
+    assert rows["FFN"]["Verdict"] == "worse" and rows["COUPLE x2 w. skip"]["95 % interval"] == "n/a"
     assert "Validation set: size not recorded" in md
 
 

@@ -35,10 +35,10 @@ TIMING_CAPTION = ("Milliseconds per epoch (training: one epoch of updates; valid
                   "with the same skip setting. Seeds that trained together in one batched computation were timed "
                   "once as a group: their time is the group's divided by its seeds, marked \"shared\", with no "
                   "spread; n/a = a single measurement has no sd.")
-VERDICT_CAPTION = ("Each variant against the best by a paired comparison over the seeds both finished: the mean "
-                   "difference (positive: the best is better) and its {confidence:.0%} t interval. Within noise = "
-                   "the interval reaches 0 (or the difference is under one validation sample); inconclusive = "
-                   "fewer than 2 shared seeds. The rule: loopnets.report.verdicts.")
+VERDICT_CAPTION = ("Each variant against the best by a paired comparison over the seeds both finished: the "
+                   "mean difference (the best's lead: positive when the best is better) and its {confidence:.0f} % t "
+                   "interval. Within noise = the interval reaches 0 (or the lead is under one validation sample); "
+                   "inconclusive = fewer than 2 shared seeds. The rule: loopnets.report.verdicts.")
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("loopnets.report", "templates"),
                                autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -186,9 +186,9 @@ def _verdict_blocks(judged: Verdict) -> list[Block]:
         rows = [[c.variant, str(c.seeds), NO_VALUES if c.difference is None else f"{c.difference:+.4f}",
                  NO_VALUES if c.low is None else f"[{c.low:+.4f}, {c.high:+.4f}]", c.outcome]
                 for c in judged.comparisons]
-        header = ["Model", "Shared seeds", f"Best minus model ({judged.metric})", f"{CONFIDENCE:.0%} interval",
+        header = ["Model", "Shared seeds", f"Best's lead ({judged.metric})", f"{100 * CONFIDENCE:.0f} % interval",
                   "Verdict"]
-        blocks += [Paragraph(VERDICT_CAPTION.format(confidence=CONFIDENCE), caption=True),
+        blocks += [Paragraph(VERDICT_CAPTION.format(confidence=100 * CONFIDENCE), caption=True),
                    Table(header, rows, align="lrrrl")]
     return blocks
 

@@ -54,7 +54,7 @@ class Comparison:
 class Verdict:
     """The best variant by mean and every other variant's comparison with it."""
 
-    metric: str  # "accuracy" or the loss name
+    metric: str  # "accuracy" or the loss's name, e.g. "rmse"
     higher_is_better: bool
     best: str | None  # label; None when no variant has a finished seed
     best_mean: float | None
@@ -111,7 +111,7 @@ def verdict(experiment: Experiment) -> Verdict:
     classes = _recorded(experiment, "classes")
     chance = 1.0 / classes if classification and classes else None
     resolution = 1.0 / val_samples if classification and val_samples else None
-    name = metric if classification else f"loss ({experiment.loss})"
+    name = metric if classification else experiment.loss
     if not values:
         return Verdict(name, classification, None, None, 0, (), val_samples, chance,
                        "Inconclusive: no variant has a finished seed.")
@@ -127,13 +127,15 @@ def verdict(experiment: Experiment) -> Verdict:
         conclusion = (f"Inconclusive: the best mean accuracy ({best_mean:.4f}) is at chance ({chance:.4f}, "
                       f"{classes} classes), so the ranking says nothing.")
     else:
-        close = [c.variant for c in comparisons if c.outcome == "within noise"]
-        worse = [c.variant for c in comparisons if c.outcome == "worse"]
-        open_ = [c.variant for c in comparisons if c.outcome == "inconclusive"]
-        conclusion = (f"{best} is best by mean ({best_mean:.4f} over {seeds} seeds). "
-                      + (f"Within noise of it: {', '.join(close)}. " if close else "No other variant is within noise of it. ")
-                      + (f"Worse: {', '.join(worse)}. " if worse else "")
-                      + (f"Inconclusive (fewer than 2 shared seeds): {', '.join(open_)}." if open_ else "")).strip()
+        by = {o: [c.variant for c in comparisons if c.outcome == o] for o in ("within noise", "worse", "inconclusive")}
+        parts = [f"{best} is best by mean ({best_mean:.4f} over {seeds} seeds).",
+                 f"Within noise of it: {', '.join(by['within noise'])}." if by["within noise"]
+                 else "No other variant is within noise of it."]
+        if by["worse"]:
+            parts.append(f"Worse: {', '.join(by['worse'])}.")
+        if by["inconclusive"]:
+            parts.append(f"Inconclusive (fewer than 2 shared seeds): {', '.join(by['inconclusive'])}.")
+        conclusion = " ".join(parts)
     return Verdict(name, classification, best, best_mean, seeds, comparisons, val_samples, chance, conclusion)
 
 
