@@ -583,6 +583,10 @@ def test_one_seed_or_chance_makes_the_verdict_inconclusive(tmp_path):
     write_run(root, "combine-x2", 1, 0, "combine", 2, False, 4, "finished")
     md = (build_report(root) / "report.md").read_text()
     assert "**Inconclusive:" in md and "on one seed, which gives no noise estimate" in md
+    write_run(root, "couple-x2", 2, 0, "couple", 2, False, 2, "diverged")  # no finished seed: listed, not judged
+    verdict = json.loads((build_report(root) / "results.json").read_text())["verdict"]
+    assert {c["variant"]: (c["seeds"], c["outcome"]) for c in verdict["comparisons"]}["COUPLE x2"] == (0, "inconclusive")
+    drop_seed(root, "couple-x2", 0)
     for seed in (1, 2):
         write_run(root, "ffn", 0, seed, "ffn", 1, False, 4, "finished")
         write_run(root, "combine-x2", 1, seed, "combine", 2, False, 4, "finished")

@@ -8,7 +8,8 @@ better) for classification, the loss (lower is better) otherwise, one value per 
   over the seeds both finished: d_s = best_s - other_s (sign flipped for a loss, so d > 0 means the
   best is better), and the 95 % paired t interval mean(d) ± t(0.975, n - 1) sd(d) / sqrt(n). The
   variant is **within noise** of the best when that interval reaches 0, **worse** when it lies
-  above 0. With fewer than 2 shared seeds there is no spread to judge by: **inconclusive**.
+  above 0. With fewer than 2 shared seeds there is no spread to judge by: **inconclusive** (also a
+  variant with no finished seed).
 - **Resolution floor (one sample)**: with n validation samples one sample moves the accuracy by
   1 / n; a mean accuracy difference smaller than that is within noise whatever the interval says
   (used when summary.json records `val_samples`).
@@ -106,17 +107,17 @@ def verdict(experiment: Experiment) -> Verdict:
     classification = experiment.task == "classification"
     metric = "accuracy" if classification else "loss"
     values = {v.label: seed_values(v, metric) for v in experiment.variants}
-    values = {label: by_seed for label, by_seed in values.items() if by_seed}
+    measured = [label for label, by_seed in values.items() if by_seed]  # a variant may have no finished seed
     val_samples = _recorded(experiment, "val_samples")
     classes = _recorded(experiment, "classes")
     chance = 1.0 / classes if classification and classes else None
     resolution = 1.0 / val_samples if classification and val_samples else None
     name = metric if classification else experiment.loss
-    if not values:
+    if not measured:
         return Verdict(name, classification, None, None, 0, (), val_samples, chance,
                        "Inconclusive: no variant has a finished seed.")
     pick = max if classification else min
-    best = pick(values, key=lambda label: float(np.mean(list(values[label].values()))))
+    best = pick(measured, key=lambda label: float(np.mean(list(values[label].values()))))
     best_mean = float(np.mean(list(values[best].values())))
     comparisons = tuple(Comparison(label, *paired(values[best], by_seed, classification, resolution))
                         for label, by_seed in values.items() if label != best)
