@@ -1,5 +1,8 @@
 """Probe and timing tables (thesis Tables 4.4-4.5, App. B and C) as Markdown, HTML and LaTeX.
 
+A `Table` holds formatted cells; pandas writes them (`DataFrame.to_markdown` through tabulate,
+`Styler.to_html`, `Styler.to_latex`), escaping each format's special characters.
+
 Cells are mean ± sample sd over the finished seeds, formatted as the thesis: 4 decimals for
 accuracy and loss (values of 1000 or more as 2.45e+03), 2 decimals for milliseconds. "—" marks a
 probe that does not apply (no skip to sever, no loop to cut); "n/a" a cell without values
@@ -125,7 +128,7 @@ def to_markdown(table: Table) -> str:
     def escape(cell: str) -> str:
         return cell.replace("|", "\\|")
 
-    cells = pd.DataFrame([[escape(c) for c in row] for row in table.rows], columns=[escape(c) for c in table.header])
+    cells = frame(table).map(escape).rename(columns=escape)
     colalign = ["left" if a == "l" else "right" for a in table.column_format]
     return cells.to_markdown(index=False, disable_numparse=True, colalign=colalign) + "\n"
 

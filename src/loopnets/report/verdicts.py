@@ -70,9 +70,6 @@ class Verdict:
         """The accuracy one validation sample is worth (1 / val_samples)."""
         return None if not self.val_samples else 1.0 / self.val_samples
 
-    def within_noise(self) -> list[str]:
-        return [c.variant for c in self.comparisons if c.outcome == "within noise"]
-
     def to_dict(self) -> dict:
         return {"metric": self.metric, "higher_is_better": self.higher_is_better, "best": self.best,
                 "best_mean": self.best_mean, "best_seeds": self.best_seeds, "val_samples": self.val_samples,
