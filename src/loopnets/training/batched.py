@@ -60,7 +60,7 @@ from loopnets.training.losses import Loss, get_loss
 from loopnets.builder.network import Network
 from loopnets.training.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
 from loopnets.builder.stacking import AFFINE, Stack, architecture, first_difference, merged_keys, stack_key
-from loopnets.training.fit import as_tensors, fit, predict
+from loopnets.training.supervised import as_tensors, fit_one, predict
 from loopnets.training.device import device_and_dtype
 from loopnets.training.data import batches
 from loopnets.training.engine import BestEpoch, check_options, diverged
@@ -76,6 +76,8 @@ SOFTMAX = (nn.Softmax, nn.LogSoftmax)  # accepted along a non-batch dimension
 CONTAINERS = (nn.Sequential, nn.ModuleList, Loop, Network)
 SUPPORTED = AFFINE + ROWWISE + SOFTMAX + CONTAINERS + (Dropout,)  # Dropout only with p == 0
 LOOP_MODES = (Tied, Truncated, Couple, Combine)
+ONE_MODEL_ONLY = {"pass_weights": None, "random_passes": None, "compile": False, "device": None, "precision": None,
+                  "callbacks": None, "scheduler": None, "clip": None}  # fit's options that fit_many does not take
 
 
 class ManyHistories(list):
@@ -398,7 +400,7 @@ def _fit_sequential(models, seeds, train, val, reason: str, settings: dict) -> M
     histories, errors = [], []
     for model, seed in zip(models, seeds):
         try:
-            histories.append(fit(model, train, val, seed=seed, **settings))
+            histories.append(fit_one(model, train, val, seed=seed, **settings, **ONE_MODEL_ONLY))
             errors.append(None)
         except TrainingDiverged as err:
             histories.append(err.history if err.history is not None else History(diverged=True))
