@@ -24,6 +24,11 @@ RMSprop: elementwise) updates the stacked tensors directly with its for-each ker
 step is one forward, one backward and one optimizer call for all S models. COUPLE's re-tie
 averages copy with copy elementwise, hence model by model.
 
+The loop is `fit`'s, `loopnets.training.engine.train`: what differs plugs into it as the
+engine's objects, `StackedBatches` (each model's own sample order), `StackedTask` (per-model loss
+sums; the step's loss is their weighted sum) and `StackedModels` (the tracker: a History, early
+stopping, best weights and divergence per model), plus a retie that holds the masked models.
+
 A stopped model is masked, not removed: its loss term gets weight 0 and after every optimizer
 step its parameters are put back to their values when it stopped (one `torch.where` per
 parameter), so the shapes of the step never change; its best weights were written to its model
@@ -63,9 +68,9 @@ from loopnets.builder.stacking import AFFINE, Stack, architecture, first_differe
 from loopnets.training.supervised import as_tensors, fit_one, predict
 from loopnets.training.device import device_and_dtype
 from loopnets.training.data import batches
-from loopnets.training.engine import BestEpoch, check_options, diverged
+from loopnets.training.engine import BestEpoch, check_options, diverged, epoch_record
 from loopnets.training.engine import train as run_training
-from loopnets.training.history import EpochRecord, History, TrainingDiverged
+from loopnets.training.history import History, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -299,13 +304,13 @@ class StackedModels:
                   val_seconds: float, sums: Tensor) -> bool:
         for i in list(self.training):
             history, loss_i = self.histories[i], train_loss[i]
-            val_loss = metrics["loss"][i] if metrics else None
+            own = {name: (values[i] if values is not None else None) for name, values in metrics.items()}  # model i's
+            val_loss = own.get("loss")
             if not math.isfinite(loss_i) or (val_loss is not None and not math.isfinite(val_loss)):
                 self.errors[i] = diverged(history, epoch, self.loss_name, loss_i, val_loss, sums[:, i])
                 self.stop(i)
                 continue
-            val_accuracy = metrics["accuracy"][i] if metrics and metrics["accuracy"] is not None else None
-            history.records.append(EpochRecord(epoch, loss_i, val_loss, val_accuracy, train_seconds, val_seconds))
+            history.records.append(epoch_record(history, epoch, loss_i, own, train_seconds, val_seconds))
             if self.best[i].update(history, epoch, val_loss, lambda: self.stack.extract(i)):
                 self.stop(i)
         self.postfix = {"training": self.live}
