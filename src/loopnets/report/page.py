@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from loopnets.report.figures import FigureFile, write_figures, write_sweep_figure
-from loopnets.report.gated import gated_results, gated_section
 from loopnets.report.run_figures import run_figures
-from loopnets.report.results import Experiment, load_experiment
+from loopnets.report.results import Experiment, family_sections, load_experiment
 from loopnets.report.tables import Table, probe_table, timing_table, to_html, to_latex, to_markdown
 
 PROBE_CAPTION = ("Probes on the validation split after training (thesis sec 4.4): original model; skip off = the "
@@ -95,9 +94,7 @@ def build_report(experiment_dir: Path | str) -> Path:
     (out / "probes.md").write_text(f"{experiment.name}: probes, mean ± sd over finished seeds "
                                    f"({experiment.status_line()})\n\n{to_markdown(probes)}")
     results = experiment.to_dict()
-    gated = gated_section(experiment, out)
-    if gated:
-        results["gated"] = gated_results(experiment)
+    sections = family_sections(experiment, out, results)  # each model family's own section (its registry entry)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     blocks = _blocks(experiment, figures, probes, timing)
     sweep = write_sweep_figure(experiment, out)
@@ -109,7 +106,7 @@ def build_report(experiment_dir: Path | str) -> Path:
     extra_figures = run_figures(experiment, out)
     if extra_figures:
         blocks += [Heading("Analyses of each variant's first seed"), *extra_figures]
-    for heading, content, caption in gated:
+    for heading, content, caption in sections:
         if heading:
             blocks.append(Heading(heading))
         if isinstance(content, FigureFile):
