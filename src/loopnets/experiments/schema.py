@@ -1,8 +1,10 @@
-"""The config schema's type checks: frozen dataclasses of settings, checked against plain data (parsed TOML).
+"""The config schema's type checks: frozen dataclasses of settings, validated by pydantic v2.
 
-`check_fields(cls, raw, prefix)` refuses unknown keys (listing the valid ones, with a did-you-mean)
-and checks every value against the field's type hint (`coerce`), recursing into sub-tables that
-are dataclasses. The config (`loopnets.experiments.config`) and every model family's schema
+Each section of the schema is a frozen dataclass (defaults in one place, readable as plain
+Python); `check_fields(cls, raw, prefix)` validates plain data (parsed TOML) against it with a
+pydantic model made from its fields (strict, extra="forbid", finite floats, 64-bit integers), and
+turns pydantic's errors into messages that name the key, list the valid keys (with a
+did-you-mean) and say how to fix the value, recursing into sub-tables that are dataclasses. The config (`loopnets.experiments.config`) and every model family's schema
 (`loopnets.experiments.families`) use it, so one set of rules holds for all keys: true / false
 are never numbers, integers fit in 64 bits, floats are finite, list elements have their type.
 """
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
-from typing import Any, Callable, Union
+from typing import Annotated, Any, Callable, Union
+
+import pydantic
 
 
 class ConfigError(ValueError):
@@ -46,7 +51,14 @@ def table(value: Any, where: str) -> dict:
 
 def check_fields(cls: type, raw: dict, prefix: str, passthrough: tuple = (),
                  unknown_hint: Callable[[str, str], str] = lambda prefix, key: "") -> dict:
-    """The fields of dataclass `cls` from `raw`, every value checked against its type hint.
+    """The fields of dataclass `cls` from `raw`, every value validated by pydantic against its type hint.
+
+    The rules (`_pydantic`): strict types, so true / false are never numbers (Python's bool is an
+    int; TOML keeps them apart), integers fit in 64 bits (TOML's own range), floats are finite
+    (an integer is taken as a float), list elements have their declared type. Lists and tables of
+    free-form settings (optimizer_args, backprop_args, data.options, model.layers) may not mix
+    true / false with numbers in one list, nor hold nan / inf. Pydantic's errors become messages
+    that name the key (`config key model.gated.eta`), the valid keys and how to fix the value.
 
     Args:
         prefix: the table's key path with a trailing dot ("model.gated."), "" at the top.
@@ -54,89 +66,80 @@ def check_fields(cls: type, raw: dict, prefix: str, passthrough: tuple = (),
         unknown_hint: (prefix, key) -> more words for an unknown key (e.g. which family has it), said
             instead of the did-you-mean; "" for none.
     """
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(valid), n=1)
-        hint = unknown_hint(prefix, key) or (f"; did you mean {prefix}{close[0]}?" if close else "")
-        raise ConfigError(
-            f"unknown config key {prefix}{key}; valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: "
-            f"{', '.join(valid)}{hint}"
-        )
+    try:
+        checked = _pydantic(cls).model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise _refusal(cls, raw, prefix, err.errors(), unknown_hint) from None
     hints = typing.get_type_hints(cls)
     out = {}
-    for key, value in raw.items():
-        if key in passthrough:
-            out[key] = value
-            continue
-        if dataclasses.is_dataclass(hints[key]):  # a sub-table, e.g. [model.gated]
+    for key in raw:
+        value = raw[key] if key in passthrough else getattr(checked, key)
+        if key not in passthrough and dataclasses.is_dataclass(hints[key]):  # a sub-table, e.g. [model.gated]
             sub = hints[key]
-            out[key] = sub(**check_fields(sub, table(value, prefix + key), f"{prefix}{key}.", (), unknown_hint))
-            continue
-        out[key] = coerce(value, hints[key], prefix + key)
+            value = sub(**check_fields(sub, table(value, prefix + key), f"{prefix}{key}.", (), unknown_hint))
+        elif key not in passthrough and isinstance(value, (list, dict)):
+            bad = _free_form_fault(value)
+            if bad is not None:
+                raise ConfigError(f"config key {prefix}{key}{bad[0]}: {bad[1]}")
+        out[key] = value
     return out
 
 
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a type hint (int, float, str, bool, list, list[X], dict, unions of
-    these): the one place where types are checked, for every field of the schema.
+INT64 = Annotated[int, pydantic.Field(ge=-(2**63), lt=2**63)]  # TOML's integers; torch indexes with int64 too
 
-    true / false are never numbers (TOML keeps them apart; Python's bool is an int, so it is
-    refused explicitly), integers fit in 64 bits (TOML's own range), floats are finite, and list
-    elements have their declared type. Lists and
-    tables of free-form settings (optimizer_args, backprop_args, data.options, model.layers, the
-    families' tables) may not mix true / false with numbers in one list, nor hold nan / inf.
-    """
+
+def _rules(hint: Any) -> Any:
+    """A schema type hint with its integers made 64-bit (pydantic's are unbounded)."""
+    if hint is int:
+        return INT64
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return Union[tuple(_rules(option) for option in typing.get_args(hint))]
+    if typing.get_origin(hint) is list:
+        return list[_rules(typing.get_args(hint)[0])]
+    return hint
+
+
+@functools.lru_cache(maxsize=None)
+def _pydantic(cls: type) -> type[pydantic.BaseModel]:
+    """The pydantic model of a schema dataclass: its fields, strict, no other keys, finite floats.
+    Sub-tables (dataclass fields) are checked by `check_fields` itself, so their errors name their path."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: (Any if dataclasses.is_dataclass(hints[f.name]) else _rules(hints[f.name]), None)
+              for f in dataclasses.fields(cls)}
+    config = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, protected_namespaces=())
+    return pydantic.create_model(f"{cls.__name__}Schema", __config__=config, **fields)
+
+
+def _refusal(cls: type, raw: dict, prefix: str, errors: list[dict], unknown_hint: Callable) -> ConfigError:
+    """Pydantic's first error as today's message: the key's path, what it must be, and how to fix it."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = unknown_hint(prefix, key) or (f"; did you mean {prefix}{close[0]}?" if close else "")
+        return ConfigError(f"unknown config key {prefix}{key}; valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: "
+                           f"{', '.join(valid)}{hint}")
+    key = errors[0]["loc"][0]
+    mine = [e for e in errors if e["loc"][0] == key]
+    hint, value, path = typing.get_type_hints(cls)[key], raw[key], f"{prefix}{key}"
     options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
-    for option in options:
-        ok, out = _match(value, option)
-        if ok:
-            return out
-    for option in options:  # name the element at fault, e.g. model.loop[0]
-        if typing.get_origin(option) is list and isinstance(value, list):
-            (element,) = typing.get_args(option)
-            for i, item in enumerate(value):
-                if not _match(item, element)[0]:
-                    refuse_huge_int(f"{key}[{i}]", item, element)
-                    raise ConfigError(f"config key {key}[{i}] must be {_type_name(element)}; got "
-                                      f"{described(item)}{fix(item, element)}")
-    if int in options:
-        refuse_huge_int(key, value, int)
-    bad = _free_form_fault(value) if isinstance(value, (list, dict)) else None
-    if bad is not None:
-        where, problem = bad
-        raise ConfigError(f"config key {key}{where}: {problem}")
+    for e in mine:  # an integer beyond 64 bits
+        if e["type"] in ("greater_than_equal", "less_than"):
+            where = path + "".join(f"[{part}]" for part in e["loc"][1:] if isinstance(part, int))
+            return ConfigError(f"config key {where} = {e['input']} is out of range: TOML's integers are 64-bit "
+                               f"(-2^63 .. 2^63 - 1), and no setting needs a number that large")
+    lists = [o for o in options if typing.get_origin(o) is list]
+    for e in mine:  # name the element at fault, e.g. model.loop[0]
+        index = next((part for part in e["loc"][1:] if isinstance(part, int)), None)
+        if index is not None and lists:
+            (element,) = typing.get_args(lists[0])
+            item = value[index]
+            return ConfigError(f"config key {path}[{index}] must be {_type_name(element)}; got "
+                               f"{described(item)}{fix(item, element)}")
     names = " or ".join(_type_name(o) for o in options)
-    raise ConfigError(f"config key {key} must be {names}; got {described(value)}"
-                      f"{fix(value, next((o for o in options if o in (int, float)), options[0]))}")
-
-
-def refuse_huge_int(key: str, value: Any, wanted: Any) -> None:
-    if wanted is int and isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-        raise ConfigError(f"config key {key} = {value} is out of range: TOML's integers are 64-bit "
-                          f"(-2^63 .. 2^63 - 1), and no setting needs a number that large")
-
-
-def _match(value: Any, option: Any) -> tuple[bool, Any]:
-    """(whether `value` fits the type `option`, the value to keep)."""
-    if option is type(None):
-        return value is None, None
-    if option is bool:
-        return isinstance(value, bool), value
-    if option is int:  # TOML's integers are 64-bit; torch indexes with int64 too
-        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63, value
-    if option is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return ok, float(value) if ok else None
-    if option is str:
-        return isinstance(value, str), value
-    if option in (list, dict):
-        return isinstance(value, option) and _free_form_fault(value) is None, value
-    if typing.get_origin(option) is list:
-        (element,) = typing.get_args(option)
-        return isinstance(value, list) and all(_match(item, element)[0] for item in value), value
-    raise TypeError(f"config schema: unsupported type hint {option!r}")  # a bug in a dataclass of this package
+    return ConfigError(f"config key {path} must be {names}; got {described(value)}"
+                       f"{fix(value, next((o for o in options if o in (int, float)), options[0]))}")
 
 
 def _free_form_fault(value: Any, where: str = "") -> tuple[str, str] | None:
