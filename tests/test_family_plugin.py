@@ -4,7 +4,6 @@ without its registration its config is an error naming it and the known families
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import pytest

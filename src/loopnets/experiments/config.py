@@ -106,12 +106,6 @@ class ModelConfig:
 
     family: str = families.DEFAULT
 
-    @property
-    def settings(self) -> Any:
-        """The family's settings (its `[model.<table>]`, or for a family without a table, this object)."""
-        table_name = family_of(self).table
-        return getattr(self, table_name) if table_name else self
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -463,7 +457,7 @@ def to_dict(exp: Experiment) -> dict:
     data = dataclasses.asdict(exp)
     if data["model"]["family"] == families.DEFAULT:
         del data["model"]["family"]
-    return _drop_none(family_of(exp).resolved(data))
+    return _drop_none(data)
 
 def _drop_none(value: Any) -> Any:
     # TOML has no null: a None setting is written by leaving the key out (it reads back as None).

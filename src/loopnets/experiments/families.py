@@ -16,7 +16,14 @@ everything the config, the runner and the report need to know about it:
 and are imported on first use from the dotted paths in BUILTIN (this layer sits below
 `loopnets.models`, so it never imports them statically). Other packages add families with
 `register(family)`, or through the entry-point group "loopnets.families" (an entry point's
-object is a Family), loaded with the built-ins.
+object is a Family), loaded with the built-ins. A family registered only by `register()` in the
+driver is unknown to `--workers` processes started fresh and to Ray workers: ship it as an entry
+point (or import its module where the workers start) to train it there.
+
+Adding a family: a package `loopnets.models.<fam>/` with its model code and a `family.py` whose
+`FAMILY = register(MyFamily())` subclasses `Family` (schema dataclasses, `check`, `expand`,
+`build_model`, optionally its extra results and report section), and an entry in BUILTIN (or an
+entry point). `tests/test_family_plugin.py` defines a whole family in one test file.
 """
 
 from __future__ import annotations
@@ -88,10 +95,6 @@ class Family:
     def expand(self, exp: Any) -> list:
         """Every variant the experiment trains, in config order."""
         raise NotImplementedError(f"family {self.name!r} does not expand its variants")
-
-    def resolved(self, data: dict) -> dict:
-        """The resolved config (plain data, every default filled in) as the run folders record it."""
-        return data
 
     # --- running ------------------------------------------------------------------------------
 
