@@ -17,7 +17,7 @@ import functools
 import math
 import types
 import typing
-from typing import Annotated, Any, Callable, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import pydantic
 
@@ -53,7 +53,7 @@ def check_fields(cls: type, raw: dict, prefix: str, passthrough: tuple = (),
                  unknown_hint: Callable[[str, str], str] = lambda prefix, key: "") -> dict:
     """The fields of dataclass `cls` from `raw`, every value validated by pydantic against its type hint.
 
-    The rules (`_pydantic`): strict types, so true / false are never numbers (Python's bool is an
+    The rules (`_pydantic`): strict types, choices as `Literal`s, so true / false are never numbers (Python's bool is an
     int; TOML keeps them apart), integers fit in 64 bits (TOML's own range), floats are finite
     (an integer is taken as a float), list elements have their declared type. Lists and tables of
     free-form settings (optimizer_args, backprop_args, data.options, model.layers) may not mix
@@ -129,6 +129,8 @@ def _refusal(cls: type, raw: dict, prefix: str, errors: list[dict], unknown_hint
             where = path + "".join(f"[{part}]" for part in e["loc"][1:] if isinstance(part, int))
             return ConfigError(f"config key {where} = {e['input']} is out of range: TOML's integers are 64-bit "
                                f"(-2^63 .. 2^63 - 1), and no setting needs a number that large")
+    if typing.get_origin(hint) is Literal:  # a choice: name them
+        return ConfigError(f"config key {path} = {value!r} is not one of {', '.join(map(str, typing.get_args(hint)))}")
     lists = [o for o in options if typing.get_origin(o) is list]
     for e in mine:  # name the element at fault, e.g. model.loop[0]
         index = next((part for part in e["loc"][1:] if isinstance(part, int)), None)
@@ -168,6 +170,8 @@ def _free_form_fault(value: Any, where: str = "") -> tuple[str, str] | None:
 def _type_name(option: Any) -> str:
     if option is type(None):
         return "none"
+    if typing.get_origin(option) is Literal:
+        return f"one of {', '.join(map(str, typing.get_args(option)))}"
     if typing.get_origin(option) is list:
         return f"list of {_type_name(typing.get_args(option)[0])}"
     return getattr(option, "__name__", str(option))

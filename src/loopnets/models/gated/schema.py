@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from loopnets.experiments.schema import ConfigError, at_least, choose
 
@@ -35,7 +35,7 @@ class GatedConfig:
     factor) is used by modes threshold / both, `constant_gain` by mode constant (sec 4.3: 10).
     """
 
-    architecture: str = "dense"  # dense (needs data layout "dense") | conv (layout "image")
+    architecture: Literal[GATED_ARCHITECTURES] = "dense"  # dense (needs data layout "dense") | conv (layout "image")
     hidden: int = 392
     bottleneck: int = 10  # sec 4: 196 in the first experiment, 10 "in all subsequent experiments"
     filters: int = 16
@@ -112,7 +112,6 @@ class GatedVariant:
 def check(exp: Any) -> None:
     """[model.gated] and train.noise_sigmas (variants: `expand`)."""
     g = exp.model.gated
-    choose("model.gated.architecture", g.architecture, GATED_ARCHITECTURES)
     for key in ("hidden", "bottleneck", "filters", "kernel", "stride", "timesteps"):
         at_least(f"model.gated.{key}", getattr(g, key), 1)
     _check_gate_values("model.gated.", g.feedback, g.mode, g.beta_max, g.eta)

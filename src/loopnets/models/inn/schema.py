@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from loopnets.data.hershey import HERSHEY_DATASETS, SIZE
 from loopnets.experiments.schema import ConfigError
@@ -49,21 +49,21 @@ class INNConfig:
         per row's trainable fan-in, "auto" kernel).
     """
 
-    structure: str = "random"
+    structure: Literal[STRUCTURES] = "random"
     hidden: list = field(default_factory=lambda: [500, 200, 100])
     density: float = 0.5
     trainable: int = 100_000
     p: float = 0.0
     block: int = 100
     iterations: int = 4
-    classification_loss: str = "last"
-    interim: str = "sum"
+    classification_loss: Literal[CLASSIFICATION_LOSSES] = "last"
+    interim: Literal[INTERIM] = "sum"
     eval_iterations: list = field(default_factory=list)
     lstm_hidden: int = 0
-    activation: str = "relu"
+    activation: Literal[ACTIVATIONS] = "relu"
     bias: bool = True
-    init: str = "linear"
-    kernel: str = "auto"
+    init: Literal[INITS] = "linear"
+    kernel: Literal[KERNELS] = "auto"
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,6 @@ def _lr(key: str, value: Any) -> None:
 def check_values(exp: Any) -> None:
     """Check [model.inn], the data and the loss of an inn experiment (variants: `expand`); loads nothing."""
     g = exp.model.inn
-    _choose("model.inn.structure", g.structure, STRUCTURES)
     if not isinstance(g.hidden, list) or not g.hidden:
         raise _error(f"config key model.inn.hidden must be a non-empty list of layer widths, e.g. [500, 200, 100]; "
                      f"got {g.hidden!r}")
@@ -170,16 +169,11 @@ def check_values(exp: Any) -> None:
     _probability("model.inn.p", g.p)
     _positive_int("model.inn.block", g.block)
     _positive_int("model.inn.iterations", g.iterations)
-    _choose("model.inn.classification_loss", g.classification_loss, CLASSIFICATION_LOSSES)
-    _choose("model.inn.interim", g.interim, INTERIM)
     if not isinstance(g.eval_iterations, list):
         raise _error(f"config key model.inn.eval_iterations must be a list of iteration counts; got {g.eval_iterations!r}")
     for i, t in enumerate(g.eval_iterations):
         _positive_int(f"model.inn.eval_iterations[{i}]", t)
     _positive_int("model.inn.lstm_hidden", g.lstm_hidden, low=0)
-    _choose("model.inn.activation", g.activation, ACTIVATIONS)
-    _choose("model.inn.init", g.init, INITS)
-    _choose("model.inn.kernel", g.kernel, KERNELS)
     if exp.train.clip is not None and exp.train.clip[0] == "output":
         raise _error("config key train.clip = [\"output\", ...] clamps dLoss/dOutput, which the inn family's "
                      "sequence / iteration losses do not expose; use [\"value\", c] or [\"norm\", c]")

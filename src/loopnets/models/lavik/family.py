@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union
 
 from loopnets.builder import layers
 from loopnets.builder.network import Network
@@ -23,7 +23,7 @@ from loopnets.data.split import Split
 from loopnets.experiments.config import TASK_OUTPUT_ACTIVATIONS
 from loopnets.experiments.families import Family, register
 from loopnets.experiments.modes import loop_training
-from loopnets.experiments.schema import ConfigError, choose
+from loopnets.experiments.schema import ConfigError
 from loopnets.models.lavik.architectures import METHODS, init_uniform_, loop_network
 
 
@@ -48,14 +48,14 @@ class LavikSettings:
     loop: list[int] = field(default_factory=lambda: [1, 2])
     output_activation: str = "auto"  # softmax for classification, linear for regression
     output_bias: bool = False
-    init: str = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
+    init: Literal["default", "uniform"] = "uniform"  # "uniform": U(-1, 1) for every weight, as `neurons` (the thesis's runs); "default": PyTorch's
 
 
 @dataclass(frozen=True)
 class VariantConfig:
     """One line of the `[[variants]]` list; list values expand into several variants."""
 
-    method: str = "ffn"  # ffn | combine | couple | tied
+    method: Literal[METHODS] = "ffn"  # ffn | combine | couple | tied | truncated | implicit | onestep
     unroll: Union[int, list[int]] = 2  # passes through the loop ("x2"); ignored for ffn
     skip: Union[bool, list[bool]] = False  # bypassing skip over the loop (thesis Fig. 3.5)
     merge: str = "replace"
@@ -158,7 +158,6 @@ class Lavik(Family):
                 VariantConfig(method="couple", unroll=2, skip=[False, True])]
 
     def check(self, exp) -> None:
-        choose("model.init", exp.model.init, ("default", "uniform"))
         loop = exp.model.loop
         n = len(exp.model.layers)
         if not (len(loop) == 2 and all(isinstance(i, int) for i in loop) and 0 <= loop[0] <= loop[1] < n):
@@ -167,7 +166,6 @@ class Lavik(Family):
                 f"(indices into model.layers, which has {n} layers)"
             )
         for i, v in enumerate(exp.variants):
-            choose(f"variants[{i}].method", v.method, METHODS)
             _check_loop_training(f"variants[{i}]", v)
 
     def expand(self, exp) -> list[Variant]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from loopnets.core.loop import MERGES
 from loopnets.experiments.schema import ConfigError, choose
@@ -38,10 +38,10 @@ class LoopyConfig:
     """
 
     filters: Union[int, list] = 64
-    merge: str = "add"
+    merge: Literal[tuple(MERGES)] = "add"
     batch_norm: bool = True
     bn_per_unroll: bool = True
-    init: str = "glorot"
+    init: Literal[INITS] = "glorot"
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,6 @@ def check(exp: Any) -> None:
     if len(filters) not in (1, 2) or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
         raise ConfigError(f"config key model.loopy.filters must be an integer >= 1 or a list [conv 1, conv 2] of "
                           f"them, e.g. 64 or [16, 8]; got {g.filters!r}")
-    choose("model.loopy.merge", g.merge, tuple(MERGES))
-    choose("model.loopy.init", g.init, INITS)
     if exp.train.loss not in ("auto", "cross_entropy"):
         raise ConfigError(f"config key train.loss = {exp.train.loss!r}: the loopy_cnn models return logits and "
                           f"train with cross-entropy; use \"auto\" or \"cross_entropy\"")
