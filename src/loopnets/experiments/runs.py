@@ -253,6 +253,8 @@ def _run_files(spec: RunSpec, exp: Experiment, split: Split, loss: str, model: t
     summary = {
         "experiment": exp.name, "variant": variant.name, "seed": seed, **variant.described(),
         "status": status, "task": split.task, "loss": loss,
+        # the validation-set size and the class count: the report's one-sample and chance floors
+        "val_samples": int(len(split.val[0])), "classes": len(split.classes) if split.task == "classification" else None,
         "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "error": error, "probes": probes,
         "timing": {
