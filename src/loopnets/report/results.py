@@ -19,11 +19,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from loopnets.experiments import families
+from loopnets.report.stats import Band, Stat, Timing, band, json_float, mean_sd, timing_over
 
 try:  # Python >= 3.11
     import tomllib
@@ -37,104 +38,6 @@ METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order;
 METHOD_NAMES = {"ffn": "FFN", "combine": "COMBINE", "couple": "COUPLE", "tied": "Tied"}
 _SEED_DIR = re.compile(r"^seed=(\d+)$")
 _PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample sd (n - 1; 0 for a single value, shown as n/a and written as null) of `values` over seeds."""
-
-    mean: float
-    sd: float
-    n: int
-    values: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        return {"mean": _json_float(self.mean), "sd": _json_float(self.sd) if self.n > 1 else None, "n": self.n,
-                "values": [_json_float(v) for v in self.values]}
-
-
-def mean_sd(values: Sequence[float]) -> Stat | None:
-    """Mean ± sample sd (ddof=1, as the thesis's μ ± σ over runs); one value gives sd 0; none gives None."""
-    values = tuple(float(v) for v in values)
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr)):  # e.g. an inf probe loss: mean inf (or nan), sd undefined
-        with np.errstate(invalid="ignore"):
-            return Stat(float(np.mean(arr)), math.nan, len(values), values)
-    sd = float(np.std(arr, ddof=1)) if len(values) > 1 else 0.0
-    return Stat(float(np.mean(arr)), sd, len(values), values)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """A variant's time per epoch over its finished seeds, honest about what was timed separately.
-
-    Seeds that trained together (one batched `ln.fit_many` call, summary.json's training.path
-    "batched") were timed once as a group: each seed's time is the group's divided by its seeds,
-    so the group is one measurement, not n. `sd` is the sample sd over the independent
-    measurements (a seed trained alone, or one group), None when there are fewer than two.
-    """
-
-    mean: float  # over the finished seeds' values
-    sd: float | None
-    n: int  # finished seeds with a value
-    measurements: int  # independently timed units: seeds alone + groups
-    groups: tuple[int, ...]  # sizes of the groups whose time is shared; () when every seed trained alone
-    values: tuple[float, ...]  # per seed
-
-    def to_dict(self) -> dict:
-        return {"mean": _json_float(self.mean), "sd": None if self.sd is None else _json_float(self.sd), "n": self.n,
-                "values": [_json_float(v) for v in self.values], "independent_measurements": self.measurements,
-                "shared_groups": list(self.groups)}
-
-
-def timing_over(values: Sequence[tuple[float, tuple[int, ...] | None]]) -> Timing | None:
-    """`Timing` of per-seed values, each with the seeds of the group it shared its time with (None: alone)."""
-    if not values:
-        return None
-    units: dict[object, list[float]] = {}
-    for i, (value, group) in enumerate(values):
-        units.setdefault(("group", group) if group else ("seed", i), []).append(float(value))
-    per_unit = [float(np.mean(u)) for u in units.values()]
-    sd = float(np.std(per_unit, ddof=1)) if len(per_unit) > 1 else None
-    groups = tuple(len(key[1]) for key in units if key[0] == "group")
-    seeds = tuple(float(v) for v, _ in values)
-    return Timing(float(np.mean(seeds)), sd, len(seeds), len(per_unit), groups, seeds)
-
-
-@dataclass(frozen=True)
-class Band:
-    """Per-epoch mean and percentile band over seeds; `n[i]` seeds reached `epochs[i]`."""
-
-    epochs: np.ndarray  # (E,) epoch numbers as written in metrics.csv (1-based)
-    mean: np.ndarray  # (E,)
-    low: np.ndarray  # (E,) 20th percentile by default
-    high: np.ndarray  # (E,) 80th percentile by default
-    n: np.ndarray  # (E,) number of seeds with a finite value at that epoch
-
-
-def band(curves: Sequence[tuple[Sequence[float], Sequence[float]]], low: float = 20.0,
-         high: float = 80.0) -> Band:
-    """Aggregate per-seed curves `(epochs, values)` by epoch: mean and [low, high] percentiles.
-
-    Each epoch uses the seeds that reached it (early stopping, divergence) and have a finite
-    value there. Percentiles interpolate linearly between order statistics (numpy's default).
-    """
-    by_epoch: dict[int, list[float]] = {}
-    for epochs, values in curves:
-        for epoch, value in zip(epochs, values):
-            if math.isfinite(value):
-                by_epoch.setdefault(int(epoch), []).append(float(value))
-    order = sorted(by_epoch)
-    stacks = [np.asarray(by_epoch[e]) for e in order]
-    return Band(
-        epochs=np.asarray(order, dtype=int),
-        mean=np.asarray([s.mean() for s in stacks], dtype=float),
-        low=np.asarray([np.percentile(s, low) for s in stacks], dtype=float),
-        high=np.asarray([np.percentile(s, high) for s in stacks], dtype=float),
-        n=np.asarray([len(s) for s in stacks], dtype=int),
-    )
 
 
 @dataclass(frozen=True)
@@ -354,7 +257,7 @@ class Experiment:
             probes = {p: ({m: _stat_dict(v.probe_stat(p, m)) for m in metrics} if v.probe_applies(p) else None)
                       for p in PROBES}
             timing = {k: (None if (t := v.timing(k)) is None else t.to_dict()) for k in TIMINGS}
-            timing.update({f"{k}_vs_ffn_percent": _json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
+            timing.update({f"{k}_vs_ffn_percent": json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
             epochs = [len(r.metrics["epoch"]) for r in v.runs]
             variants.append({
                 "variant": v.name, "label": v.label, "method": v.method, "unroll": v.unroll, "skip": v.skip,
@@ -363,7 +266,7 @@ class Experiment:
                           "missing": v.missing},
                 "errors": {str(r.seed): r.summary.get("error") for r in v.diverged},
                 "epochs_run": {str(r.seed): n for r, n in zip(v.runs, epochs)},
-                "train_seconds_per_epoch": _json_float(v.train_seconds_per_epoch()),
+                "train_seconds_per_epoch": json_float(v.train_seconds_per_epoch()),
                 "probes": probes, "timing": timing,
             })
             variants[-1]["unroll_sweep"] = _sweep_dict(v)
@@ -550,18 +453,14 @@ def _sweep_dict(v: Variant) -> dict | None:
     out: dict[str, Any] = {"training_unroll": next(s[1] for s in swept.values() if s)}
     for metric, s in swept.items():
         out[metric] = None if s is None else {
-            "passes": s[0].epochs.tolist(), "mean": [_json_float(x) for x in s[0].mean],
-            "low": [_json_float(x) for x in s[0].low], "high": [_json_float(x) for x in s[0].high],
+            "passes": s[0].epochs.tolist(), "mean": [json_float(x) for x in s[0].mean],
+            "low": [json_float(x) for x in s[0].low], "high": [json_float(x) for x in s[0].high],
             "n": s[0].n.tolist()}
     return out
 
 
 def _float(text: str | None) -> float:
     return float(text) if text not in (None, "") else math.nan
-
-
-def _json_float(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x
 
 
 def _stat_dict(stat: Stat | None) -> dict | None:

@@ -22,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loopnets.report.figures import DPI, FigureFile
-from loopnets.report.results import Experiment, Variant, mean_sd
+from loopnets.report.results import Experiment, Variant
+from loopnets.report.stats import mean_sd
 from loopnets.report.tables import NOT_APPLICABLE, Table, format_stat
 from loopnets.models.gated.schema import FAMILY
 
