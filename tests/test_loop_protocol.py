@@ -31,7 +31,7 @@ def make_loop():
 
 def make_passloop():
     bodies = [nn.Sequential(nn.Linear(3, 3), nn.Tanh()), nn.Sequential(nn.Linear(3, 3), nn.Tanh())]
-    return PassLoop(bodies, unroll=3, merge="add"), torch.randn(4, 3), lambda m, x: m.bodies[0](x)
+    return PassLoop(bodies, unroll=3, merge="add"), torch.randn(4, 3), lambda m, x: m.body[0](x)
 
 
 def make_gated():

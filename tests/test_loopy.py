@@ -72,7 +72,8 @@ def test_loopy_is_the_additive_loop_written_out(bn_per_unroll):
     h = body(1)(x + h)
     h = body(2)(x + h)
     assert torch.allclose(model(x), model.head(h.flatten(1)), atol=1e-12)
-    assert isinstance(model.features, L.PassLoop if bn_per_unroll else ln.Loop)
+    assert isinstance(model.features, ln.Loop)
+    assert isinstance(model.features.body.conv1.bn, ln.PerPass if bn_per_unroll else nn.BatchNorm2d)
 
 
 def test_per_unroll_bn_ties_convs_and_separates_bn():

@@ -7,6 +7,7 @@ from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Tied, Trunca
 from loopnets.training.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
 from loopnets.core.dropout import Dropout
+from loopnets.core.perpass import PerPass
 from loopnets.core.loop import Loop, tie_
 from loopnets.builder.network import Network
 from loopnets.core.probe import severed, unrolled
@@ -29,6 +30,7 @@ __all__ = [
     "Loop",
     "tie_",
     "Dropout",
+    "PerPass",
     "Network",
     "layers",
     "gated",

@@ -18,6 +18,7 @@ from torch import nn
 from loopnets.core.dropout import Dropout, pinned_masks
 from loopnets.core.modes import OUTPUTS, Backprop, Tied
 from loopnets.core.modes.couple import tie_groups
+from loopnets.core.perpass import PASS_INDEX, holds_per_pass
 from loopnets.core.solvers import SolverStats
 
 MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -37,10 +38,12 @@ class Loop(nn.Module):
     passes' outputs (an output skip, thesis Fig. 3.4). COMBINE always returns its combined output.
 
     Dropout inside the loop (use `loopnets.Dropout`) draws one mask per forward call and uses it
-    in every pass.
+    in every pass. A module that differs from pass to pass (per-unroll batch norm, untied copies, a
+    feedback per loop-back) is a `loopnets.PerPass` in the body or feedback (`loopnets.core.perpass`).
 
     Args:
-        body: module whose output shape equals its input shape, (batch, *shape) -> (batch, *shape).
+        body: module whose output shape equals its input shape, (batch, *shape) -> (batch, *shape);
+            with a feedback module the output may differ, when merge(feedback(h), x) has x's shape.
         unroll: number of passes k >= 1 in training (and by default at inference).
         backprop: `Tied()` (default), `Couple(...)`, `Combine(...)`, `Truncated(...)`, `Implicit(...)`
             or `OneStep(...)`; see `loopnets.core.modes`. Implicit / OneStep solve for a fixed point
@@ -50,7 +53,8 @@ class Loop(nn.Module):
         output: "last" | "mean" | "sum" (default "last"; None for COMBINE, None or "last" for
             Implicit / OneStep).
         feedback: optional module applied to h on the way back (a loop with parameters, Caswell
-            et al.); its weights are shared by all passes. COMBINE accepts only parameter-free ones.
+            et al.); its weights are shared by all passes (unless it is a PerPass: the loop-back
+            after pass t runs its entry t). COMBINE accepts only parameter-free ones.
 
     Attributes:
         solver_stats: `Implicit` / `OneStep`: the last forward solve's `SolverStats` (else None).
@@ -93,6 +97,8 @@ class Loop(nn.Module):
                     f"nn.Dropout in the loop {where} would draw a new mask in every pass; "
                     "use loopnets.Dropout(p), which keeps one mask for all passes of a forward call"
                 )
+        if holds_per_pass((body, feedback)):
+            backprop.require("per_pass_modules", "a PerPass module (a module per pass)")
 
         self.body = body
         self.feedback = feedback
@@ -156,18 +162,42 @@ class Loop(nn.Module):
         """Pass t (0-based): body_t(x) for t = 0, else body_t(merge(feedback(h), x)), where body_t
         is COUPLE's copy t (its last copy beyond them) and the one body otherwise."""
         copies = self.copies if copies is None else copies
-        v = x if t == 0 else self.next_input(h, x)
-        return copies[min(t, len(copies) - 1)](v)
+        if t == 0:
+            v = x
+        else:  # the feedback belongs to pass t - 1, whose output it maps back (PerPass reads the index)
+            token = PASS_INDEX.set(t - 1)
+            try:
+                v = self.next_input(h, x)
+            finally:
+                PASS_INDEX.reset(token)
+        token = PASS_INDEX.set(t)
+        try:
+            return copies[min(t, len(copies) - 1)](v)
+        finally:
+            PASS_INDEX.reset(token)
 
     def next_input(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The next pass's input from the previous pass's output h: merge(feedback(h), x)."""
-        fed = h if self.feedback is None else self.feedback(h)
+        fed = h if self.feedback is None else self.fed_back(h, x)
         return MERGES[self.merge](fed, x)
 
-    @staticmethod
-    def check_shape(x: torch.Tensor, h: torch.Tensor, what: str) -> None:
-        """Raise naming the fix if a pass's `what` (e.g. "body output") changed the loop input's shape."""
-        if h.shape != x.shape:
+    def fed_back(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """feedback(h), checked to have the loop input's shape (the body's output h may differ)."""
+        fed = self.feedback(h)
+        if fed.shape != x.shape:
+            raise ValueError(
+                f"the loop feeds back a tensor of shape {tuple(fed.shape)} into an input of shape "
+                f"{tuple(x.shape)}; the last layer of the feedback module must output {tuple(x.shape[1:])} per sample"
+            )
+        return fed
+
+    def check_shape(self, x: torch.Tensor, h: torch.Tensor, what: str) -> None:
+        """Raise naming the fix if a pass's `what` (e.g. "body output") changed the loop input's shape.
+
+        With a feedback module a "body output" may have another shape: the feedback maps it back,
+        and `fed_back` checks the value it feeds back instead (the rule of a loop with a loop layer,
+        Caswell et al.'s +layer)."""
+        if h.shape != x.shape and not (what == "body output" and self.feedback is not None):
             raise ValueError(
                 f"a loop body must keep the shape of its input: the loop input is {tuple(x.shape)}, the "
                 f"{what} is {tuple(h.shape)}; make the last layer of the loop produce {tuple(x.shape[1:])} per sample"

@@ -22,7 +22,8 @@ from torch import nn
 
 OUTPUTS = ("last", "mean", "sum")
 ACCUMULATIONS = ("mean", "sum", "weighted")
-CAPABILITIES = ("pass_readout", "random_passes", "batched", "parameterised_feedback", "stacks_pass_counts")
+CAPABILITIES = ("pass_readout", "random_passes", "batched", "parameterised_feedback", "stacks_pass_counts",
+                "per_pass_modules")
 
 
 def accumulation_weights(accumulate: str, k: int) -> list[float]:
@@ -91,6 +92,8 @@ class Backprop:
         batched: several models can train as one stacked model (`ln.fit_many`).
         parameterised_feedback: the loop's feedback module may have parameters.
         stacks_pass_counts: stacked models may differ in this loop's pass count (`weighted_run`).
+        per_pass_modules: the mode runs every pass through `loop.run_pass`, so the loop may hold
+            `loopnets.core.perpass.PerPass` modules (a module per pass).
 
     Other declarations:
         name: the mode's name in configs (`config()["mode"]`).
@@ -112,6 +115,7 @@ class Backprop:
     batched: ClassVar[bool] = True
     parameterised_feedback: ClassVar[bool] = True
     stacks_pass_counts: ClassVar[bool] = False
+    per_pass_modules: ClassVar[bool] = True
     unsupported: ClassVar[dict[str, str]] = {}
 
     @property

@@ -53,6 +53,7 @@ class Combine(Backprop):
     default_output = "combined"
     pass_readout = False
     parameterised_feedback = False
+    per_pass_modules = False
     unsupported = {
         "output": "its output is always the combined value (accumulated over passes); set the rule with "
                   "Combine(accumulate=...) and leave output=None",
@@ -60,6 +61,8 @@ class Combine(Backprop):
                         "use Combine(accumulate=...) to weight passes, or ln.Tied()",
         "parameterised_feedback": "learnable feedback is unsuitable for COMBINE (thesis sec 3.1); "
                                   "use backprop=ln.Tied() or ln.Couple()",
+        "per_pass_modules": "it runs the body layer by layer at values combined over the passes, so a layer "
+                            "cannot differ from pass to pass; use backprop=ln.Tied() (or ln.Couple())",
         "stacks_pass_counts": "with grad_scale a function of k or a string, the gradient factor depends on "
                               "the pass count; use a number",
     }

@@ -28,6 +28,8 @@ FIXED_POINT_UNSUPPORTED = {
               "or ln.Truncated() for an output skip",
     "random_passes": "its solver chooses the number of passes; use ln.Tied(), ln.Truncated() or ln.Couple() "
                      "to train with random pass counts",
+    "per_pass_modules": "a fixed-point solve needs one map f(z) = body(merge(feedback(z), x)) for every pass; "
+                        "use ln.Tied(), ln.Truncated() or ln.Couple() for a module per pass",
     "batched": "its solver and statistics are per model; only Tied, Truncated, Couple and Combine loops are stacked",
 }
 
@@ -64,6 +66,7 @@ class FixedPoint(Backprop):
     solves = True
     random_passes = False
     batched = False
+    per_pass_modules = False
     unsupported = FIXED_POINT_UNSUPPORTED
 
     def run(self, loop: LoopParts, x: torch.Tensor, passes: int | None, readout: list | None) -> torch.Tensor:

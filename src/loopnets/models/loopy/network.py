@@ -37,13 +37,20 @@ Deviations: the BN is `torch.nn.BatchNorm2d` with PyTorch's eps (1e-5 added to t
 running-statistics momentum 0.1; the code added eps = 0.01 to the standard deviation and kept an
 exponential average with weight 0.5. The code trained in float64; we follow the model's dtype.
 
-Loops are `ln.Loop` where Loop suffices (Loopy and the MNIST model with `bn_per_unroll=False`).
-Everything else uses `PassLoop`, a loop whose passes may use different modules: Loop calls one
-body (and one feedback module) in every pass and requires the body to keep its input's shape, so
-it cannot hold per-unroll BN around tied convs, untied Deep copies, or a loop layer whose output
-(3 channels) differs from the body's (64). PassLoop follows Loop's semantics (pass 1 receives x,
-pass t >= 2 receives merge(feedback(h), x), the last pass is returned, `probe_unroll` for
-`ln.severed` / `ln.unrolled`) and trains with exact backprop through all passes, like `ln.Tied`.
+Every loop is an `ln.Loop` trained with exact backprop through all passes (`ln.Tied`, the only mode
+with per-pass modules; `bn_per_unroll=False` Loopy models take any mode). What differs from pass to
+pass is a `loopnets.PerPass` (`loopnets.core.perpass`): per-unroll BN is `PerPass([bn_1, ..., bn_k])`
+in each conv block around the tied conv, Deep's body is `PerPass([stack_1, ..., stack_k])`, and the
+loop layer of +layer / xlayer is the loop's feedback module (a conv with `in_channels` filters: the
+body's 64-channel output differs from the image, and the feedback maps it back), with a BN per
+loop-back. `PassLoop`, the separate loop class these models used before, is now a thin `ln.Loop`
+subclass kept for its constructor.
+
+State-dict keys: since PassLoop became an `ln.Loop` the per-pass modules are stored as
+`features.body.<layer>.bn.<t>.*` (per-unroll BN), `features.body.<t>.*` (Deep) and
+`features.feedback.*` instead of PassLoop's `features.bodies.<t>.*` / `features.feedbacks.<t>.*`.
+`LoopyCNN` and `PassLoop` rename the old keys when loading a state dict (`upgrade_pass_loop_keys`),
+so checkpoints written before the change still load.
 
 Public: vanilla, loopy, deep, deep_from_loopy, loop_layer, plus_layer, times_layer, mnist_loopy,
 parameter_counts, ParameterCounts, LoopyCNN, PassLoop, FAMILIES, INITS.
@@ -53,16 +60,16 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import count, islice
 
 import torch
 from torch import Tensor, nn
 
 from loopnets.core.modes import Backprop, Tied
-from loopnets.core.loop import MERGES, Loop, check_unroll
-from loopnets.core.protocol import FeedbackLoop, planned
+from loopnets.core.loop import Loop, check_unroll
+from loopnets.core.perpass import PerPass, at_pass, holds_per_pass, pass_key, per_pass
+from loopnets.core.protocol import FeedbackLoop
 
 __all__ = [
     "FAMILIES",
@@ -89,14 +96,15 @@ LOOP_LAYER = "loop"  # name of the conv in the loop path of the +layer / xlayer 
 # ----------------------------------------------------------------------------- modules
 
 
-class PassLoop(nn.Module):
-    """A loop whose pass t may use its own body and feedback module (Tied backprop through all passes).
+class PassLoop(Loop):
+    """`ln.Loop` built from per-pass bodies and feedback modules (the constructor of the former loop class).
 
     Pass 1 receives x; pass t >= 2 receives merge(feedbacks[t - 2](h), x), h the previous pass's
-    output (as `ln.Loop`). Pass t (1-based) uses bodies[min(t, len(bodies)) - 1], so one body
-    given once is used by every pass. Ties are plain module reuse: per-pass bodies that hold the
-    same conv object share its weights (Loopy with per-unroll BN); bodies with their own convs are
-    untied (Deep). Memory and time grow linearly with the number of passes.
+    output. Pass t (1-based) uses bodies[min(t, len(bodies)) - 1], so one body given once is used
+    by every pass. Ties are plain module reuse: per-pass bodies that hold the same conv object
+    share its weights; bodies with their own convs are untied. The loop is
+    `Loop(PerPass(bodies), unroll, merge=merge, feedback=PerPass(feedbacks))` (a single module is
+    used as it is), trained with `ln.Tied`; new code can build that directly.
 
     Args:
         bodies: per-pass modules, (batch, *in) -> (batch, *out); out may differ from in when a
@@ -109,60 +117,14 @@ class PassLoop(nn.Module):
 
     def __init__(self, bodies: Sequence[nn.Module], unroll: int, merge: str = "add",
                  feedbacks: Sequence[nn.Module] | None = None):
-        super().__init__()
         check_unroll(unroll)
-        if merge not in MERGES:
-            raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGES)}")
         if not bodies or len(bodies) > unroll:
             raise ValueError(f"PassLoop needs 1..unroll={unroll} bodies (one per pass at most); got {len(bodies)}")
         if feedbacks is not None and not 1 <= len(feedbacks) <= max(unroll - 1, 1):
             raise ValueError(f"PassLoop needs 1..{max(unroll - 1, 1)} feedback modules (one per loop-back); got {len(feedbacks)}")
-        self.bodies = nn.ModuleList(bodies)  # a module held by several entries is registered once
-        self.feedbacks = None if feedbacks is None else nn.ModuleList(feedbacks)
-        self.unroll = int(unroll)
-        self.merge = merge
-        self.probe_unroll: int | None = None  # set by ln.unrolled / ln.severed(loops=True)
-
-    def forward(self, x: Tensor, unroll: int | None = None) -> Tensor:
-        return self.passes(x, unroll)[-1]
-
-    def passes(self, x: Tensor, unroll: int | None = None) -> list[Tensor]:
-        """The output of every pass (per-iteration readout), k = unroll or `planned_passes`."""
-        k = planned(self, unroll)
-        check_unroll(k)
-        return list(islice(self.iterate(x), k))
-
-    @property
-    def planned_passes(self) -> int:
-        """Passes a call without a count runs: probe_unroll (ln.unrolled / ln.severed), else unroll."""
-        return self.probe_unroll if self.probe_unroll is not None else self.unroll
-
-    def iterate(self, x: Tensor) -> Iterator[Tensor]:
-        """The pass outputs one at a time, without end (pass t beyond the bodies reuses the last)."""
-        h = None
-        for t in count():
-            v = x if t == 0 else MERGES[self.merge](self._feed(h, x, t), x)
-            h = self.bodies[min(t, len(self.bodies) - 1)](v)
-            yield h
-
-    def output_after(self, outputs: Sequence[Tensor]) -> Tensor:
-        """The loop's output after len(outputs) passes: the last pass's output."""
-        if not outputs:
-            raise ValueError("output_after needs the outputs of at least one pass; got none")
-        return outputs[-1]
-
-    def _feed(self, h: Tensor, x: Tensor, t: int) -> Tensor:
-        """The value fed back after pass t (1-based), checked to have the loop input's shape."""
-        fed = h if self.feedbacks is None else self.feedbacks[min(t, len(self.feedbacks)) - 1](h)
-        if fed.shape != x.shape:
-            raise ValueError(
-                f"the loop feeds back a tensor of shape {tuple(fed.shape)} into an input of shape "
-                f"{tuple(x.shape)}; the last layer of the loop path must output {tuple(x.shape[1:])} per sample"
-            )
-        return fed
-
-    def extra_repr(self) -> str:
-        return f"unroll={self.unroll}, merge={self.merge!r}, bodies={len(self.bodies)}"
+        super().__init__(per_pass(list(bodies)), unroll=unroll, merge=merge,
+                         feedback=None if feedbacks is None else per_pass(list(feedbacks)))
+        self.register_load_state_dict_pre_hook(upgrade_pass_loop_keys)
 
 
 class LoopyCNN(nn.Module):
@@ -185,6 +147,8 @@ class LoopyCNN(nn.Module):
         self.head = head
         self.family = family
         self.layer_names = tuple(layer_names)
+        if isinstance(features, Loop):  # state dicts saved when the loop was a PassLoop
+            self.register_load_state_dict_pre_hook(upgrade_pass_loop_keys)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))  # (batch, classes) logits
@@ -208,13 +172,20 @@ class LoopyCNN(nn.Module):
         return getattr(self.features, "unroll", 1)
 
     def pass_modules(self) -> tuple[list[nn.Module], list[nn.Module]]:
-        """(bodies, feedbacks): the modules pass t uses, as stored (index min(t, len) - 1)."""
+        """(bodies, feedbacks): pass t (0-based) runs bodies[min(t, len - 1)], and the loop-back after
+        pass t runs feedbacks[min(t, len - 1)]. One entry when every pass runs the same module;
+        with PerPass modules one per pass (`at_pass` views that share the model's modules)."""
         f = self.features
-        if isinstance(f, PassLoop):
-            return list(f.bodies), [] if f.feedbacks is None else list(f.feedbacks)
-        if isinstance(f, Loop):
-            return f.copies, [] if f.feedback is None else [f.feedback]
-        return [f], []
+        if not isinstance(f, Loop):
+            return [f], []
+        copies = f.copies
+        bodies = ([at_pass(copies[min(t, len(copies) - 1)], t) for t in range(f.unroll)]
+                  if holds_per_pass(copies) else list(copies))
+        if f.feedback is None:
+            return bodies, []
+        if not holds_per_pass([f.feedback]):
+            return bodies, [f.feedback]
+        return bodies, [at_pass(f.feedback, t) for t in range(max(f.unroll - 1, 1))]
 
     def layer_modules(self, layer: str) -> list[nn.Conv2d]:
         """The distinct conv modules computing `layer`, in pass order (one if tied, k if untied)."""
@@ -234,9 +205,15 @@ class LoopyCNN(nn.Module):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def _block(conv: nn.Conv2d, batch_norm: bool) -> nn.Sequential:
-    """conv (with bias) -> BN -> ReLU, as the code's `batch_norm(conv2d)` wrapper."""
-    bn = nn.BatchNorm2d(conv.out_channels) if batch_norm else nn.Identity()
+def _block(conv: nn.Conv2d, batch_norm: bool, bn_passes: int | None = None) -> nn.Sequential:
+    """conv (with bias) -> BN -> ReLU, as the code's `batch_norm(conv2d)` wrapper; with `bn_passes`
+    a BN per pass (PerPass) around the one conv."""
+    if not batch_norm:
+        bn = nn.Identity()
+    elif bn_passes is None:
+        bn = nn.BatchNorm2d(conv.out_channels)
+    else:
+        bn = PerPass([nn.BatchNorm2d(conv.out_channels) for _ in range(bn_passes)])
     return nn.Sequential(OrderedDict(conv=conv, bn=bn, relu=nn.ReLU()))
 
 
@@ -274,41 +251,32 @@ def _head(channels: int, image_size: int, classes: int, init: str) -> nn.Linear:
     return head
 
 
-def _stack(channels: Sequence[int], init: str, batch_norm: bool, convs: Sequence[nn.Conv2d] | None = None) -> nn.Sequential:
-    """conv1 -> conv2 -> ... over `channels` (in, out1, out2, ...); reuses `convs` (tied) when given."""
-    if convs is None:
-        convs = [_conv(a, b, init) for a, b in zip(channels[:-1], channels[1:])]
-    return nn.Sequential(OrderedDict((f"conv{i + 1}", _block(c, batch_norm)) for i, c in enumerate(convs)))
+def _stack(channels: Sequence[int], init: str, batch_norm: bool, bn_passes: int | None = None) -> nn.Sequential:
+    """conv1 -> conv2 -> ... over `channels` (in, out1, out2, ...); with `bn_passes` a BN per pass in each block."""
+    convs = [_conv(a, b, init) for a, b in zip(channels[:-1], channels[1:])]
+    return nn.Sequential(OrderedDict((f"conv{i + 1}", _block(c, batch_norm, bn_passes)) for i, c in enumerate(convs)))
 
 
 def _looped(channels: Sequence[int], unroll: int, merge: str, *, tied: bool, init: str, batch_norm: bool,
-            bn_per_unroll: bool, backprop: Backprop | None, loop_channels: tuple[int, int] | None) -> nn.Module:
-    """The looped conv stack: `ln.Loop` when it suffices, otherwise a `PassLoop`."""
+            bn_per_unroll: bool, backprop: Backprop | None, loop_channels: tuple[int, int] | None) -> Loop:
+    """The looped conv stack, an `ln.Loop`: tied convs with a BN per pass (PerPass) or one shared BN,
+    k untied stacks (PerPass, Deep), and the loop layer as the feedback module."""
     check_unroll(unroll)
-    per_pass = bn_per_unroll and batch_norm  # without BN there is nothing per-unroll to keep apart
-    if tied and not per_pass and loop_channels is None:
-        return Loop(_stack(channels, init, batch_norm), unroll=unroll, backprop=backprop, merge=merge)
-    if backprop is not None and backprop != Tied():  # only the one exact mode
+    per_pass_bn = bn_per_unroll and batch_norm  # without BN there is nothing per-unroll to keep apart
+    if (per_pass_bn or not tied or loop_channels is not None) and backprop is not None and backprop != Tied():
         raise ValueError(
-            f"backprop={backprop!r} needs one body for all passes (ln.Loop); this model has per-pass modules "
+            f"backprop={backprop!r} needs one body for all passes; this model has per-pass modules "
             "(per-unroll BN, untied copies or a loop layer), which train with exact backprop through all passes "
             "(ln.Tied). Use backprop=ln.Tied(), or bn_per_unroll=False for a Loopy model"
         )
-    first = _stack(channels, init, batch_norm)
-    if tied and not per_pass:
-        bodies = [first]
-    elif tied:  # the same conv objects, a new BN per pass
-        shared = [block.conv for block in first]
-        bodies = [first] + [_stack(channels, init, batch_norm, convs=shared) for _ in range(unroll - 1)]
-    else:
-        bodies = [first] + [_stack(channels, init, batch_norm) for _ in range(unroll - 1)]
-    feedbacks = None
-    if loop_channels is not None:
-        loop_conv = _conv(*loop_channels, init)
-        feedbacks = [_block(loop_conv, batch_norm)]
-        if per_pass:  # one BN per loop-back; the code builds the loop layer after unrolls 1..k-1 only
-            feedbacks += [_block(loop_conv, batch_norm) for _ in range(unroll - 2)]
-    return PassLoop(bodies, unroll=unroll, merge=merge, feedbacks=feedbacks)
+    if tied:  # one conv object per layer; per-unroll BN: a BN per pass around it
+        body = _stack(channels, init, batch_norm, bn_passes=unroll if per_pass_bn else None)
+    else:  # Deep: k stacks, each with its own convs and BNs
+        body = PerPass([_stack(channels, init, batch_norm) for _ in range(unroll)])
+    feedback = None
+    if loop_channels is not None:  # the code builds the loop layer after unrolls 1..k-1 only: one BN per loop-back
+        feedback = _block(_conv(*loop_channels, init), batch_norm, bn_passes=max(unroll - 1, 1) if per_pass_bn else None)
+    return Loop(body, unroll=unroll, backprop=backprop, merge=merge, feedback=feedback)
 
 
 # ----------------------------------------------------------------------------- families
@@ -426,14 +394,40 @@ def deep_from_loopy(model: LoopyCNN) -> LoopyCNN:
         raise ValueError(f"deep_from_loopy needs a looped LoopyCNN (loopy, plus_layer, times_layer); got {what}")
     k = model.unroll
     bodies, feedbacks = model.pass_modules()
-    merge = model.features.merge
-    new_bodies = [copy.deepcopy(bodies[min(t, len(bodies) - 1)]) for t in range(k)]
-    new_feedbacks = None
+    # Deliberate copies: Deep holds one untied copy of the modules of every pass.
+    body = PerPass([copy.deepcopy(bodies[min(t, len(bodies) - 1)]) for t in range(k)])
+    feedback = None
     if feedbacks:  # one copy per loop-back (k = 1: one unused copy, as the source holds)
-        new_feedbacks = [copy.deepcopy(feedbacks[min(t, len(feedbacks) - 1)]) for t in range(max(k - 1, 1))]
-    features = PassLoop(new_bodies, unroll=k, merge=merge, feedbacks=new_feedbacks)
+        feedback = PerPass([copy.deepcopy(feedbacks[min(t, len(feedbacks) - 1)]) for t in range(max(k - 1, 1))])
+    features = Loop(body, unroll=k, merge=model.features.merge, feedback=feedback)
     deep_model = LoopyCNN(features, copy.deepcopy(model.head), "deep", model.layer_names)
     return deep_model.train(model.training)
+
+
+# ----------------------------------------------------------------------------- old checkpoints
+
+
+def upgrade_pass_loop_keys(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """Load-state-dict pre-hook: rename a former PassLoop's keys (`bodies.<t>.*`, `feedbacks.<t>.*`) in place.
+
+    `module` is a PassLoop or a LoopyCNN (whose loop is `features`). Pass t's key `bodies.<t>.<path>`
+    becomes `body.` + `pass_key(body, t, path)` (e.g. `bodies.1.conv1.bn.weight` -> `body.conv1.bn.1.weight`,
+    `bodies.1.conv1.conv.weight` -> `body.conv1.conv.weight`); keys of tied modules that several
+    passes shared appear once per pass in the old dict and keep the first. Keys that do not fit the
+    loop stay as they are, so `load_state_dict` reports them.
+    """
+    loop, base = (module.features, prefix + "features.") if isinstance(module, LoopyCNN) else (module, prefix)
+    for key in [k for k in state_dict if k.startswith((base + "bodies.", base + "feedbacks."))]:
+        kind, t, path = key[len(base):].split(".", 2)
+        root, name = (loop.body, "body") if kind == "bodies" else (loop.feedback, "feedback")
+        if root is None or not t.isdigit():
+            continue
+        try:
+            new = f"{base}{name}.{pass_key(root, int(t), path)}"
+        except KeyError:
+            continue
+        value = state_dict.pop(key)
+        state_dict.setdefault(new, value)
 
 
 # ----------------------------------------------------------------------------- parameter counts
