@@ -1,4 +1,4 @@
-"""The loop protocol (loopnets.core.protocol) on the four loop classes and on a toy loop.
+"""The loop protocol (loopnets.core.protocol) on the three loop classes (Loop also with PerPass) and on a toy loop.
 
 For each: the protocol check passes; passes / iterate / output_after agree with the forward;
 ln.severed gives the no-feedback output (computed here without the model's loop machinery);
@@ -16,12 +16,11 @@ from torch import nn
 
 import loopnets as ln
 from loopnets.core.protocol import FeedbackLoop, LoopHost, loops_in
-from loopnets.models.loopy.network import PassLoop
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 
 
-# -- the four classes, tiny, each with its no-feedback output written out ----------------------
+# -- the three classes (Loop twice), tiny, each with its no-feedback output written out ----------------------
 
 
 def make_loop():
@@ -29,9 +28,9 @@ def make_loop():
     return ln.Loop(body, unroll=3, merge="add", output="mean"), torch.randn(4, 3), lambda m, x: m.body(x)
 
 
-def make_passloop():
+def make_perpass_loop():  # a module per pass (the former loopy.PassLoop)
     bodies = [nn.Sequential(nn.Linear(3, 3), nn.Tanh()), nn.Sequential(nn.Linear(3, 3), nn.Tanh())]
-    return PassLoop(bodies, unroll=3, merge="add"), torch.randn(4, 3), lambda m, x: m.body[0](x)
+    return ln.Loop(ln.PerPass(bodies), unroll=3, merge="add"), torch.randn(4, 3), lambda m, x: m.body[0](x)
 
 
 def make_gated():
@@ -54,7 +53,7 @@ def make_inn(kernel="dense"):
     return net, torch.randn(4, 4), first_iteration
 
 
-MAKERS = {"Loop": make_loop, "PassLoop": make_passloop, "GatedNetwork": make_gated, "IterativeNetwork": make_inn,
+MAKERS = {"Loop": make_loop, "Loop-PerPass": make_perpass_loop, "GatedNetwork": make_gated, "IterativeNetwork": make_inn,
           "IterativeNetwork-sparse": lambda: make_inn("sparse")}
 
 
@@ -65,7 +64,7 @@ def case(request):
 
 
 def own_passes(model) -> int:
-    return {"Loop": "unroll", "PassLoop": "unroll", "GatedNetwork": "timesteps", "IterativeNetwork": "iterations"}[
+    return {"Loop": "unroll", "GatedNetwork": "timesteps", "IterativeNetwork": "iterations"}[
         type(model).__name__
     ]
 

@@ -24,8 +24,8 @@ passes cannot forget the input (Bansal et al. 2022's "recall"). It is a property
 it holds in every backprop mode and through `pass_outputs`, deep supervision and `early_exit`;
 merge="replace" (the default) gives the input to pass 1 only.
 
-Models: a loop (anything implementing `loopnets.core.protocol.FeedbackLoop`: `Loop`,
-`loopy.PassLoop`, `gated.GatedNetwork`, `inn.IterativeNetwork`), a model holding exactly one
+Models: a loop (anything implementing `loopnets.core.protocol.FeedbackLoop`: `Loop`
+(`loopy.PassLoop` is one), `gated.GatedNetwork`, `inn.IterativeNetwork`), a model holding exactly one
 loop that implements `LoopHost` (`ln.Network` with one loopback or feedback block,
 `loopy.LoopyCNN`), or an `nn.Sequential` with exactly one loop among its top-level modules. The
 layers after the loop run once on all passes' loop outputs stacked along the batch dimension (skip
@@ -330,7 +330,7 @@ def _split_check(model: nn.Module) -> int | None:
     if len(loops) == 1 and len(at) == 1:
         return at[0]
     raise ValueError(
-        f"per-pass outputs need a loop (ln.Loop, loopy.PassLoop, gated.GatedNetwork, inn.IterativeNetwork), "
+        f"per-pass outputs need a loop (ln.Loop, gated.GatedNetwork, inn.IterativeNetwork), "
         f"an ln.Network or loopy.LoopyCNN with exactly one loop, or an nn.Sequential with exactly one loop "
         f"among its top-level modules; got {type(model).__name__} with {len(loops)} loop(s)"
         + (" (nested inside another module: put it at the top level of the nn.Sequential)"

@@ -8,7 +8,7 @@
 - `unrolled(model, k)`: every loop runs k passes (evaluation at another depth).
 
 "Every loop" is every submodule that implements the loop protocol (`loopnets.core.protocol`):
-`Loop`, `loopy.PassLoop`, `gated.GatedNetwork` and `inn.IterativeNetwork`; "one pass" is the model
+`Loop` (`loopy.PassLoop` is one), `gated.GatedNetwork` and `inn.IterativeNetwork`; "one pass" is the model
 without feedback for each of them (an iterative network: one iteration of static input).
 
 All three are context managers and restore the model on exit, also after an error.

@@ -1,9 +1,9 @@
 """The loop protocol: what a model with feedback offers to probes, per-pass readouts and early exit.
 
-Four classes implement it: `loopnets.Loop`, `loopnets.loopy.PassLoop`, `loopnets.gated.GatedNetwork`
-and `loopnets.inn.IterativeNetwork`. `ln.severed`, `ln.unrolled`, `ln.pass_outputs` and
-`ln.early_exit` use only these members, so they work on all four and on any new loop class that
-implements them:
+Three classes implement it: `loopnets.Loop` (per-pass modules are `loopnets.PerPass` inside it;
+`loopnets.loopy.PassLoop` is a Loop), `loopnets.gated.GatedNetwork` and `loopnets.inn.IterativeNetwork`.
+`ln.severed`, `ln.unrolled`, `ln.pass_outputs` and `ln.early_exit` use only these members, so they
+work on all three and on any new loop class that implements them:
 
 - `probe_unroll` (read and set): the pass count at inference. None: the model's own count; an
   int k: every forward call without an explicit count runs k passes (`ln.unrolled(model, k)`).
@@ -11,13 +11,13 @@ implements them:
   one pass is the model without feedback (thesis sec 4.4's "feedback off"; a gated network's
   plain feedforward pass; an iterative network's first iteration; `ln.severed(model, loops=True)`).
 - `planned_passes` (read): the passes a call without an explicit count runs, probe_unroll if set,
-  else the model's own (Loop / PassLoop `unroll`, GatedNetwork `timesteps`, IterativeNetwork
+  else the model's own (Loop `unroll`, GatedNetwork `timesteps`, IterativeNetwork
   `iterations`).
 - `passes(x, k=None) -> list[Tensor]`: one tensor per pass, the output of pass 1..k (k =
   planned_passes when None), with the autograd graph the model trains with. k is the second
-  positional argument; each class keeps its own name for it (Loop / PassLoop `unroll`,
+  positional argument; each class keeps its own name for it (Loop `unroll`,
   GatedNetwork `timesteps`, IterativeNetwork `iterations`), as does its forward, `model(x, k)`. "Output of a pass" is
-  what the pass computes: a Loop's / PassLoop's pass output h_t (the value fed back), a gated
+  what the pass computes: a Loop's pass output h_t (the value fed back), a gated
   network's output in timestep t, an iterative network's output rows y^t.
 - `iterate(x) -> Iterator[Tensor]`: the same pass outputs lazily, one per `next`, for inference:
   a caller that stops consuming stops the computation (`ln.early_exit`). It yields without end
@@ -32,12 +32,12 @@ Models that hold one loop among other layers (`ln.Network`, `loopnets.loopy.Loop
 `LoopHost.around_loop` so that per-pass outputs reach the whole model's output; an
 `nn.Sequential` with one loop among its top-level modules needs nothing.
 
-Why a `typing.Protocol` (runtime-checkable) and not an ABC: the four classes live in different
+Why a `typing.Protocol` (runtime-checkable) and not an ABC: the three classes live in different
 layers and subclass `nn.Module` already; a Protocol needs no shared base class, so a loop class
 written elsewhere (a test's toy loop, another package) joins by having the members, without
 importing loopnets. `isinstance(m, FeedbackLoop)` checks that every member is present, in one
 place (`loops_in`), instead of probing one attribute per call site; what the members compute is
-checked by tests/test_loop_protocol.py for all four classes.
+checked by tests/test_loop_protocol.py for all three classes (and Loop with PerPass).
 """
 
 from __future__ import annotations

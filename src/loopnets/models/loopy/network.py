@@ -37,8 +37,8 @@ Deviations: the BN is `torch.nn.BatchNorm2d` with PyTorch's eps (1e-5 added to t
 running-statistics momentum 0.1; the code added eps = 0.01 to the standard deviation and kept an
 exponential average with weight 0.5. The code trained in float64; we follow the model's dtype.
 
-Every loop is an `ln.Loop` trained with exact backprop through all passes (`ln.Tied`, the only mode
-with per-pass modules; `bn_per_unroll=False` Loopy models take any mode). What differs from pass to
+Every loop is an `ln.Loop`. Models with per-pass modules train with exact backprop through all
+passes (`ln.Tied`; the builders refuse other modes), `bn_per_unroll=False` Loopy models with any mode. What differs from pass to
 pass is a `loopnets.PerPass` (`loopnets.core.perpass`): per-unroll BN is `PerPass([bn_1, ..., bn_k])`
 in each conv block around the tied conv, Deep's body is `PerPass([stack_1, ..., stack_k])`, and the
 loop layer of +layer / xlayer is the loop's feedback module (a conv with `in_channels` filters: the
@@ -128,7 +128,7 @@ class PassLoop(Loop):
 
 
 class LoopyCNN(nn.Module):
-    """A conv stack (`features`: plain, `ln.Loop` or `PassLoop`) read by one linear classifier.
+    """A conv stack (`features`: plain or an `ln.Loop`) read by one linear classifier.
 
     Build it with a family function (`vanilla`, `loopy`, ...). `layer_names` lists the convs that
     `layer_modules` (and `loopnets.viz.loopy`) address: "conv1", "conv2", ... in the main stack and
@@ -310,9 +310,9 @@ def loopy(in_channels: int = 3, classes: int = 10, image_size: int = 32, filters
     Args:
         unroll: passes k (the paper's k = 3); 1 is Vanilla.
         merge: "add" (the paper's), "mul", ... as for `ln.Loop`.
-        backprop: `ln.Tied()` (default); other modes need `bn_per_unroll=False` (one body for `ln.Loop`).
-        bn_per_unroll: a BN (gamma, beta, running statistics) per pass (True, a `PassLoop`) or one
-            shared by all passes (False, an `ln.Loop`); without batch_norm it has no effect.
+        backprop: `ln.Tied()` (default); other modes need `bn_per_unroll=False` (no per-pass modules).
+        bn_per_unroll: a BN (gamma, beta, running statistics) per pass (True, a `PerPass` of BNs
+            in each conv block) or one shared by all passes (False); without batch_norm it has no effect.
         in_channels, classes, image_size, filters, batch_norm, init: as `vanilla`.
     """
     f1, f2 = _check(in_channels, classes, image_size, filters, init, batch_norm, bn_per_unroll)
