@@ -21,7 +21,9 @@ raises an error naming the fix.
 
 Modes that do not run their passes through `run_pass` cannot hold one: a fixed-point solve
 (Implicit, OneStep) needs one map for every pass, and COMBINE runs its body layer by layer; `Loop`
-refuses those combinations at construction (the mode's `per_pass_modules` capability).
+refuses those combinations at construction (the mode's `per_pass_modules` capability). Under
+COUPLE every copy holds all entries and copy t runs entry t; the re-tie averages each entry over
+the copies, so an entry that only pass t uses moves by 1/k of its own step (accumulate "mean").
 
 `at_pass(module, t)` is the module pass t runs, with every PerPass replaced by its entry for t,
 sharing the weights (for inspection, or `copy.deepcopy` for an untied copy of pass t);
