@@ -19,7 +19,7 @@ from lint_private_names import private_uses  # noqa: E402
 PUBLIC = {
     "ln": [
         "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "History", "Implicit", "Loop",
-        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "SolverStats", "Tied", "TrainingDiverged",
+        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "Progressive", "SolverStats", "Tied", "TrainingDiverged",
         "Truncated", "early_exit", "evaluate", "fit", "fit_many", "gated", "inn", "layers", "load", "loopy",
         "pass_outputs", "save", "severed", "tie_", "unrolled", "viz",
     ],

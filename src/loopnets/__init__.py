@@ -3,7 +3,7 @@
 The public API is exactly what this module re-exports; everything else is private.
 """
 
-from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Tied, Truncated
+from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Progressive, Tied, Truncated
 from loopnets.training.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
 from loopnets.core.dropout import Dropout
@@ -24,6 +24,7 @@ __all__ = [
     "Truncated",
     "Implicit",
     "OneStep",
+    "Progressive",
     "NotConvergedWarning",
     "SolverStats",
     "Loop",

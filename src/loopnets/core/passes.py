@@ -195,6 +195,7 @@ class PassPlan:
         self.random_passes = random_passes
         self.generator = torch.Generator().manual_seed(seed)  # its own: the shuffling is unchanged
         self.history: list[int] = []  # the pass count of every step (random_passes only)
+        self.mixing = loops[0].backprop.mixes_outputs  # the step's loss mixes the mode's outputs
 
     def predict(self, forward: Callable, xb: Tensor, from_logits: bool) -> tuple[list[Tensor], list[float]]:
         """(outputs, weights) for one training step: the weighted outputs, the final one last."""
@@ -203,6 +204,8 @@ class PassPlan:
             lo, hi = self.random_passes
             k = int(torch.randint(lo, hi + 1, (), generator=self.generator))
             self.history.append(k)
+        if self.mixing:  # the mode's own mix of outputs (Progressive), at k passes
+            return mixed_outputs(self.model, xb, k if k is not None else _passes_of(self.loops[0]), from_logits)
         if self.weights is None:  # "last": the plain forward, at k passes
             return [self._forward_with(forward, xb, k)], [1.0]
         k_run = k if k is not None else _passes_of(self.loops[0])
@@ -223,13 +226,15 @@ class PassPlan:
 
 
 def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassPlan | None:
-    """Check fit's pass_weights / random_passes against the model; None when both are None."""
-    if pass_weights is None and random_passes is None:
-        return None
+    """Check fit's pass_weights / random_passes against the model; None when both are None and no
+    loop's mode mixes the losses of several outputs (`Backprop.mixes_outputs`, e.g. Progressive)."""
     loops = [m for m in model.modules() if isinstance(m, Loop)]
+    mixing = [loop.backprop.label for loop in loops if loop.backprop.mixes_outputs]
+    if pass_weights is None and random_passes is None and not mixing:
+        return None
     options = " and ".join(
-        f"{name}={value!r}" for name, value in (("pass_weights", pass_weights), ("random_passes", random_passes))
-        if value is not None
+        [f"{name}={value!r}" for name, value in (("pass_weights", pass_weights), ("random_passes", random_passes))
+         if value is not None] + [f"training with {label}" for label in mixing[:1]]
     )
     if len(loops) != 1:
         raise ValueError(f"{options} needs a model with exactly one Loop; {type(model).__name__} has {len(loops)}")
@@ -283,7 +288,20 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
             )
         if weights != "last":
             _split_check(model)
+    if mixing:
+        _split_check(model)
     return PassPlan(model, loops, None if weights == "last" else weights, random_passes, seed)
+
+
+def mixed_outputs(model: nn.Module, x: Tensor, k: int, logits: bool) -> tuple[list[Tensor], list[float]]:
+    """(model outputs, weights) of one training step of a loop whose mode mixes outputs
+    (`Backprop.training_outputs`, e.g. Progressive's progressive and max-passes outputs): the
+    layers after the loop run once on all of them, stacked along the batch dimension."""
+    loop, loop_input, after = _split(model, x, logits)
+    outs, weights = loop.backprop.training_outputs(loop, loop_input, k)  # each (B, *)
+    if after is not None:
+        outs = list(after(torch.cat(outs)).split(len(loop_input)))
+    return outs, weights
 
 
 def _pass_weights(rule, k: int) -> list[float]:
