@@ -12,10 +12,11 @@ from loopnets.builder.network import Network
 from loopnets.core.probe import severed, unrolled
 from loopnets.core.solvers import NotConvergedWarning, SolverStats
 from loopnets.core.passes import EarlyExit, early_exit, pass_outputs
+from loopnets.core.halting import Halting
 from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
 from loopnets import viz
 from loopnets.builder import layers
-from loopnets.models import gated, inn, loopy
+from loopnets.models import gated, inn, loopy, thinking
 
 __all__ = [
     "Combine",
@@ -35,6 +36,7 @@ __all__ = [
     "gated",
     "loopy",
     "inn",
+    "thinking",
     "viz",
     "fit",
     "fit_many",
@@ -47,6 +49,7 @@ __all__ = [
     "pass_outputs",
     "early_exit",
     "EarlyExit",
+    "Halting",
     "save",
     "load",
     "CheckpointError",

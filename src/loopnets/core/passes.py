@@ -67,7 +67,7 @@ def pass_outputs(model: nn.Module, x: Tensor, unroll: int | None = None, logits:
             given alone returns its pass outputs as they are (a gated network's after its output
             activation; `GatedNetwork.logits` gives the last pass's logits).
     """
-    loop, loop_input, after = _split(model, x, logits)
+    loop, loop_input, after = split_at_loop(model, x, logits)
     outs = _loop_outputs(loop, loop_input, unroll)  # k x (B, *)
     if after is None:
         return outs
@@ -142,7 +142,7 @@ def early_exit(
 
 
 def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, max_passes: int | None) -> EarlyExit:
-    loop, loop_input, after = _split(model, x, logits=False)
+    loop, loop_input, after = split_at_loop(model, x, logits=False)
     k = max_passes if max_passes is not None else loop.planned_passes
     check_unroll(k)
     after = after if after is not None else (lambda y: y)
@@ -297,7 +297,7 @@ def mixed_outputs(model: nn.Module, x: Tensor, k: int, logits: bool) -> tuple[li
     """(model outputs, weights) of one training step of a loop whose mode mixes outputs
     (`Backprop.training_outputs`, e.g. Progressive's progressive and max-passes outputs): the
     layers after the loop run once on all of them, stacked along the batch dimension."""
-    loop, loop_input, after = _split(model, x, logits)
+    loop, loop_input, after = split_at_loop(model, x, logits)
     outs, weights = loop.backprop.training_outputs(loop, loop_input, k)  # each (B, *)
     if after is not None:
         outs = list(after(torch.cat(outs)).split(len(loop_input)))
@@ -316,7 +316,7 @@ def _pass_weights(rule, k: int) -> list[float]:
 # -- running a model pass by pass ----------------------------------------------------------------
 
 
-def _split(model: nn.Module, x: Tensor, logits: bool) -> tuple[FeedbackLoop, Tensor, Callable | None]:
+def split_at_loop(model: nn.Module, x: Tensor, logits: bool) -> tuple[FeedbackLoop, Tensor, Callable | None]:
     """(the model's loop, the loop's input, after): after(y) runs the rest of the model on loop
     outputs stacked along the batch dimension (None: the loop is the model)."""
     at = _split_check(model)
