@@ -20,7 +20,7 @@ PUBLIC = {
     "ln": [
         "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "Halting", "History", "Implicit", "Loop",
         "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "Progressive", "SolverStats", "Tied", "TrainingDiverged",
-        "Truncated", "early_exit", "evaluate", "fit", "fit_many", "gated", "inn", "layers", "load", "loopy",
+        "Truncated", "early_exit", "evaluate", "fit", "fit_halting", "fit_many", "gated", "inn", "layers", "load", "loopy",
         "pass_outputs", "save", "severed", "thinking", "tie_", "unrolled", "viz",
     ],
     "thinking": ["RECALLS", "ResidualBlock", "feedforward_conv", "looped_transformer", "recurrent_conv"],

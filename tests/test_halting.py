@@ -134,3 +134,24 @@ def test_other_bad_settings_are_refused():
     bad = Halting(tiny_model().model, nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"one logit per sample, shape \(2,\) or \(2, 1\); got \(2, 2\)"):
         bad.stop(torch.randn(2, 2))
+
+
+def test_fit_halting_trains_a_thinking_net_and_reports_the_passes():
+    torch.manual_seed(0)
+    from loopnets.data.algorithmic import prefix_sums
+    from loopnets.models.thinking import recurrent_conv
+
+    x, y = prefix_sums(64, 8, seed=2)
+    net = recurrent_conv(1, 1, width=6, unroll=4)
+    model = Halting(net, halting_head(6, dim=1))
+    history = ln.fit_halting(model, (x, y), (x, y), prior=0.3, beta=0.01, epochs=3, batch_size=16, progress=False,
+                             optimizer=("adam", {"lr": 3e-3}))
+    assert len(history) == 3 and history["val_loss"][-1] < history["val_loss"][0]
+    assert all(1 <= p <= 4 for p in history["val_passes"])
+    assert all(0 <= a <= 1 for a in history["val_accuracy"])
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        ln.fit_halting(model, (x, y), prior=1.0, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="fit_halting trains a loopnets.Halting"):
+        ln.fit_halting(net, (x, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="per-sample loss; choose one of cross_entropy, mse, mae"):
+        ln.fit_halting(model, (x, y), loss="kl_divergence", epochs=1, progress=False)

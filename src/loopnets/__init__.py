@@ -14,6 +14,7 @@ from loopnets.core.solvers import NotConvergedWarning, SolverStats
 from loopnets.core.passes import EarlyExit, early_exit, pass_outputs
 from loopnets.core.halting import Halting
 from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
+from loopnets.training.halting import fit_halting
 from loopnets import viz
 from loopnets.builder import layers
 from loopnets.models import gated, inn, loopy, thinking
@@ -39,6 +40,7 @@ __all__ = [
     "thinking",
     "viz",
     "fit",
+    "fit_halting",
     "fit_many",
     "ManyHistories",
     "evaluate",
