@@ -106,3 +106,15 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="Loop\\(output='mean'\\) with Progressive"):
         ln.Loop(nn.Tanh(), backprop=ln.Progressive(), output="mean")
     assert ln.Progressive(0.25).config() == {"mode": "progressive", "alpha": 0.25}
+
+
+def test_progressive_in_a_network_with_random_passes():
+    net = ln.Network(input_shape=(3,))
+    net.dense(3, activation="tanh")
+    net.dense(3, activation="tanh")
+    net.dense(2)
+    net.loopback(outof=1, into=1, unroll=4, backprop=ln.Progressive(0.5), merge="add")
+    X, y = torch.randn(32, 3), torch.randn(32, 2)
+    history = ln.fit(net, (X, y), (X, y), loss="mse", epochs=3, batch_size=8, progress=False, random_passes=(2, 5),
+                     optimizer=("adam", {"lr": 1e-2}))
+    assert history["val_loss"][-1] < history["val_loss"][0]

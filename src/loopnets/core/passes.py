@@ -18,9 +18,10 @@ model's output after every pass (a per-iteration readout).
   the threshold, and stops the loop once every sample has stopped (Graves 2016 and Banino et al.
   2021 learn when to halt; here the rule is fixed).
 
-Input re-injection: the loop's `merge` ("add", "sub", "mul", "mean"; see `loopnets.Loop`) feeds
+Input re-injection: the loop's `merge` ("add", "sub", "mul", "mean", "concat"; see `loopnets.Loop`) feeds
 the original loop input x into every pass, h_t = body(merge(feedback(h_{t-1}), x)), so later
-passes cannot forget the input (Bansal et al. 2022's "recall"). It is a property of the loop, so
+passes cannot forget the input (Bansal et al. 2022's "recall", which concatenates and projects:
+merge="concat"). It is a property of the loop, so
 it holds in every backprop mode and through `pass_outputs`, deep supervision and `early_exit`;
 merge="replace" (the default) gives the input to pass 1 only.
 
