@@ -113,6 +113,7 @@ class Loop(nn.Module):
         self.body = body
         self.feedback = feedback
         self.project = project
+        self._project_width = declared_width(project, "in")  # checked every pass; found once
         self.backprop = backprop
         self.unroll = int(unroll)
         self.merge = merge
@@ -188,7 +189,7 @@ class Loop(nn.Module):
                 f"dimensions must agree; the fed-back state is {tuple(fed.shape)}, the input {tuple(x.shape)}"
             )
         joined = torch.cat([fed, x], dim=1)  # (batch, C_fed + C_x, ...)
-        wanted = declared_width(self.project, "in")
+        wanted = self._project_width
         if wanted is not None and wanted != joined.shape[1]:
             raise ValueError(
                 f"merge='concat': the fed-back state has width {fed.shape[1]} and the loop input width "
