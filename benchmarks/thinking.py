@@ -7,7 +7,7 @@ Trains three 1-D nets on `--bits`-bit prefix sums (one torch thread; run it unde
 then prints per-string accuracy (every bit of a string right) on fresh strings of each test length
 against the test-time pass count. The feedforward net has one depth, printed in every column.
 
-    PYTHONPATH=src nice -n 19 python benchmarks/thinking.py                 # ~10 min on one core
+    PYTHONPATH=src nice -n 19 python benchmarks/thinking.py                 # ~20 min per model on one busy core
     PYTHONPATH=src python benchmarks/thinking.py --epochs 1 --n-train 64 --test-bits 16 --passes 2 4   # smoke
 """
 
@@ -41,18 +41,29 @@ def string_accuracy(model, x, y, passes: list[int], batch: int = 250) -> dict[in
     return {k: right[k] / len(x) for k in passes}
 
 
+class Progress:
+    """Prints each epoch's losses and per-bit validation accuracy (a long run shows it is alive)."""
+
+    def __init__(self, name: str):
+        self.name, self.start = name, time.perf_counter()
+
+    def on_epoch_end(self, record) -> None:
+        print(f"  {self.name} epoch {record.epoch}: train loss {record.train_loss:.4f}, val per-bit accuracy "
+              f"{record.val_accuracy:.3f} ({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bits", type=int, default=32)
     ap.add_argument("--n-train", type=int, default=10_000)
-    ap.add_argument("--n-test", type=int, default=500)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--unroll", type=int, default=30, help="training passes (max_iters) and the feedforward depth")
+    ap.add_argument("--unroll", type=int, default=20, help="training passes (max_iters) and the feedforward depth")
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--test-bits", type=int, nargs="+", default=[32, 128, 512])
-    ap.add_argument("--passes", type=int, nargs="+", default=[10, 30, 100, 300])
+    ap.add_argument("--passes", type=int, nargs="+", default=[10, 20, 50, 100, 200])
     ap.add_argument("--models", nargs="+", default=["recall+progressive", "no recall", "feedforward"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -66,12 +77,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "feedforward": lambda: feedforward_conv(1, 1, width=args.width, depth=args.unroll),
     }
     tests = {b: prefix_sums(args.n_test, b, seed=args.seed + 1000 + b) for b in args.test_bits}
+    val = prefix_sums(200, args.bits, seed=args.seed + 999)
     rows = []
     for name in args.models:
         torch.manual_seed(args.seed)
         model = builders[name]()
         start = time.perf_counter()
-        history = ln.fit(model, (x, y), loss="cross_entropy", optimizer=("adamw", {"lr": args.lr, "weight_decay": 2e-4}),
+        history = ln.fit(model, (x, y), val, loss="cross_entropy", callbacks=[Progress(name)], optimizer=("adamw", {"lr": args.lr, "weight_decay": 2e-4}),
                          epochs=args.epochs, batch_size=100, seed=args.seed, progress=False, clip=("norm", 1.0))
         seconds = time.perf_counter() - start
         for bits, (xt, yt) in tests.items():
