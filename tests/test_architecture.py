@@ -18,11 +18,12 @@ from lint_private_names import private_uses  # noqa: E402
 
 PUBLIC = {
     "ln": [
-        "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "History", "Implicit", "Loop",
-        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "SolverStats", "Tied", "TrainingDiverged",
-        "Truncated", "early_exit", "evaluate", "fit", "fit_many", "gated", "inn", "layers", "load", "loopy",
-        "pass_outputs", "save", "severed", "tie_", "unrolled", "viz",
+        "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "Halting", "History", "Implicit", "Loop",
+        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "Progressive", "SolverStats", "Tied", "TrainingDiverged",
+        "Truncated", "early_exit", "evaluate", "fit", "fit_halting", "fit_many", "gated", "inn", "layers", "load", "loopy",
+        "pass_outputs", "save", "severed", "thinking", "tie_", "unrolled", "viz",
     ],
+    "thinking": ["RECALLS", "ResidualBlock", "feedforward_conv", "looped_transformer", "recurrent_conv"],
     "gated": [
         "FeedbackGatedReLU", "GatedNetwork", "GatedPass", "MODES", "conv_autoencoder", "dense_autoencoder",
         "feedback_gain", "feedback_gated_relu",
