@@ -8,7 +8,7 @@ For each experiment folder RUNS_DIR/<experiment>/ that has a report (report/resu
 - experiment.toml: the experiment's settings;
 - <variant>/seed=<n>/summary.json: each run's summary (no checkpoint, no metrics.csv), so
   `loopnets.report.results.load_experiment` reads the folder like a run folder;
-- data.json: the validation set's size and the chance levels the verdicts need (classes, 1/classes and
+- data.json: the training and validation sets' sizes and the chance levels the verdicts need (classes, 1/classes and
   the majority class's share for classification; the sd of the validation targets, the RMSE of predicting their
   mean, for regression), read from the experiment's data at collect time;
 - curves.json: per variant and seed, the validation loss (and accuracy) per epoch and the mean
@@ -64,7 +64,7 @@ def collect_one(src: Path, dst: Path) -> None:
         target = tmp / variant / seed
         target.mkdir(parents=True)
         (target / "summary.json").write_text(json.dumps(json.loads(summary.read_text()), sort_keys=True) + "\n")
-        curve = _curve(summary.parent / "metrics.csv")
+        curve = curve_of(summary.parent / "metrics.csv")
         if curve:
             curves.setdefault(variant, {})[seed.removeprefix("seed=")] = curve
     (tmp / "curves.json").write_text(json.dumps(curves, sort_keys=True) + "\n")
@@ -80,7 +80,7 @@ def data_facts(experiment_toml: Path) -> dict:
     from loopnets.experiments.runner import load_split
 
     split = load_split(load_config(experiment_toml))
-    facts = {"task": split.task, "n_val": int(split.x_val.shape[0])}
+    facts = {"task": split.task, "n_train": int(split.x_train.shape[0]), "n_val": int(split.x_val.shape[0])}
     if split.task == "classification":
         facts |= {"classes": len(split.classes), "chance_accuracy": 1 / len(split.classes),
                   "one_sample_accuracy": 1 / facts["n_val"],
@@ -90,7 +90,8 @@ def data_facts(experiment_toml: Path) -> dict:
     return facts
 
 
-def _curve(metrics: Path) -> dict | None:
+def curve_of(metrics: Path) -> dict | None:
+    """One run's curves.json entry from its metrics.csv (None without one)."""
     if not metrics.is_file():
         return None
     frame = pd.read_csv(metrics)
