@@ -488,7 +488,7 @@ def context(exps: dict[str, Exp], reference: dict) -> dict:
     sections = []
     for name, (title, tables) in EXPERIMENTS.items():
         if name not in exps:
-            sections.append({"title": title, "missing": produce_command(name)})
+            sections.append({"title": title, "missing": config_name(name), "name": name})
             continue
         e = exps[name]
         ref = reference.get(name, {})
