@@ -132,6 +132,12 @@ class Exp:
     def together(self) -> list[int]:
         return [(s.get("training") or {}).get("models_together") or 1 for seeds in self.runs.values() for s in seeds.values()]
 
+    def threads(self) -> str:
+        """'torch threads / cores' of its runs (1 / 2: two runs shared the two cores)."""
+        pairs = sorted({(env.get("torch_threads"), env.get("cpu_count")) for seeds in self.runs.values()
+                        for s in seeds.values() if (env := s.get("environment") or {}).get("torch_threads")})
+        return ", ".join(f"{t} / {c}" for t, c in pairs) or "—"
+
     def wall_minutes(self) -> float:
         return sum((s.get("timing") or {}).get("wall_seconds") or 0.0 for seeds in self.runs.values() for s in seeds.values()) / 60
 
@@ -278,10 +284,15 @@ def time_weighted_table(exp: Exp) -> str:
             epochs = int(budget // c["train_seconds_per_epoch"]) if c.get("train_seconds_per_epoch") else 0
             if values and epochs >= 1:
                 at_budget.setdefault(variant, {})[int(seed)] = best(values[:epochs])
-    lines = [f"Validation {exp.metric} at equal training time: the best each run reached within {budget:.2f} s of "
-             f"training (the shortest variant's mean), mean ± sd; paired with the FFN of the same skip setting "
-             f"({'higher' if exp.classification else 'lower'} is better).", "",
-             "| Model | mean training time (s) | at equal time | vs FFN |", "|:---|---:|---:|:---|"]
+    shared = [v["label"] for v in exp.results["variants"] if exp.independent(v["variant"]) < 2]
+    caveat = (f" The per-epoch times of {len(shared)} of the {len(exp.results['variants'])} variants come from one clock "
+              "shared by several models trained in one batched call, so their time axis is the group's, not one "
+              "model's: read those rows with care." if shared else "")
+    lines = [f"Time-weighted convergence (thesis Sec. 4.5, App. D): validation {exp.metric} at equal training time, "
+             f"the best each run reached within {budget:.2f} s of training (the shortest variant's mean), mean ± sd; "
+             f"paired with the FFN of the same skip setting ({'higher' if exp.classification else 'lower'} is "
+             f"better).{caveat}", "",
+             "| Model | mean training time (s) | at equal time | claim: beats the FFN at equal time |", "|:---|---:|---:|:---|"]
     for v in exp.results["variants"]:
         name = v["variant"]
         if name not in at_budget:
@@ -398,7 +409,8 @@ def context(exps: dict[str, Exp], reference: dict) -> dict:
                "present": [n for n in EXPERIMENTS if n in exps],
                "missing": [(n, produce_command(n)) for n in EXPERIMENTS if n not in exps]}
     c["walls"] = [(config_name(n), sum(len(s) for s in e.runs.values()), f"{e.wall_minutes():.1f}",
-                   f"{max(e.together(), default=1)}", f"{max(e.loads(), default=0.0):.1f}", _seeds(e)) for n, e in exps.items()]
+                   f"{max(e.together(), default=1)}", f"{max(e.loads(), default=0.0):.1f}", e.threads(), _seeds(e))
+                  for n, e in exps.items()]
 
     iris_ref = reference.get("lavik-iris", {})
     loops = [k for k in iris_ref if not k.startswith("ffn")]
