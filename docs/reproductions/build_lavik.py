@@ -455,9 +455,14 @@ def context(exps: dict[str, Exp], reference: dict) -> dict:
             e = exps[name]
             ch = [(abs(b - a), v["label"]) for v in e.results["variants"] if v["skip"]
                   if None not in (a := mean(e, v["variant"]), b := mean(e, v["variant"], "skip_off"))]
+            ref = [v for v in reference.get(name, {}).values() if "skip_off_accuracy" in v]
+            raised = sum(thesis_mean(v["skip_off_accuracy"]) > thesis_mean(v["accuracy"]) for v in ref)
+            ours_raised = sum(1 for v in e.results["variants"] if v["skip"]
+                              if None not in (a := mean(e, v["variant"]), b := mean(e, v["variant"], "skip_off")) and b > a)
             if ch:
                 big = max(ch)
-                skip_changes.append((EXPERIMENTS[name][0], f"{big[0]:.3f}", big[1]))
+                skip_changes.append((EXPERIMENTS[name][0], f"{big[0]:.3f}", big[1], f"{ours_raised}", f"{len(ch)}",
+                                     f"{raised}", f"{len(ref)}"))
     c["skip_changes"] = skip_changes
     if "lavik-meats-dense-classification" in exps:
         e = exps["lavik-meats-dense-classification"]
