@@ -4,12 +4,14 @@ numbers on the Lavik page, the collector, `make pages`' driver, and the verdict 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, load_page_builder
+from conftest import ROOT
 
 from loopnets.cli import main
 
@@ -51,6 +53,12 @@ def literals_in_tags(template: str) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def rendered() -> tuple[str, set[str]]:
+    """The Lavik page rendered from the committed results and the numbers its fields printed."""
+    return build_lavik.render(RESULTS)
+
+
 def reference() -> dict:
     return build_lavik.tomllib.loads((REPRO / "lavik-thesis.toml").read_text())
 
@@ -70,10 +78,22 @@ def test_page_rebuilds_from_committed_results_or_is_listed_as_missing(page, tmp_
         for name, command in absent.items():
             assert f"{name}: {command}" in report
         return
-    builder = load_page_builder(page.builder)
     out = tmp_path / Path(page.page).name
-    builder.build(RESULTS, out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / page.builder), "--runs-dir", str(RESULTS), "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert out.read_text() == (ROOT / page.page).read_text(), f"{page.page} differs from its rebuild: run `make pages`"
+
+
+def test_make_pages_names_what_is_missing_and_fails_unless_allowed(tmp_path):
+    lines = []
+    lavik = pages.PAGES[0]
+    assert pages.rebuild(tmp_path, root=ROOT, out=lines.append, only=lavik) == 1
+    assert lines[0].startswith("docs/reproductions/lavik.md: NOT rebuilt")
+    assert any("lavik-iris: loopnets run configs/lavik/iris.toml --workers 2 && python docs/reproductions/collect.py "
+               "runs lavik-iris" in line for line in lines)
+    assert pages.rebuild(tmp_path, allow_missing=True, root=ROOT, out=lines.append, only=lavik) == 0
 
 
 def test_lavik_results_are_committed_and_compact():
@@ -88,8 +108,8 @@ def test_lavik_results_are_committed_and_compact():
 
 # --- (b) no typed numbers -----------------------------------------------------------------------
 
-def test_lavik_page_holds_no_typed_number():
-    page, computed = build_lavik.render(RESULTS)
+def test_lavik_page_holds_no_typed_number(rendered):
+    page, computed = rendered
     assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(reference()))
 
 
@@ -97,16 +117,16 @@ def test_lavik_template_writes_no_number_in_its_fields():
     assert not literals_in_tags((REPRO / "lavik.md.j2").read_text())
 
 
-def test_a_typed_number_is_caught(tmp_path):
+def test_a_typed_number_is_caught(rendered):
     """The check above can fail: a number typed into the template's prose, or into a field."""
-    page, computed = build_lavik.render(RESULTS)
+    page, computed = rendered
     typed = page.replace("## What agrees", "Feedback off costs 0.4242 accuracy on average.\n\n## What agrees")
     assert unexplained_numbers(typed, computed, build_lavik.thesis_numbers(reference())) == ["0.4242"]
     assert literals_in_tags("{{ '0.87' }} and {{ x | round(3) }} and {{ rows[0] }}") == ["0.87", "3"]
 
 
-def test_lavik_page_quotes_the_thesis_correctly():
-    page, _ = build_lavik.render(RESULTS)
+def test_lavik_page_quotes_the_thesis_correctly(rendered):
+    page, _ = rendered
     assert "0.889" in page  # the thesis's mean over its 12 loop variants (issue 17's misquote "about 0.87")
     assert "RMSE 86.1-131.0" in page  # bike COMBINE (misquoted as 90-131)
     assert "init=default" not in page and "9,670" not in page  # the two init claims without a config are gone
