@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from test_experiments import TINY
+
 from loopnets.cli import main
 
 REPRO = ROOT / "docs" / "reproductions"
@@ -134,40 +136,15 @@ def test_lavik_page_quotes_the_thesis_correctly(rendered):
 
 # --- the collector ------------------------------------------------------------------------------
 
-TINY = """
-name = "lavik-iris"
-[data]
-name = "iris"
-[model]
-layers = [
-  { type = "dense", units = 6, activation = "relu" },
-  { type = "dense", units = 6, activation = "relu" },
-  { type = "dense", units = 6, activation = "relu" },
-]
-loop = [1, 2]
-[train]
-epochs = 3
-batch_size = 16
-seeds = [0, 1]
-[[variants]]
-method = "ffn"
-skip = true
-[[variants]]
-method = "couple"
-unroll = 2
-skip = true
-"""
-
-
 def test_collected_results_give_the_page_the_run_folders_give(tmp_path):
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+    config.write_text(TINY)  # a tiny iris sweep: ffn and couple x2 w. skip, 2 seeds, 3 epochs
     runs = tmp_path / "runs"
-    assert main(["run", str(config), "--runs-dir", str(runs), "--no-progress"]) == 0
+    assert main(["run", str(config), "--runs-dir", str(runs), "--no-progress", "name=lavik-iris"]) == 0
     out = tmp_path / "results"
     assert collect.main([str(runs), "--out", str(out)]) == 0
     folder = out / "lavik-iris"
-    assert {p.name for p in folder.iterdir()} >= {"results.json", "experiment.toml", "data.json", "curves.json", "ffn-skip"}
+    assert {p.name for p in folder.iterdir()} >= {"results.json", "experiment.toml", "data.json", "curves.json", "ffn"}
     assert (folder / "couple-x2-skip" / "seed=1" / "summary.json").is_file()
     assert not list(folder.rglob("*.lnet")) and not list(folder.rglob("metrics.csv"))
     data = json.loads((folder / "data.json").read_text())
