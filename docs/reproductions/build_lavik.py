@@ -393,7 +393,13 @@ def context(exps: dict[str, Exp], reference: dict) -> dict:
             rows.append((e.variant(name)["label"] if e.variant(name) else name, ref[name]["accuracy"],
                          ref[name].get("feedback_off_accuracy", "—"), f"{o['mean']:.3f}" if o else "—",
                          f"{f['mean']:.3f}" if f else "—"))
-        c["mnist"] = {"rows": rows, "n_train": f"{e.data.get('n_train', 0):,}",
+        drops = {}
+        for name in ("couple-x2", "couple-x3"):
+            theirs = thesis_mean(ref[name]["accuracy"]) - thesis_mean(ref[name]["feedback_off_accuracy"])
+            o, f = mean(e, name), mean(e, name, "feedback_off")
+            drops[name] = (f"{theirs:.3f}", "—" if None in (o, f) else f"{o - f:.3f}")
+        c["mnist"] = {"rows": rows, "n_train": f"{e.data.get('n_train', 0):,}", "drops": drops,
+                      "neurons_train": f"{reference['settings']['neurons_mnist_train_images']:,}",
                       "factor": f"{reference['settings']['neurons_mnist_train_images'] / e.data['n_train']:.0f}"
                       if e.data.get("n_train") else "—"}
 
