@@ -93,7 +93,8 @@ def sd(values: list[float]) -> float:
 def fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     if not values:
         return "–"
-    return f"{m(values) * scale:.{digits}f} ± {sd(values) * scale:.{digits}f}"
+    spread = f"{sd(values) * scale:.{digits}f}" if len(values) > 1 else "n/a"  # one seed has no spread
+    return f"{m(values) * scale:.{digits}f} ± {spread}"
 
 
 def by_name(exp: Experiment) -> dict[str, Variant]:

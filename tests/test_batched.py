@@ -385,3 +385,23 @@ def test_stack_keys_group_what_stacks():
 
     keys = merged_keys([stack_key(scaled(u)) for u in (0, 2, 3)])
     assert keys[1] == keys[2] and keys[0] != keys[1]
+
+
+def test_fit_many_trains_through_the_one_engine_loop(monkeypatch):
+    """The stacked path is engine.train with a stacked task and a per-model tracker, not a loop of its own."""
+    import loopnets.training.batched as batched
+    import loopnets.training.engine as engine
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["tracker"])
+        return engine.train(*args, **kwargs)
+
+    monkeypatch.setattr(batched, "run_training", spy)
+    X, y = classes()
+    models = [lavik("couple")(s) for s in SEEDS]
+    many = ln.fit_many(models, (X, y), (X, y), seeds=SEEDS, loss="cross_entropy", epochs=3, early_stopping=1,
+                       progress=False)
+    assert many.path == "batched" and len(calls) == 1 and isinstance(calls[0], batched.StackedModels)
+    assert [len(h) for h in many] == [len(h) for h in calls[0].histories] and all(len(h) >= 1 for h in many)

@@ -309,7 +309,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def crash(fd):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", crash)
+    monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError, match="simulated"):
         ln.save(mlp(), path)
     monkeypatch.undo()

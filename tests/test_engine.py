@@ -421,3 +421,59 @@ def test_output_clip_is_refused_where_the_training_has_no_output_hook_and_malfor
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     with pytest.raises(ValueError, match="does not expose"):
         fit_iterations(model, (x, y), iterations=2, epochs=1, progress=False, clip=("output", 5.0))
+
+
+def test_a_tracker_ends_the_epochs_of_the_one_loop(monkeypatch):
+    """engine.train's epoch end plugs in: the tracker gets every epoch's loss and validation
+    metrics, stops the loop, has the seconds divided by its live models, and is closed at the end."""
+    import itertools
+    import types
+
+    from loopnets.training import engine
+    from loopnets.training.engine import train
+    from loopnets.training.supervised import SupervisedTask, as_tensors
+    from loopnets.training.data import batches
+    from loopnets.training.losses import get_loss
+
+    class Stopper:
+        live, postfix, watched = 4, {}, None
+
+        def __init__(self):
+            self.seen, self.closed, self.result = [], False, "the tracker's result"
+
+        def start(self):
+            self.seen.append("start")
+
+        def train_loss(self, epoch, losses, sums):
+            assert losses.dim() == 0 and sums.shape == (3,)  # 3 batches of 4
+            return losses.item()
+
+        def end_epoch(self, epoch, train_loss, metrics, train_seconds, val_seconds, sums):
+            self.seen.append((epoch, train_loss, metrics["loss"], train_seconds, val_seconds))
+            return epoch == 2
+
+        def close(self):
+            self.closed = True
+
+    torch.manual_seed(0)
+    model, loss = nn.Linear(2, 2).double(), get_loss("cross_entropy")
+    X, y = torch.randn(12, 2, dtype=torch.float64), torch.arange(12) % 2
+    prepare = lambda pair: as_tensors(pair, "train", torch.device("cpu"), torch.float64)  # noqa: E731
+    data = batches((X, y), "train", prepare, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    task = SupervisedTask(loss, model, False, None, None)
+    tracker = Stopper()
+    clock = itertools.count()  # every perf_counter() call is 1 s later
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    result = train(model, task, data, batches((X, y), "val", prepare), optimizer="sgd", epochs=5, seed=0,
+                   progress=False, tracker=tracker)
+    assert result == "the tracker's result" and tracker.closed
+    assert tracker.seen[0] == "start" and [s[0] for s in tracker.seen[1:]] == [1, 2]  # stopped after epoch 2
+    torch.manual_seed(0)
+    reference = ln.fit(nn.Linear(2, 2).double(), (X, y), (X, y), loss="cross_entropy", optimizer="sgd", epochs=2,
+                       batch_size=4, progress=False)
+    for (_, train_loss, val_loss, train_seconds, val_seconds), record in zip(tracker.seen[1:], reference):
+        assert train_loss == record.train_loss and val_loss == record.val_loss
+        assert train_seconds == val_seconds == 1 / 4  # 1 s each, per model-epoch of the 4 live models
+    with pytest.raises(ValueError, match="not beside it"):
+        train(model, task, data, None, optimizer="sgd", epochs=1, seed=0, progress=False, tracker=Stopper(),
+              early_stopping=2)

@@ -119,15 +119,20 @@ def experiment(tmp_path):
 def table_rows(markdown, column):
     """{model: {column: cell}} of the first Markdown table with a header cell `column`."""
     lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| Model |") and f"| {column} |" in line)
-    header = [c.strip() for c in lines[start].strip("|").split(" | ")]
+    start = next(i for i, line in enumerate(lines) if cells_of(line)[:1] == ["Model"] and column in cells_of(line))
+    header = cells_of(lines[start])
     rows = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        cells = cells_of(line)
         rows[cells[0]] = dict(zip(header, cells))
     return rows
+
+
+def cells_of(line):
+    """The cells of a Markdown table line, padding stripped (tabulate pads columns to one width)."""
+    return [c.strip() for c in line.strip().strip("|").split(" | ")] if line.startswith("|") else []
 
 
 def test_build_report_writes_all_files(experiment):
@@ -260,7 +265,7 @@ def test_html_is_self_contained(experiment):
     refs = re.findall(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", page)
     assert refs and all(ref.startswith("data:image/png;base64,") for ref in refs)
     assert len(refs) == 4  # the four figures, embedded
-    assert "<table>" in page and "<link" not in page and "url(" not in page
+    assert "<table id=" in page and "<link" not in page and "url(" not in page
 
 
 def test_missing_and_diverged_runs_are_reported(experiment):
@@ -282,7 +287,7 @@ def test_summary_paragraph_has_description_notes_data_seeds_epochs(experiment):
     md = (build_report(root) / "report.md").read_text()
     assert "Toy comparison of feedback variants on made-up numbers." in md
     assert "The thesis gives no batch size; we chose 8." in md
-    assert 'name = "iris"' in md and "[train] epochs = 6, seeds = [0, 1, 2]" in md
+    assert "Data: iris" in md
     assert "Seeds: 3 (0-2)" in md
     assert "Epochs: at most 6; runs lasted 3-6 epochs (3 stopped early)." in md
 
@@ -330,7 +335,8 @@ def test_regression_report_has_loss_only(tmp_path):
     out = build_report(root)
     assert not (out / "val_accuracy.png").exists() and (out / "val_loss.png").exists()
     md = (out / "report.md").read_text()
-    assert "| Model | Original (rmse) | Feedback off (rmse) | Seeds |" in md  # no skip variant: no skip column
+    header = ["Model", "Original (rmse)", "Feedback off (rmse)", "Seeds"]
+    assert header in [cells_of(line) for line in md.splitlines()]  # no skip variant: no skip column
     results = json.loads((out / "results.json").read_text())
     assert set(results["variants"][0]["probes"]["original"]) == {"loss"}
 
@@ -501,3 +507,161 @@ def test_report_warns_when_the_load_exceeded_the_cores(experiment):
 def test_runs_without_environment_records_give_no_load_warning(experiment):
     root, _ = experiment  # summaries written before environment existed
     assert load_experiment(root).warnings() == []
+
+
+def set_accuracy(root, variant, by_seed):
+    """Overwrite the original probe's accuracy of `variant`'s seeds: {seed: accuracy}."""
+    for seed, accuracy in by_seed.items():
+        path = root / variant / f"seed={seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["probes"]["original"]["accuracy"] = accuracy
+        path.write_text(json.dumps(summary))
+
+
+def drop_seed(root, variant, seed):
+    for f in (root / variant / f"seed={seed}").iterdir():
+        f.unlink()
+    (root / variant / f"seed={seed}").rmdir()
+
+
+BEST = {0: 0.90, 1: 0.80, 2: 0.70}  # ffn-skip: a wide spread over seeds
+
+
+def verdict_runs(root):
+    """Accuracies for the verdict: a consistent small gap (ffn), a gap within the seeds' noise (combine-x2),
+    a large gap on 2 seeds (couple-x3), one shared seed (couple-x2-skip)."""
+    set_accuracy(root, "ffn-skip", BEST)
+    set_accuracy(root, "ffn", {0: 0.89, 1: 0.785, 2: 0.692})
+    set_accuracy(root, "combine-x2", {0: 0.91, 1: 0.78, 2: 0.69})
+    set_accuracy(root, "couple-x3", {0: 0.50, 1: 0.45})  # seed 2 diverged
+    set_accuracy(root, "couple-x2-skip", {0: 0.60})
+    drop_seed(root, "couple-x2-skip", 1)
+
+
+def test_verdict_is_a_paired_comparison_over_shared_seeds(experiment):
+    from scipy import stats
+
+    root, _ = experiment
+    verdict_runs(root)
+    out = build_report(root)
+    verdict = json.loads((out / "results.json").read_text())["verdict"]
+    assert verdict["best"] == "FFN w. skip" and verdict["best_seeds"] == 3
+    assert verdict["best_mean"] == pytest.approx(0.80)
+    outcomes = {c["variant"]: (c["seeds"], c["outcome"]) for c in verdict["comparisons"]}
+    # ffn is 0.008-0.015 below on every seed: worse, though its seeds spread by 0.2 (an unpaired test would not see it)
+    assert outcomes == {"FFN": (3, "worse"), "COMBINE x2": (3, "within noise"), "COUPLE x3": (2, "worse"),
+                        "COUPLE x2 w. skip": (1, "inconclusive")}
+    ffn = next(c for c in verdict["comparisons"] if c["variant"] == "FFN")
+    interval = stats.ttest_rel(list(BEST.values()), [0.89, 0.785, 0.692]).confidence_interval(0.95)
+    assert (ffn["low"], ffn["high"]) == pytest.approx((interval.low, interval.high))
+    assert ffn["difference"] == pytest.approx(statistics.mean([0.01, 0.015, 0.008]))
+    md = (out / "report.md").read_text()
+    assert ("**FFN w. skip is best by mean (0.8000 over 3 seeds). Within noise of it: COMBINE x2. Worse: FFN, "
+            "COUPLE x3. Inconclusive (fewer than 2 shared seeds): COUPLE x2 w. skip.") in md
+    rows = table_rows(md, "Shared seeds")
+    assert rows["FFN"]["Verdict"] == "worse" and rows["COUPLE x2 w. skip"]["95 % interval"] == "n/a"
+    assert "Validation set: size not recorded" in md
+
+
+def test_one_validation_sample_is_the_resolution_floor(experiment):
+    root, _ = experiment
+    verdict_runs(root)
+    for variant in VARIANTS:
+        edit_summaries(root, variant, val_samples=50)
+    out = build_report(root)
+    md = (out / "report.md").read_text()
+    assert "Validation set: 50 samples; one sample is worth 0.0200 accuracy." in md
+    verdict = json.loads((out / "results.json").read_text())["verdict"]
+    assert verdict["val_samples"] == 50 and verdict["one_sample"] == pytest.approx(0.02)
+    # ffn's gap (0.011) is under one sample: within noise now
+    assert {c["variant"]: c["outcome"] for c in verdict["comparisons"]}["FFN"] == "within noise"
+
+
+def test_one_seed_or_chance_makes_the_verdict_inconclusive(tmp_path):
+    root = tmp_path / "one"
+    write_run(root, "ffn", 0, 0, "ffn", 1, False, 4, "finished")
+    write_run(root, "combine-x2", 1, 0, "combine", 2, False, 4, "finished")
+    md = (build_report(root) / "report.md").read_text()
+    assert "**Inconclusive:" in md and "on one seed, which gives no noise estimate" in md
+    write_run(root, "couple-x2", 2, 0, "couple", 2, False, 2, "diverged")  # no finished seed: listed, not judged
+    verdict = json.loads((build_report(root) / "results.json").read_text())["verdict"]
+    assert {c["variant"]: (c["seeds"], c["outcome"]) for c in verdict["comparisons"]}["COUPLE x2"] == (0, "inconclusive")
+    drop_seed(root, "couple-x2", 0)
+    for seed in (1, 2):
+        write_run(root, "ffn", 0, seed, "ffn", 1, False, 4, "finished")
+        write_run(root, "combine-x2", 1, seed, "combine", 2, False, 4, "finished")
+    assert "Inconclusive" not in (build_report(root) / "report.md").read_text()
+    for variant in ("ffn", "combine-x2"):
+        edit_summaries(root, variant, classes=3)
+    assert "Inconclusive" not in (build_report(root) / "report.md").read_text()  # 0.66-0.72: above chance
+    set_accuracy(root, "ffn", {0: 0.34, 1: 0.33, 2: 0.335})  # chance is 1/3
+    set_accuracy(root, "combine-x2", {0: 0.32, 1: 0.33, 2: 0.33})
+    verdict = json.loads((build_report(root) / "results.json").read_text())["verdict"]
+    assert verdict["chance"] == pytest.approx(1 / 3)
+    assert verdict["conclusion"].startswith("Inconclusive: the best mean accuracy (0.3350) is at chance (0.3333")
+
+
+def test_loss_axis_goes_log_past_a_decade(tmp_path):
+    root = tmp_path / "spike"
+    write_run(root, "ffn", 0, 0, "ffn", 1, False, 4, "finished")  # val_loss 1.0 -> 0.25
+
+    def spike(loss):
+        metrics = root / "ffn" / "seed=0" / "metrics.csv"
+        lines = metrics.read_text().splitlines()
+        cells = lines[1].split(",")
+        cells[2] = str(loss)  # val_loss of epoch 1
+        metrics.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+        return curve_figure(load_experiment(root), "val_loss").axes[0].get_yscale()
+
+    assert spike(2.0) == "linear"  # 8x the lowest loss
+    assert spike(3.0) == "log"  # 12x: the epoch-1 spike would flatten the rest
+
+
+def test_settings_are_a_table_of_dotted_keys():
+    from loopnets.report.page import settings_table
+
+    config = {"name": "x", "data": {"name": "iris", "noise": {"sigma": 0.1}},
+              "train": {"seeds": [0, 1], "shuffle": True, "lr": 0.001}}
+    table = settings_table(config)
+    assert table.header == ["Section", "Setting", "Value"]
+    assert table.rows == [["data", "name", "iris"], ["data", "noise.sigma", "0.1"], ["train", "seeds", "0, 1"],
+                          ["train", "shuffle", "true"], ["train", "lr", "0.001"]]
+
+
+def test_report_md_settings_are_a_table_not_json(experiment):
+    root, _ = experiment
+    md = (build_report(root) / "report.md").read_text()
+    cells = [cells_of(line) for line in md.splitlines()]
+    assert ["data", "name", "iris"] in cells and ["train", "seeds", "0, 1, 2"] in cells
+    assert '"iris"' not in md and "[0, 1, 2]" not in md
+
+
+def test_table_writers_escape_their_formats():
+    from loopnets.report.tables import Table, to_html, to_latex, to_markdown
+
+    table = Table(["Model", "a|b"], [["x_1 & <y>", "0.5 ± 0.1"], ["z", "—"]], {1})
+    md = to_markdown(table)
+    assert "a\\|b" in md and md.splitlines()[1].startswith("|:--") and md.splitlines()[1].endswith("-:|")
+    page = to_html(table, uuid="t")
+    assert "x_1 &amp; &lt;y&gt;" in page and "<y>" not in page and 'class="data row1 col0 block-start"' in page
+    tex = to_latex(table, "caption")
+    assert "x\\_1 \\& <y> & 0.5 $\\pm$ 0.1 \\\\" in tex and "z & --- \\\\" in tex
+    assert tex.count("\\midrule") == 2 and tex.index("\\midrule", tex.index("x\\_1")) < tex.index("z &")
+
+
+def test_html_page_is_autoescaped_and_keeps_code_spans(tmp_path):
+    from loopnets.report.page import Paragraph, render_html, render_markdown
+
+    blocks = [Paragraph("<script>alert(1)</script> see `a<b`")]
+    page = render_html(blocks, "t & <u>", tmp_path)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<code>a&lt;b</code>" in page
+    assert "<title>t &amp; &lt;u&gt; - loopnets report</title>" in page
+    assert render_markdown(blocks) == "<script>alert(1)</script> see `a<b`\n"
+
+
+def test_modes_page_shows_na_for_a_single_seed():
+    from conftest import load_page_builder
+
+    builder = load_page_builder("docs/build_modes.py")
+    assert builder.fmt([0.9]) == "0.9 ± n/a"
+    assert builder.fmt([0.5, 0.7], scale=100) == "60.0 ± 14.1"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import loopnets as ln
-import loopnets.training.fit
+import loopnets.training.supervised
 from loopnets.training.losses import LOSSES, get_loss
 from loopnets.training.optim import make_optimizer
 from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
@@ -401,7 +401,7 @@ def test_fit_calls_tie_after_every_optimizer_step(monkeypatch):
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
-    monkeypatch.setattr(loopnets.training.fit, "tie_", lambda model: calls.append(len(steps)))
+    monkeypatch.setattr(loopnets.training.supervised, "tie_", lambda model: calls.append(len(steps)))
     X, y = blobs(10)
     fit(linear(2, 2), (X, y), loss="cross_entropy", optimizer="sgd", epochs=2, batch_size=4, progress=False)
     # 3 batches x 2 epochs; tie_ k runs right after step k, before step k + 1

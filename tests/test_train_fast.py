@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import loopnets as ln
-import loopnets.training.fit
+import loopnets.training.supervised
 from loopnets import layers
 from loopnets.core.loop import cached_ties
 from loopnets.core.modes import accumulation_weights
@@ -115,8 +115,8 @@ def test_other_losses_and_large_data_gathered_per_batch_equal_the_reference(monk
     X, labels = data(n=17)
     y = torch.randn(17, 3, dtype=D) if target == "regression" else nn.functional.one_hot(labels, 3).to(D)
     kwargs = dict(loss=loss, optimizer=("sgdm", {"lr": 0.05}), epochs=2, batch_size=4, seed=1)
-    for gather_bytes in (loopnets.training.fit.GATHER_BYTES, 0):  # 0: every data set counts as large
-        monkeypatch.setattr(loopnets.training.fit, "GATHER_BYTES", gather_bytes)
+    for gather_bytes in (loopnets.training.supervised.GATHER_BYTES, 0):  # 0: every data set counts as large
+        monkeypatch.setattr(loopnets.training.supervised, "GATHER_BYTES", gather_bytes)
         torch.manual_seed(0)
         model = thesis_mlp(4, (5, 6, 5), 3, variant="couple", output_activation="linear").to(D)
         start = {k: v.clone() for k, v in model.state_dict().items()}

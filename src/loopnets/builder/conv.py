@@ -21,7 +21,7 @@ C_in * K <= 18, C_out <= 8, groups 1, zero padding given as numbers. 2-D convolu
 measured too (F.unfold + matmul, autograd through the views) and gain nothing reliable (0.7-2.6x
 at one channel, depending on kernel and image size), so they keep nn.Conv2d.
 
-`Conv1d` is an nn.Conv1d (same parameters, state_dict and isinstance), so COMBINE (backprop.py)
+`Conv1d` is an nn.Conv1d (same parameters, state_dict and isinstance), so COMBINE (core/modes/combine.py)
 and checkpoints treat it as one; fit_many (batched.py) stacks it as one grouped convolution over
 the models' channels (F.conv1d: groups > 1 leave the unfold path).
 """

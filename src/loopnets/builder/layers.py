@@ -6,7 +6,7 @@ and returns the output shape. Every built layer is an `nn.Sequential` of
 
     [optional Reshape / Flatten, affine layer or max-pool, activation, optional loopnets.Dropout]
 
-(a dropout spec builds just [loopnets.Dropout]), the form COMBINE decomposes (see backprop.py).
+(a dropout spec builds just [loopnets.Dropout]), the form COMBINE decomposes (see loopnets.core.modes.combine).
 Shapes are per sample: (n,) for vectors, (C, L) for 1-D and (C, H, W) for 2-D feature maps.
 """
 
@@ -26,6 +26,8 @@ from loopnets.core.dropout import Dropout as SharedDropout
 
 class Reshape(nn.Module):
     """Reshape (batch, *any) -> (batch, *shape); used for automatic dense <-> conv conversions."""
+
+    structural = True  # a per-sample reshape: COMBINE runs it at the combined values (core.modes.combine)
 
     def __init__(self, shape: tuple[int, ...]):
         super().__init__()

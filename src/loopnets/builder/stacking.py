@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Tied, accumulation_weights, combine_forward
+from loopnets.core.modes import backprop_from_config
 from loopnets.builder.conv import Conv1d as UnfoldConv1d
 from loopnets.core.loop import Loop
 from loopnets.builder.network import Network
@@ -129,17 +129,14 @@ class Stack:
                 k = max(counts)
                 table = torch.zeros(k, self.size, dtype=dtype, device=device)  # [t, i]: pass t's weight for model i
                 for i, count in enumerate(counts):
-                    if isinstance(loop.backprop, Combine):
-                        table[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
-                    else:
-                        table[count - 1, i] = 1.0  # output "last": model i's output is its pass count's
-                mixin = StackedCombineLoop if isinstance(loop.backprop, Combine) else StackedPassLoop
-                loop.__class__ = _stacked_class(mixin, type(loop))
+                    # COMBINE: its accumulation weights; output "last": 1 at model i's last pass
+                    table[:count, i] = torch.tensor(pass_weights(loop, count), dtype=dtype)
+                loop.__class__ = _stacked_class(StackedLoop, type(loop))
                 loop.unroll, loop.pass_weights, loop.rows = k, table.unbind(0), rows
-                if isinstance(loop.backprop, Couple):  # copy c's weight in model i's tie: 1 / k_i for c < k_i
+                if loop.backprop.untied_copies:  # copy c's weight in model i's tie: 1 / k_i for c < k_i
                     ties = torch.zeros(k, self.size, dtype=dtype, device=device)
                     for i, count in enumerate(counts):
-                        ties[:count, i] = torch.tensor(accumulation_weights(loop.backprop.accumulate, count), dtype=dtype)
+                        ties[:count, i] = torch.tensor(loop.backprop.tie_weights(count), dtype=dtype)
                     loop.tie_weights = ties.unbind(0)
         net = self.model
         if isinstance(net, Network):
@@ -207,46 +204,28 @@ class RowFactors:
         return out
 
 
-class StackedCombineLoop:
-    """Mixin for a COMBINE loop whose models run different pass counts: per pass, per model, the
-    accumulation weight of its own pass count (0 after its last pass)."""
-
-    pass_weights: tuple[Tensor, ...]
-    rows: RowFactors
-
-    def _passes(self, x: Tensor, k: int | None, readout: list | None) -> Tensor:
-        if k != len(self.pass_weights):
-            raise ValueError(f"this stacked COMBINE loop trains models with up to {len(self.pass_weights)} passes; "
-                             f"it cannot run {k}")
-        return combine_forward(self, x, k, readout, weights=[self.rows(w, x) for w in self.pass_weights])
-
-
-class StackedPassLoop:
-    """Mixin for a Tied or COUPLE loop (output "last") whose models run different pass counts: all
-    run the largest, and model i's output is its own last pass's (a 0 / 1 factor per pass). COUPLE
+class StackedLoop:
+    """Mixin for a loop whose stacked models run different pass counts (COMBINE, or Tied / COUPLE
+    with output "last"): all run the largest, and per pass, per model, the pass's weight in that
+    model's output (`pass_weights`: COMBINE's accumulation weights of its own pass count, 0 after
+    its last pass; output "last": 1 at its own last pass) enters the mode's `weighted_run`. COUPLE
     copies a model does not use get no gradient; the re-tie averages each model's own copies."""
 
     pass_weights: tuple[Tensor, ...]
     tie_weights: tuple[Tensor, ...]
     rows: RowFactors
 
-    def _passes(self, x: Tensor, k: int | None, readout: list | None) -> Tensor:
+    def run(self, x: Tensor, k: int | None, readout: list | None) -> Tensor:
+        # Stacked models have no active dropout (`why_not_batched`), so no masks to pin here.
         if k != len(self.pass_weights):
             raise ValueError(f"this stacked loop trains models with up to {len(self.pass_weights)} passes; it cannot run {k}")
-        copies = self.copies
-        h, out = x, None
-        for t, w in enumerate(self.pass_weights):
-            h = self._pass(h, x, t, copies)
-            self._check_shape(x, h, "body output")
-            if readout is not None:
-                readout.append(h)
-            term = self.rows(w, h) * h
-            out = term if out is None else out + term
-        return out
+        return self.backprop.weighted_run(self, x, [self.rows(w, x) for w in self.pass_weights], readout)
 
     @torch.no_grad()
     def retie_(self) -> None:
         """COUPLE: every copy set to the model's own accumulation of its copies (thesis eq 3.2)."""
+        if not self.backprop.untied_copies:
+            return
         columns = list(zip(*(list(c.parameters()) for c in self.copies)))  # per parameter: its copies
         for tensors in columns:
             tied = None
@@ -284,14 +263,20 @@ def _stacked_class(mixin: type, cls: type) -> type:
 
 
 def _varying_loop(model: nn.Module) -> Loop | None:
-    """The model's one loop whose pass count may differ between stacked models: COMBINE, or Tied /
-    COUPLE with output "last" (None without a loop, with several, or with another kind)."""
+    """The model's one loop whose pass count may differ between stacked models: its mode
+    `stacks_pass_counts` (COMBINE, Tied, COUPLE) and its output is the last pass or combined (None
+    without a loop, with several, or with another kind)."""
     loops = [m for m in model.modules() if isinstance(m, Loop)]
     if len(loops) != 1:
         return None
     loop = loops[0]
-    varies = isinstance(loop.backprop, Combine) or (isinstance(loop.backprop, (Tied, Couple)) and loop.output in (None, "last"))
-    return loop if varies else None
+    return loop if loop.backprop.stacks_pass_counts and loop.output in (None, "last") else None
+
+
+def pass_weights(loop: Loop, k: int) -> list[float]:
+    """Each of k passes' weight in the loop's output: COMBINE's accumulation, else one-hot at the last pass."""
+    raw = list(torch.eye(k, dtype=torch.float64))  # pass t's output as the unit vector e_t
+    return loop.backprop.output(loop, raw).tolist()  # sum_t w_t e_t (exact: one nonzero term per entry)
 
 
 def _body_name(name: str) -> str:
@@ -351,10 +336,12 @@ def stack_key(model: nn.Module) -> tuple:
 
 def _passes_may_differ(call: dict) -> bool:
     """Whether a loop call's pass count may differ between stacked models (see `_varying_loop`)."""
-    backprop = call.get("backprop") or {}
-    if backprop.get("mode") == "combine":
-        return isinstance(backprop.get("grad_scale"), (int, float))
-    return backprop.get("mode") in ("tied", "couple") and call.get("output") in (None, "last")
+    if not call.get("backprop") or call.get("output") not in (None, "last"):
+        return False
+    try:
+        return backprop_from_config(call["backprop"]).stacks_pass_counts
+    except ValueError:  # a mode outside loopnets.core.modes.MODES
+        return False
 
 
 def merged_keys(keys: list[tuple]) -> list[tuple]:

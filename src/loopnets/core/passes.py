@@ -42,7 +42,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Implicit, OneStep
 from loopnets.core.loop import Loop, check_unroll
 from loopnets.core.protocol import FeedbackLoop, LoopHost, loops_in
 
@@ -235,7 +234,7 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
     if len(loops) != 1:
         raise ValueError(f"{options} needs a model with exactly one Loop; {type(model).__name__} has {len(loops)}")
     loop = loops[0]
-    mode = type(loop.backprop).__name__
+    mode = loop.backprop
     if random_passes is not None:
         if not isinstance(random_passes, (tuple, list)) or len(random_passes) != 2 or any(
             isinstance(v, bool) or not isinstance(v, int) for v in random_passes
@@ -244,24 +243,16 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
         lo, hi = random_passes
         if lo < 1 or hi < lo:
             raise ValueError(f"random_passes=(lo, hi) needs 1 <= lo <= hi; got {random_passes!r}")
-        if isinstance(loop.backprop, (Implicit, OneStep)):  # the solver chooses the passes
+        mode.require("random_passes", "random_passes")
+        if mode.untied_copies and hi > loop.unroll:
             raise ValueError(
-                f"random_passes with {mode}: its solver chooses the number of passes; use ln.Tied(), "
-                "ln.Truncated() or ln.Couple() to train with random pass counts"
-            )
-        if isinstance(loop.backprop, Couple) and hi > loop.unroll:
-            raise ValueError(
-                f"random_passes={tuple(random_passes)} with COUPLE: the loop holds {loop.unroll} copies and cannot "
+                f"random_passes={tuple(random_passes)} with {mode.label}: the loop holds {loop.unroll} copies and cannot "
                 f"train {hi} passes; use hi <= {loop.unroll}, or build the loop with unroll >= {hi}"
             )
         random_passes = (int(lo), int(hi))
     weights = pass_weights
     if pass_weights is not None:
-        if isinstance(loop.backprop, Combine):
-            raise ValueError(
-                "pass_weights with COMBINE: its passes run without an autograd graph, so per-pass losses "
-                "cannot be backpropagated; use Combine(accumulate=...) to weight passes, or ln.Tied()"
-            )
+        mode.require("pass_readout", "pass_weights")
         if isinstance(pass_weights, str):
             if pass_weights not in PASS_WEIGHTS:
                 raise ValueError(

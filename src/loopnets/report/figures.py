@@ -13,6 +13,7 @@ backend switch, nothing to close, no window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,15 @@ from loopnets.report.results import Experiment, Variant
 COLORS = {"ffn": "black", "combine": "tab:blue", "couple": "tab:red", "tied": "tab:green"}
 OTHER_COLORS = ("tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:gray")
 LINESTYLES = ("-", "--", ":", "-.")  # by rank of the unroll among the experiment's unrolls
-LOG_SCALE_RATIO = 1e3  # a loss axis spanning more than this factor is drawn on a log scale
+LOG_SCALE_RATIO = 10.0  # a loss axis spanning more than a decade is drawn on a log scale
 DPI = 120
 
 
 @dataclass(frozen=True)
 class FigureFile:
     """A figure written beside the report: file name (relative to the report folder) and caption."""
+
+    kind: ClassVar[str] = "figure"  # the report templates' block kind
 
     name: str
     caption: str
@@ -209,7 +212,7 @@ def noise_figure(experiment: Experiment) -> Figure | None:
 
 
 def _colors(variants: list[Variant]) -> dict[str, str]:
-    if any(v.method == "gated" for v in variants):  # one method for all: one color per variant
+    if len({v.method for v in variants}) == 1 and variants[0].method not in COLORS:  # one method: a color per variant
         palette = (*COLORS.values(), *OTHER_COLORS)
         return {v.name: palette[i % len(palette)] for i, v in enumerate(variants)}
     others = sorted({v.method for v in variants if v.method not in COLORS})

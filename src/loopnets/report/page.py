@@ -1,24 +1,30 @@
 """`build_report`: an experiment's run folders -> report/ (HTML, Markdown, PNG, LaTeX, JSON).
 
 The page is assembled once as a list of blocks (headings, paragraphs, tables, figures) and
-rendered twice: a self-contained HTML file (figures as base64 data URIs, inline CSS, no other
-file referenced) and a Markdown file linking the PNGs beside it.
+rendered twice through the Jinja2 templates in `loopnets/report/templates/`: a self-contained
+HTML file (report.html.j2: figures as base64 data URIs, inline CSS, no other file referenced;
+autoescaped) and a Markdown file linking the PNGs beside it (report.md.j2). Each block has a
+`kind` the templates switch on.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
 
 from loopnets.report.figures import FigureFile, write_figures, write_sweep_figure
-from loopnets.report.gated import gated_results, gated_section
 from loopnets.report.run_figures import run_figures
-from loopnets.report.results import Experiment, load_experiment
-from loopnets.report.tables import Table, probe_table, timing_table, to_html, to_latex, to_markdown
+from loopnets.report.results import Experiment, family_sections, load_experiment
+from loopnets.report.tables import (NO_VALUES, Table, probe_table, skip_block_starts, timing_table, to_html, to_latex,
+                                     to_markdown)
+from loopnets.report.verdicts import CONFIDENCE, Verdict, verdict
 
 PROBE_CAPTION = ("Probes on the validation split after training (thesis sec 4.4): original model; skip off = the "
                  "bypassing skip severed; feedback off = every loop runs one pass (the compact network). "
@@ -28,44 +34,53 @@ TIMING_CAPTION = ("Milliseconds per epoch (training: one epoch of updates; valid
                   "with the same skip setting. Seeds that trained together in one batched computation were timed "
                   "once as a group: their time is the group's divided by its seeds, marked \"shared\", with no "
                   "spread; n/a = a single measurement has no sd.")
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-th,td{padding:0.25em 0.7em;text-align:right;border-bottom:1px solid #ddd}
-th:first-child,td:first-child{text-align:left}
-thead th{border-bottom:2px solid #444}
-tr.block-start td{border-top:2px solid #444}
-figure{margin:1.5em 0}img{max-width:100%}figcaption,.caption{color:#555;font-size:0.9em}
-code{background:#f4f4f4;padding:0 0.2em}
-.warning{background:#fff3cd;border-left:4px solid #c90;padding:0.5em 0.8em}"""
+VERDICT_CAPTION = ("Each variant against the best by a paired comparison over the seeds both finished: the "
+                   "mean difference (the best's lead: positive when the best is better) and its {confidence:.0f} % t "
+                   "interval. Within noise = the interval reaches 0 (or the lead is under one validation sample); "
+                   "inconclusive = fewer than 2 shared seeds. The rule: loopnets.report.verdicts.")
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("loopnets.report", "templates"),
+                               autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
+                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 
 @dataclass(frozen=True)
 class Heading:
+    kind: ClassVar[str] = "heading"
+
     text: str
     level: int = 2
 
 
 @dataclass(frozen=True)
 class Paragraph:
+    kind: ClassVar[str] = "paragraph"
+
     text: str
-    caption: bool = False
+    caption: bool = False  # a table's or figure's caption: small print
+    strong: bool = False  # a conclusion: bold
 
 
 @dataclass(frozen=True)
 class FreeText:
     """Free text from experiment.toml (may be Markdown): verbatim in .md, paragraphs in .html."""
 
+    kind: ClassVar[str] = "free_text"
+
     text: str
 
 
 @dataclass(frozen=True)
 class Bullets:
+    kind: ClassVar[str] = "bullets"
+
     items: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Alert:
     """A warning the reader must not miss (e.g. timings taken under load): bold "Warning:" first."""
+
+    kind: ClassVar[str] = "alert"
 
     text: str
 
@@ -95,11 +110,11 @@ def build_report(experiment_dir: Path | str) -> Path:
     (out / "probes.md").write_text(f"{experiment.name}: probes, mean ± sd over finished seeds "
                                    f"({experiment.status_line()})\n\n{to_markdown(probes)}")
     results = experiment.to_dict()
-    gated = gated_section(experiment, out)
-    if gated:
-        results["gated"] = gated_results(experiment)
+    judged = verdict(experiment)
+    results["verdict"] = judged.to_dict()
+    sections = family_sections(experiment, out, results)  # each model family's own section (its registry entry)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    blocks = _blocks(experiment, figures, probes, timing)
+    blocks = _blocks(experiment, judged, figures, probes, timing)
     sweep = write_sweep_figure(experiment, out)
     if sweep is not None:
         blocks += [Heading("Passes at test time"), Paragraph(
@@ -109,7 +124,7 @@ def build_report(experiment_dir: Path | str) -> Path:
     extra_figures = run_figures(experiment, out)
     if extra_figures:
         blocks += [Heading("Analyses of each variant's first seed"), *extra_figures]
-    for heading, content, caption in gated:
+    for heading, content, caption in sections:
         if heading:
             blocks.append(Heading(heading))
         if isinstance(content, FigureFile):
@@ -121,7 +136,8 @@ def build_report(experiment_dir: Path | str) -> Path:
     return out
 
 
-def _blocks(experiment: Experiment, figures: list[FigureFile], probes: Table, timing: Table) -> list[Block]:
+def _blocks(experiment: Experiment, judged: Verdict, figures: list[FigureFile], probes: Table,
+            timing: Table) -> list[Block]:
     config = experiment.config
     blocks: list[Block] = [Heading(f"Experiment {experiment.name}", 1)]
     if config.get("description"):
@@ -129,10 +145,10 @@ def _blocks(experiment: Experiment, figures: list[FigureFile], probes: Table, ti
     blocks.append(Paragraph(_summary(experiment)))
     warnings = [Alert(w) for w in experiment.warnings()]
     blocks += warnings
-    settings = [f"[{section}] " + _flat(config[section]) for section in ("data", "model", "train")
-                if isinstance(config.get(section), dict)]
-    if settings:
-        blocks += [Heading("Settings", 3), Bullets(tuple(settings))]
+    blocks += _verdict_blocks(judged)
+    settings = settings_table(config)
+    if settings.rows:
+        blocks += [Heading("Settings", 3), settings]
     if config.get("notes"):
         blocks += [Heading("Notes", 3), FreeText(str(config["notes"]))]
 
@@ -154,13 +170,43 @@ def _blocks(experiment: Experiment, figures: list[FigureFile], probes: Table, ti
     return blocks
 
 
+def _verdict_blocks(judged: Verdict) -> list[Block]:
+    """The verdict section: its conclusion, the validation size, and each comparison with the best."""
+    blocks: list[Block] = [Heading("Verdict"), Paragraph(f"{judged.conclusion} (By the validation {judged.metric} "
+                                                         "of the original model.)", strong=True)]
+    if judged.higher_is_better:  # accuracy: how much one sample moves it
+        blocks.append(Paragraph(
+            f"Validation set: {judged.val_samples} samples; one sample is worth {judged.one_sample:.4f} accuracy."
+            if judged.val_samples else "Validation set: size not recorded by these runs (summary.json has no "
+                                       "`val_samples`), so the accuracy one sample is worth is unknown."))
+    if judged.comparisons:
+        rows = [[c.variant, str(c.seeds), NO_VALUES if c.difference is None else f"{c.difference:+.4f}",
+                 NO_VALUES if c.low is None else f"[{c.low:+.4f}, {c.high:+.4f}]", c.outcome]
+                for c in judged.comparisons]
+        header = ["Model", "Shared seeds", f"Best's lead ({judged.metric})", f"{100 * CONFIDENCE:.0f} % interval",
+                  "Verdict"]
+        blocks += [Paragraph(VERDICT_CAPTION.format(confidence=100 * CONFIDENCE), caption=True),
+                   Table(header, rows, align="lrrrl")]
+    return blocks
+
+
+def settings_table(config: dict[str, Any]) -> Table:
+    """experiment.toml's [data], [model] and [train] as rows Section | Setting | Value (nested keys dotted)."""
+    rows = []
+    for section in ("data", "model", "train"):
+        if isinstance(config.get(section), dict) and config[section]:
+            flat = pd.json_normalize(config[section], sep=".").to_dict("records")[0]
+            rows += [[section, key, _setting(value)] for key, value in flat.items()]
+    return Table(["Section", "Setting", "Value"], rows, align="lll")
+
+
 def _summary(experiment: Experiment) -> str:
     """One paragraph: task, data, seeds, epochs, run status."""
     config = experiment.config
     parts = [f"Task: {experiment.task}, loss {experiment.loss}."]
     data = config.get("data")
-    if isinstance(data, dict) and data:
-        parts.append(f"Data: {_flat(data)}.")
+    if isinstance(data, dict) and data.get("name"):
+        parts.append(f"Data: {data['name']} (all settings below).")
     seeds = experiment.expected_seeds
     parts.append(f"Seeds: {len(seeds)} ({_seed_list(seeds)}) per variant, {len(experiment.variants)} variants.")
     epochs = [len(r.metrics["epoch"]) for r in experiment.runs]
@@ -179,71 +225,43 @@ def _runs_table(experiment: Experiment) -> Table:
         epochs = [len(r.metrics["epoch"]) for r in v.runs]
         ran = "—" if not epochs else str(min(epochs)) if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
         rows.append([v.label, v.name, v.status_line(), ran])
-    starts = {i for i in range(1, len(experiment.variants))
-              if experiment.variants[i].skip and not experiment.variants[i - 1].skip}
-    return Table(["Model", "Folder", "Seeds", "Epochs run"], rows, starts, "llll")
+    return Table(["Model", "Folder", "Seeds", "Epochs run"], rows, skip_block_starts(experiment.variants), "llll")
 
 
 def render_markdown(blocks: list[Block]) -> str:
-    out = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append("#" * b.level + " " + b.text)
-        elif isinstance(b, Paragraph):
-            out.append(f"*{b.text}*" if b.caption else b.text)
-        elif isinstance(b, FreeText):
-            out.append(b.text.strip())
-        elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {item}" for item in b.items))
-        elif isinstance(b, Alert):
-            out.append(f"> **Warning:** {b.text}")
-        elif isinstance(b, Table):
-            out.append(to_markdown(b).rstrip("\n"))
-        elif isinstance(b, FigureFile):
-            out.append(f"![{b.name}]({b.name})\n\n*{b.caption}*")
-    return "\n\n".join(out) + "\n"
+    """The blocks as Markdown (templates/report.md.j2), figures linked by file name."""
+    return TEMPLATES.get_template("report.md.j2").render(blocks=blocks)
 
 
 def render_html(blocks: list[Block], title: str, figure_dir: Path) -> str:
-    """One self-contained page: figures read from `figure_dir` and embedded as data URIs."""
-    out = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
-        elif isinstance(b, Paragraph):
-            out.append(f'<p class="caption">{_inline(b.text)}</p>' if b.caption else f"<p>{_inline(b.text)}</p>")
-        elif isinstance(b, FreeText):
-            out += [f"<p>{_inline(p.strip())}</p>" for p in b.text.strip().split("\n\n") if p.strip()]
-        elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in b.items) + "</ul>")
-        elif isinstance(b, Alert):
-            out.append(f'<p class="warning"><strong>Warning:</strong> {_inline(b.text)}</p>')
-        elif isinstance(b, Table):
-            out.append(to_html(b).rstrip("\n"))
-        elif isinstance(b, FigureFile):
-            data = base64.b64encode((figure_dir / b.name).read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(b.name)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(title)} - loopnets report</title>\n<style>\n{CSS}\n</style>\n</head>\n<body>\n"
-            + "\n".join(out) + "\n</body>\n</html>\n")
+    """One self-contained page (templates/report.html.j2): figures read from `figure_dir`, embedded as data URIs."""
+
+    def data_uri(name: str) -> str:
+        return "data:image/png;base64," + base64.b64encode((figure_dir / name).read_bytes()).decode("ascii")
+
+    template = TEMPLATES.get_template("report.html.j2")
+    return template.render(blocks=blocks, title=title, data_uri=data_uri)
 
 
-def _inline(text: str) -> str:
+def _inline(text: str) -> Markup:
     """Escape for HTML; `code` spans (as written for Markdown) become <code>."""
-    pieces = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+    pieces = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces)))
 
 
-def _flat(section: dict[str, Any], prefix: str = "") -> str:
-    """A config table as "key = value, sub.key = value" (values as JSON)."""
-    items = []
-    for key, value in section.items():
-        if isinstance(value, dict):
-            items.append(_flat(value, f"{prefix}{key}."))
-        else:
-            items.append(f"{prefix}{key} = {json.dumps(value, default=str)}")
-    return ", ".join(i for i in items if i)
+TEMPLATES.filters.update(inline=_inline, md_table=lambda table: to_markdown(table).rstrip("\n"),
+                         html_table=lambda table, i: Markup(to_html(table, uuid=f"table{i}")))
+
+
+def _setting(value: Any) -> str:
+    """A config value as written in TOML, without JSON quoting: "iris", "true", "0, 1, 2"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_setting(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {_setting(v)}" for k, v in value.items())
+    return str(value)
 
 
 def _seed_list(seeds: list[int]) -> str:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from loopnets.experiments import families
+
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -31,7 +33,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
 PROBES = ("original", "skip_off", "feedback_off")
 TIMINGS = ("train_ms_per_epoch", "val_ms_per_epoch")
-METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow (gated)
+METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow
 METHOD_NAMES = {"ffn": "FFN", "combine": "COMBINE", "couple": "COUPLE", "tied": "Tied"}
 _SEED_DIR = re.compile(r"^seed=(\d+)$")
 _PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
@@ -195,7 +197,8 @@ class Variant:
     missing: list[int] = field(default_factory=list)  # expected seeds without a finished folder
     label: str = ""  # table name as in the thesis, e.g. "COUPLE x2 w. skip"
     legend: str = ""  # figure legend name (the column says the skip), e.g. "COUPLE x2"
-    feedback: str | None = None  # gated_autoencoder runs: none | partial | comprehensive
+    feedback: str | None = None  # summary.json's feedback: "none" marks a variant without a loop
+    model_family: str = families.DEFAULT  # summary.json's family (`loopnets.experiments.families`)
 
     def noise_curve(self) -> tuple[list[float], list[float]] | None:
         """(sigmas, mean validation loss over the finished seeds) from summary.json's extra.noise."""
@@ -250,7 +253,7 @@ class Variant:
 
     def probe_applies(self, probe: str) -> bool:
         """skip_off needs a bypassing skip, feedback_off a loop; "original" always applies."""
-        loops = self.method != "ffn" and self.feedback != "none"  # gated: feedback "none" has no loop
+        loops = self.method != "ffn" and self.feedback != "none"  # feedback "none": no loop
         return {"original": True, "skip_off": self.skip, "feedback_off": loops}[probe]
 
     def probe_stat(self, probe: str, metric: str) -> Stat | None:
@@ -364,10 +367,9 @@ class Experiment:
                 "probes": probes, "timing": timing,
             })
             variants[-1]["unroll_sweep"] = _sweep_dict(v)
-            if v.method == "gated":  # summary.json extra.noise, averaged over the finished seeds
-                curve = v.noise_curve()
-                variants[-1]["noise"] = None if curve is None else {
-                    "sigmas": curve[0], "loss_mean": [_json_float(x) for x in curve[1]]}
+            family = family_of(v)
+            if family is not None:
+                variants[-1].update(family.variant_results(v))
         return {"experiment": self.name, "task": self.task, "loss": self.loss,
                 "expected_seeds": self.expected_seeds, "status": self.status_line(),
                 "absent_variants": self.absent_variants, "problems": self.problems,
@@ -420,7 +422,8 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
         seeds = {r.seed for r in runs}
         variants.append(Variant(name=name, method=str(first["method"]), unroll=int(first.get("unroll") or 1),
                                 skip=bool(first.get("skip")), runs=runs,
-                                missing=[s for s in expected if s not in seeds], feedback=first.get("feedback")))
+                                missing=[s for s in expected if s not in seeds], feedback=first.get("feedback"),
+                                model_family=str(first.get("family") or families.DEFAULT)))
     variants.sort(key=_table_order)
     _assign_labels(variants)
     summaries = [r.summary for v in variants for r in v.runs]
@@ -494,6 +497,30 @@ def _configured_runs(root: Path, config: dict[str, Any], problems: list[str]) ->
     return [], []
 
 
+def family_of(v: Variant) -> families.Family | None:
+    """The family of a variant's runs; None when no family of that name is registered here."""
+    try:
+        return families.get(v.model_family)
+    except families.UnknownFamily:
+        return None
+
+
+def family_sections(experiment: Experiment, out: Path, results: dict) -> list:
+    """The report sections of the experiment's model families, in the order their variants appear:
+    (heading, table or figure, caption) items; a family's numbers are added to `results`."""
+    items = []
+    for name in dict.fromkeys(v.model_family for v in experiment.variants):
+        try:
+            family = families.get(name)
+        except families.UnknownFamily:  # runs of a family not registered in this process: the common report only
+            continue
+        section = family.report_section(experiment, out)
+        if section:
+            results.update(family.report_results(experiment) or {})
+        items += section
+    return items
+
+
 def _table_order(v: Variant) -> tuple:
     """Without skip before with skip; then ffn, combine, couple, tied (others after); then unroll."""
     rank = METHOD_ORDER.index(v.method) if v.method in METHOD_ORDER else len(METHOD_ORDER)
@@ -502,8 +529,8 @@ def _table_order(v: Variant) -> tuple:
 
 def _assign_labels(variants: list[Variant]) -> None:
     """Thesis-style names; variants that would share one (other loop options) add their folder name."""
-    # gated_autoencoder variants are named by their settings already, e.g. "partial-t2"
-    short = {id(v): v.name if v.method == "gated" else v.family if v.method == "ffn" else f"{v.family} x{v.unroll}"
+    # some families name their variants by their settings already, e.g. "partial-t2"
+    short = {id(v): v.name if getattr(family_of(v), "label_by_name", False) else v.family if v.method == "ffn" else f"{v.family} x{v.unroll}"
              for v in variants}
     counts: dict[tuple[str, bool], int] = {}
     for v in variants:

@@ -24,6 +24,11 @@ RMSprop: elementwise) updates the stacked tensors directly with its for-each ker
 step is one forward, one backward and one optimizer call for all S models. COUPLE's re-tie
 averages copy with copy elementwise, hence model by model.
 
+The loop is `fit`'s, `loopnets.training.engine.train`: what differs plugs into it as the
+engine's objects, `StackedBatches` (each model's own sample order), `StackedTask` (per-model loss
+sums; the step's loss is their weighted sum) and `StackedModels` (the tracker: a History, early
+stopping, best weights and divergence per model), plus a retie that holds the masked models.
+
 A stopped model is masked, not removed: its loss term gets weight 0 and after every optimizer
 step its parameters are put back to their values when it stopped (one `torch.where` per
 parameter), so the shapes of the step never change; its best weights were written to its model
@@ -45,25 +50,26 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import time
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loopnets.core.modes import Combine, Couple, Tied, Truncated
 from loopnets.core.dropout import Dropout
 from loopnets.builder.layers import Reshape
-from loopnets.core.loop import Loop, cached_ties, tie_
+from loopnets.core.loop import Loop, tie_
 from loopnets.training.losses import Loss, get_loss
 from loopnets.builder.network import Network
 from loopnets.training.optim import OPTIMIZERS, OptimizerSpec, make_optimizer
 from loopnets.builder.stacking import AFFINE, Stack, architecture, first_difference, merged_keys, stack_key
-from loopnets.training.fit import as_tensors, fit, predict
+from loopnets.training.supervised import as_tensors, fit_one, predict
 from loopnets.training.device import device_and_dtype
-from loopnets.training.engine import EVAL_BATCH_SIZE, BestEpoch, check_options, diverged, epoch_bar
-from loopnets.training.history import EpochRecord, History, TrainingDiverged
+from loopnets.training.data import batches
+from loopnets.training.engine import BestEpoch, check_options, diverged, epoch_record
+from loopnets.training.engine import train as run_training
+from loopnets.training.history import History, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,8 @@ ROWWISE = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.G
 SOFTMAX = (nn.Softmax, nn.LogSoftmax)  # accepted along a non-batch dimension
 CONTAINERS = (nn.Sequential, nn.ModuleList, Loop, Network)
 SUPPORTED = AFFINE + ROWWISE + SOFTMAX + CONTAINERS + (Dropout,)  # Dropout only with p == 0
-LOOP_MODES = (Tied, Truncated, Couple, Combine)
+ONE_MODEL_ONLY = {"pass_weights": None, "random_passes": None, "compile": False, "device": None, "precision": None,
+                  "callbacks": None, "scheduler": None, "clip": None}  # fit's options that fit_many does not take
 
 
 class ManyHistories(list):
@@ -162,9 +169,8 @@ def why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
             return (f"{where} is not one of the modules known to act sample by sample "
                     "(loopnets.training.batched.SUPPORTED: linear and conv layers, elementwise activations, softmax, pooling, "
                     "reshapes, loops and networks)")
-        if isinstance(module, Loop) and not isinstance(module.backprop, LOOP_MODES):
-            return (f"{where} uses {type(module.backprop).__name__} backprop, whose solver and statistics are per "
-                    "model; only Tied, Truncated, Couple and Combine loops are stacked")
+        if isinstance(module, Loop) and module.backprop.why_not("batched") is not None:
+            return f"{where} uses {module.backprop.label} backprop, which cannot be stacked: {module.backprop.why_not('batched')}"
         if isinstance(module, Dropout) and module.p > 0:
             return (f"{where} has p={module.p}: its masks come from the global RNG, which `fit` seeds per run; "
                     "stacked models would draw different masks")
@@ -186,95 +192,142 @@ def why_not_batched(model: nn.Module, optimizer: OptimizerSpec) -> str | None:
     return None
 
 
-# --- the stacked training loop ---------------------------------------------------------------
+# --- the stacked path: a task, a batch source and a tracker for `engine.train` ----------------
 
 
 def _fit_stacked(models, seeds, train, val, *, loss, optimizer, epochs, batch_size, progress, early_stopping,
                  restore_best, shuffle) -> ManyHistories:
-    """The body of `fit_many` for stackable models: `fit`'s loop with a model dimension.
+    """The body of `fit_many` for stackable models: the one loop (`engine.train`) on the stacked model.
 
-    Why not `engine.train`: it keeps one history, one early-stopping record and one scalar train
-    loss per call; here every epoch ends with S of each, and a model that stops is masked inside
-    the step. The per-model bookkeeping reuses the engine's pieces (BestEpoch, diverged, epoch_bar).
+    What differs from `fit` plugs into the loop: the batches hold every model's rows
+    (`StackedBatches`), the task's loss is the sum of the live models' mean losses and its batch
+    sums are per model (`StackedTask`), and the tracker keeps a History, early stopping and best
+    weights per model, masking a model that stops or diverges (`StackedModels`).
     """
     loss = get_loss(loss)
     device, dtype = device_and_dtype(models[0])
-    X, y = as_tensors(train, "train", device, dtype, models[0])  # (N, *in), (N, *out) or (N,)
-    X_val, y_val = as_tensors(val, "val", device, dtype, models[0]) if val is not None else (None, None)
-    torch.manual_seed(seeds[-1])  # the global RNG as `fit` leaves it after the last model (nothing draws from it)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]  # CPU: same order on every device
-    S = len(models)
-
+    prepare = lambda name: lambda pair: as_tensors(pair, name, device, dtype, models[0])  # noqa: E731
+    X, y = prepare("train")(train)  # (N, *in), (N, *out) or (N,)
+    val = batches(val, "val", prepare("val")) if val is not None else None
     stack = Stack(models)
-    opt = make_optimizer(optimizer, stack.params)
+    tracker = StackedModels(models, stack, loss.name, early_stopping, restore_best, dtype, device)
+    task = StackedTask(loss, y, tracker.weights)
+    data = StackedBatches(X, y, [torch.Generator().manual_seed(s) for s in seeds], shuffle, batch_size)
+
+    def retie(loops: list) -> None:
+        stack.hold()  # masked models' parameters back to their values when they stopped
+        tie_(loops)
+
+    return run_training(stack.model, task, data, val, optimizer=partial(stacked_optimizer, optimizer), epochs=epochs,
+                 seed=seeds[-1],  # the global RNG as `fit` leaves it after the last model (nothing draws from it)
+                 progress=progress, desc="fit_many", retie=retie, tracker=tracker)
+
+
+def stacked_optimizer(spec: OptimizerSpec, params: list[Tensor]) -> torch.optim.Optimizer:
+    """The optimizer of `spec` over the stacked trainable parameters, with for-each kernels (one
+    kernel per operation over all stacked tensors)."""
+    opt = make_optimizer(spec, [p for p in params if p.requires_grad])
     for group in opt.param_groups:
         if group.get("foreach", False) is None and not group.get("fused"):
-            group["foreach"] = True  # one kernel per operation over all stacked tensors
-    histories = [History() for _ in models]
-    errors: list[TrainingDiverged | None] = [None] * S
-    best = [BestEpoch(early_stopping, restore_best) for _ in models]
-    live = list(range(S))  # models still training
-    weights = torch.ones(S, dtype=dtype, device=device)  # 1 live, 0 masked: each model's loss weight
-    step_loss = StackedLoss(loss, y, S)
+            group["foreach"] = True
+    return opt
 
-    def stop(i: int) -> None:
-        """Model i stops: its final weights (its best epoch's, if kept) go to its model; it is masked."""
-        stack.write(models[i], best[i].state if best[i].state is not None else stack.extract(i))
-        live.remove(i)
-        weights[i] = 0.0
-        stack.freeze(i)
 
-    bar = epoch_bar(epochs, "fit_many", progress)
-    with cached_ties(stack.model) as loops:
-        try:
-            for epoch in bar:
-                stack.model.train()
-                start = time.perf_counter()
-                orders = [torch.randperm(len(X), generator=g) if shuffle else None for g in generators]
-                sums, count = [], 0
-                for xb, yb in stacked_batches(X, y, orders, batch_size):
-                    pred, from_logits = predict(stack.model, xb, loss)  # (S * rows, *out)
-                    batch_sums, batch_count = step_loss(pred, yb, from_logits)  # (S,), int
-                    value = (loss.finish(batch_sums / batch_count) * weights).sum()
-                    for p in stack.params:
-                        p.grad = None
-                    value.backward()  # each live model's mean loss gets gradient 1, as its own backward() would
-                    opt.step()
-                    stack.hold()  # masked models' parameters back to their values when they stopped
-                    tie_(loops)
-                    sums.append(batch_sums.detach())
-                    count += batch_count
-                sums = torch.stack(sums).double()  # (batches, S)
-                train_losses = loss.finish(sums.cumsum(0)[-1] / count).tolist()  # summed in order, as fit does
-                train_seconds = (time.perf_counter() - start) / len(live)
+class StackedBatches:
+    """The training batches of S models, each shuffled by its own generator (CPU: the same order
+    on every device): `epoch()` yields `stacked_batches`."""
 
-                val_losses = val_accuracies = None
-                val_seconds = 0.0
-                if X_val is not None:
-                    stack.model.eval()
-                    start = time.perf_counter()
-                    val_losses, val_accuracies = evaluate_stacked(stack, X_val, y_val, loss)
-                    val_seconds = (time.perf_counter() - start) / len(live)
+    def __init__(self, X: Tensor, y: Tensor, generators: list[torch.Generator], shuffle: bool, batch_size: int):
+        self.X, self.y, self.generators, self.shuffle, self.batch_size = X, y, generators, shuffle, batch_size
 
-                for i in list(live):
-                    history, train_loss = histories[i], train_losses[i]
-                    val_loss = val_losses[i] if val_losses is not None else None
-                    if not math.isfinite(train_loss) or (val_loss is not None and not math.isfinite(val_loss)):
-                        errors[i] = diverged(history, epoch, loss.name, train_loss, val_loss, sums[:, i])
-                        stop(i)
-                        continue
-                    val_accuracy = val_accuracies[i] if val_accuracies is not None else None
-                    history.records.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, train_seconds, val_seconds))
-                    if best[i].update(history, epoch, val_loss, lambda: stack.extract(i)):
-                        stop(i)
-                bar.set_postfix({"training": len(live)}, refresh=False)
-                if not live:
-                    break
-        finally:
-            bar.close()
-            for i in list(live):  # epochs exhausted (or an exception): as fit's `finally`
-                stack.write(models[i], best[i].state if best[i].state is not None else stack.extract(i))
-    return ManyHistories(histories, "batched", None, errors)
+    def epoch(self):
+        orders = [torch.randperm(len(self.X), generator=g) if self.shuffle else None for g in self.generators]
+        return stacked_batches(self.X, self.y, orders, self.batch_size)
+
+
+class StackedTask:
+    """The engine task of the stacked model: the loss is the sum over models of each model's mean
+    loss times its weight (1 live, 0 masked), so each live model's loss gets gradient 1, as its own
+    backward() would; the batch sums are per model, (S,)."""
+
+    def __init__(self, loss: Loss, y: Tensor, weights: Tensor):
+        self.loss_fn, self.weights = loss, weights
+        self.loss_name, self.finish = loss.name, loss.finish
+        self.parts = StackedLoss(loss, y, len(weights))
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
+        xb, yb = batch  # (S * rows, *in), (S, rows, ...)
+        pred, from_logits = predict(model, xb, self.loss_fn)  # (S * rows, *out)
+        batch_sums, batch_count = self.parts(pred, yb, from_logits)  # (S,), int
+        return (self.finish(batch_sums / batch_count) * self.weights).sum(), batch_sums, batch_count
+
+    def evaluate(self, model: nn.Module, batches) -> dict:
+        losses, accuracies = evaluate_stacked(model, len(self.weights), batches, self.loss_fn)
+        return {"loss": losses, "accuracy": accuracies}
+
+
+class StackedModels:
+    """The engine tracker of S stacked models: per model a History, early stopping and best weights
+    (`BestEpoch`), divergence recorded (`histories.errors[i]`) instead of raised. A model that stops
+    is masked: its loss weight becomes 0, `Stack.hold` keeps its parameters, and its final weights
+    (its best epoch's, if kept) are written to its model; training ends when none is left."""
+
+    def __init__(self, models: list[nn.Module], stack: Stack, loss_name: str, early_stopping: int | None,
+                 restore_best: bool, dtype: torch.dtype, device: torch.device):
+        self.models, self.stack, self.loss_name = models, stack, loss_name
+        S = len(models)
+        self.histories = [History() for _ in models]
+        self.errors: list[TrainingDiverged | None] = [None] * S
+        self.best = [BestEpoch(early_stopping, restore_best) for _ in models]
+        self.training = list(range(S))  # models still training
+        self.weights = torch.ones(S, dtype=dtype, device=device)  # 1 live, 0 masked: each model's loss weight
+        self.postfix, self.watched = {}, None
+
+    @property
+    def live(self) -> int:
+        return len(self.training)
+
+    @property
+    def result(self) -> ManyHistories:
+        return ManyHistories(self.histories, "batched", None, self.errors)
+
+    def start(self) -> None:
+        pass
+
+    def train_loss(self, epoch: int, losses: Tensor, sums: Tensor) -> list[float]:
+        return losses.tolist()  # divergence is checked per model in end_epoch
+
+    def end_epoch(self, epoch: int, train_loss: list[float], metrics: dict, train_seconds: float,
+                  val_seconds: float, sums: Tensor) -> bool:
+        for i in list(self.training):
+            history, loss_i = self.histories[i], train_loss[i]
+            own = {name: (values[i] if values is not None else None) for name, values in metrics.items()}  # model i's
+            val_loss = own.get("loss")
+            if not math.isfinite(loss_i) or (val_loss is not None and not math.isfinite(val_loss)):
+                self.errors[i] = diverged(history, epoch, self.loss_name, loss_i, val_loss, sums[:, i])
+                self.stop(i)
+                continue
+            history.records.append(epoch_record(history, epoch, loss_i, own, train_seconds, val_seconds))
+            if self.best[i].update(history, epoch, val_loss, lambda: self.stack.extract(i)):
+                self.stop(i)
+        self.postfix = {"training": self.live}
+        return not self.training
+
+    def stop(self, i: int) -> None:
+        """Model i stops: its final weights go to its model; it is masked."""
+        self.write(i)
+        self.training.remove(i)
+        self.weights[i] = 0.0
+        self.stack.freeze(i)
+
+    def write(self, i: int) -> None:
+        """Model i's final weights (its best epoch's, if kept) into models[i]."""
+        best = self.best[i].state
+        self.stack.write(self.models[i], best if best is not None else self.stack.extract(i))
+
+    def close(self) -> None:
+        for i in self.training:  # epochs exhausted (or an exception): as fit's `finally`
+            self.write(i)
 
 
 def stacked_batches(X: Tensor, y: Tensor, orders: list[Tensor | None], batch_size: int):
@@ -321,17 +374,17 @@ class StackedLoss:
         return torch.stack([part[0] for part in parts]), parts[0][1]
 
 
-def evaluate_stacked(stack: Stack, X: Tensor, y: Tensor, loss: Loss) -> tuple[list[float], list[float] | None]:
-    """`loopnets.evaluate` for every model of the stack: (losses, accuracies or None)."""
-    S = stack.size
-    total = torch.zeros(S, dtype=torch.float64, device=X.device)
-    hits = torch.zeros(S, dtype=torch.int64, device=X.device)
+def evaluate_stacked(model: nn.Module, S: int, batches, loss: Loss) -> tuple[list[float], list[float] | None]:
+    """`loopnets.evaluate` for every model of the stacked `model` over (x, target) `batches`:
+    (losses, accuracies or None), one per model."""
+    device = next(model.parameters()).device
+    total = torch.zeros(S, dtype=torch.float64, device=device)
+    hits = torch.zeros(S, dtype=torch.int64, device=device)
     count = seen = 0
     with torch.no_grad():
-        for start in range(0, len(X), EVAL_BATCH_SIZE):
-            x, target = X[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
+        for x, target in batches:
             rows = len(x)
-            pred, from_logits = predict(stack.model, x.repeat(S, *[1] * (x.dim() - 1)), loss)
+            pred, from_logits = predict(model, x.repeat(S, *[1] * (x.dim() - 1)), loss)
             preds = pred.view(S, rows, *pred.shape[1:]).unbind(0)
             parts = [loss.parts(p, target, from_logits) for p in preds]
             total += torch.stack([part[0] for part in parts]).double()
@@ -349,7 +402,7 @@ def _fit_sequential(models, seeds, train, val, reason: str, settings: dict) -> M
     histories, errors = [], []
     for model, seed in zip(models, seeds):
         try:
-            histories.append(fit(model, train, val, seed=seed, **settings))
+            histories.append(fit_one(model, train, val, seed=seed, **settings, **ONE_MODEL_ONLY))
             errors.append(None)
         except TrainingDiverged as err:
             histories.append(err.history if err.history is not None else History(diverged=True))

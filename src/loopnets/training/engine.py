@@ -15,9 +15,11 @@ and call this loop; what differs between them plugs in as the task object:
         the task registers it on the prediction the loss is computed from (a task without the
         attribute refuses that clip)
 
-Early stopping and best-weight restore (`BestEpoch`), divergence (`diverged`), timing, progress
-(`epoch_bar`) and the solver-warning summary (`solver_warnings`) exist here once; the seed-batched
-path (`loopnets.training.batched`) uses the same pieces for its per-seed bookkeeping.
+How an epoch ends plugs in as a tracker (`Tracker`): `OneModel` (one History, early stopping and
+best-weight restore by `BestEpoch`, divergence raised) unless the caller gives another, as the
+seed-stacked path (`loopnets.training.batched`) does for S models in one step (per-model records,
+early stopping by masking, divergence recorded). Timing, progress (`epoch_bar`) and the
+solver-warning summary (`solver_warnings`) exist here once.
 """
 
 from __future__ import annotations
@@ -58,13 +60,77 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, batches: Any) -> dict: ...
 
 
+class Tracker(Protocol):
+    """How each epoch ends: records, divergence, early stopping, best weights, callbacks.
+
+    `OneModel` is the tracker of one trained model; the stacked seeds of `loopnets.training.batched`
+    have one that keeps these per model (and masks a model that stops instead of ending the loop).
+    """
+
+    live: int  # models still training: an epoch's seconds are divided by it (seconds per model-epoch)
+    postfix: dict  # what the progress bar shows after the epoch
+    watched: float | None  # what ReduceLROnPlateau steps on
+    result: Any  # what `train` returns
+
+    def start(self) -> None: ...
+
+    def train_loss(self, epoch: int, losses: Tensor, sums: Tensor) -> Any:
+        """The epoch's train loss(es) from `task.finish` of the epoch's mean, () or (models,); `sums`
+        are the batch sums, (batches,) or (batches, models). May raise TrainingDiverged."""
+
+    def end_epoch(self, epoch: int, train_loss: Any, metrics: dict, train_seconds: float,
+                  val_seconds: float, sums: Tensor) -> bool:
+        """Record the epoch (metrics: `task.evaluate`'s, {} without val data); True ends training."""
+
+    def close(self) -> None:
+        """Training ended (finished, stopped, or an exception): final weights into the model(s)."""
+
+
+class OneModel:
+    """The tracker of one model: its History, early stopping and best-weight restore (`BestEpoch`),
+    divergence raised as TrainingDiverged, and the callbacks (`training.callbacks`)."""
+
+    live = 1
+
+    def __init__(self, model: nn.Module, history: History, loss_name: str, early_stopping: int | None,
+                 restore_best: bool, callbacks: list):
+        self.model, self.history, self.loss_name, self.callbacks = model, history, loss_name, callbacks
+        self.best = BestEpoch(early_stopping, restore_best)
+        self.postfix, self.watched = {}, None
+        self.result = history
+
+    def start(self) -> None:
+        hooks.call(self.callbacks, "on_train_start", self.model)
+
+    def train_loss(self, epoch: int, losses: Tensor, sums: Tensor) -> float:
+        train_loss = losses.item()  # one host sync per epoch
+        if not math.isfinite(train_loss):
+            raise diverged(self.history, epoch, self.loss_name, train_loss, None, sums)
+        return train_loss
+
+    def end_epoch(self, epoch: int, train_loss: float, metrics: dict, train_seconds: float, val_seconds: float,
+                  sums: Tensor) -> bool:
+        if metrics and not math.isfinite(metrics["loss"]):
+            raise diverged(self.history, epoch, self.loss_name, train_loss, metrics["loss"], sums)
+        record = epoch_record(self.history, epoch, train_loss, metrics, train_seconds, val_seconds)
+        self.history.records.append(record)
+        self.postfix = postfix(train_loss, record.val_loss, record.val_accuracy)
+        self.watched = record.val_loss if record.val_loss is not None else train_loss
+        hooks.call(self.callbacks, "on_epoch_end", record)
+        return self.best.update(self.history, epoch, record.val_loss, lambda: state_copy(self.model))
+
+    def close(self) -> None:
+        self.best.restore(self.model)
+        hooks.call(self.callbacks, "on_train_end", self.history)
+
+
 def train(
     model: nn.Module,
     task: Task,
     data: Any,
     val: Any | None,
     *,
-    history: History,
+    history: History | None = None,
     optimizer: OptimizerSpec,
     epochs: int,
     seed: int,
@@ -78,15 +144,18 @@ def train(
     precision: str | None = None,
     retie: Callable[[list], None] = tie_,
     replicas: Replicas | None = None,
-) -> History:
-    """Train `model` in place for `epochs` passes over `data`; fill and return `history`.
+    tracker: Tracker | None = None,
+) -> Any:
+    """Train `model` in place for `epochs` passes over `data`; fill and return `history`
+    (with `tracker`: return `tracker.result`).
 
     Args:
         model: on its training device already (the fronts move it once).
         task: the loss, metric and evaluation of this kind of training (see the module docstring).
         data, val: batch sources (`loopnets.training.data`): `data.epoch()` yields one epoch's
             training batches, `val.evaluation(size)` the validation batches; val may be None.
-        history: the empty History (or subclass) to fill; its RECORD is the per-epoch record type.
+        history: the empty History (or subclass) to fill; its RECORD is the per-epoch record type
+            (None: a new History).
         optimizer: see `loopnets.training.optim.make_optimizer`.
         epochs, seed, early_stopping, restore_best, progress: as documented in `ln.fit`.
         desc: the progress bar's label.
@@ -102,14 +171,24 @@ def train(
         replicas: the data-parallel process group, or None in one process (`training.distributed`):
             replicas start from rank 0's weights, gradients and the epoch's loss are averaged over
             the ranks, and only rank 0 shows progress and calls the callbacks.
+        tracker: what ends each epoch when one step trains several models (the stacked seeds of
+            `loopnets.training.batched`): None builds `OneModel` from history, early_stopping,
+            restore_best and callbacks, which must not be given beside a tracker.
 
     Raises:
-        TrainingDiverged: the epoch's train loss or the validation loss is nan / inf.
+        TrainingDiverged: the epoch's train loss or the validation loss is nan / inf (`OneModel`).
     """
-    callbacks = hooks.check_callbacks(callbacks)
+    if tracker is None:
+        callbacks = hooks.check_callbacks(callbacks)
+        if replicas is not None and replicas.rank != 0:
+            callbacks, progress = [], False
+        tracker = OneModel(model, history if history is not None else History(), task.loss_name, early_stopping,
+                           restore_best, callbacks)
+    elif history is not None or callbacks or early_stopping is not None or replicas is not None:
+        raise ValueError("train: pass history, callbacks, early_stopping and replicas to the tracker, not beside it")
     if replicas is not None:
         replicas.synchronize(model)
-        callbacks, progress = (callbacks, progress) if replicas.rank == 0 else ([], False)
+        progress = progress and replicas.rank == 0
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters; there is nothing to fit")
@@ -129,13 +208,13 @@ def train(
     device = next(iter(params)).device
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     zero_grad = grad_clearer(opt)
-    best = BestEpoch(early_stopping, restore_best)
     bar = epoch_bar(epochs, desc, progress)
     with kept_modes(model), cached_ties(model) as loops:  # COUPLE loops, found once: retie walks nothing
         try:
-            hooks.call(callbacks, "on_train_start", model)
+            tracker.start()
             for epoch in bar:
                 model.train()
+                live = tracker.live  # models training this epoch: the seconds are per model-epoch
                 start = time.perf_counter()
                 sums, count = [], 0
                 with solver_warnings(epoch):  # one warning per epoch, not one per solve
@@ -163,13 +242,11 @@ def train(
                 if not sums:
                     raise ValueError(f"the training data yielded no batches in epoch {epoch}; a loader must yield "
                                      "at least one (inputs, targets) batch per epoch (is it exhausted after one pass?)")
-                sums = torch.stack(sums).double()  # (batches,)
+                sums = torch.stack(sums).double()  # (batches,) or (batches, models)
                 if replicas is not None:
                     sums, count = replicas.total(sums, count)  # the global batches' sums, over all ranks
-                train_loss = task.finish(sums.cumsum(0)[-1] / count).item()  # summed in order; one host sync
-                train_seconds = time.perf_counter() - start
-                if not math.isfinite(train_loss):
-                    raise diverged(history, epoch, task.loss_name, train_loss, None, sums)
+                train_loss = tracker.train_loss(epoch, task.finish(sums.cumsum(0)[-1] / count), sums)  # summed in order
+                train_seconds = (time.perf_counter() - start) / live
 
                 metrics, val_seconds = {}, 0.0
                 if val is not None:
@@ -177,25 +254,20 @@ def train(
                     start = time.perf_counter()
                     with torch.no_grad(), autocast(precision, device):
                         metrics = task.evaluate(model, val.evaluation(EVAL_BATCH_SIZE))
-                    val_seconds = time.perf_counter() - start
-                    if not math.isfinite(metrics["loss"]):
-                        raise diverged(history, epoch, task.loss_name, train_loss, metrics["loss"], sums)
+                    val_seconds = (time.perf_counter() - start) / live
 
-                record = epoch_record(history, epoch, train_loss, metrics, train_seconds, val_seconds)
-                history.records.append(record)
-                bar.set_postfix(postfix(train_loss, record.val_loss, record.val_accuracy), refresh=False)
-                hooks.call(callbacks, "on_epoch_end", record)
+                stop = tracker.end_epoch(epoch, train_loss, metrics, train_seconds, val_seconds, sums)
+                bar.set_postfix(tracker.postfix, refresh=False)
                 if plateau:
-                    schedule.step(record.val_loss if record.val_loss is not None else train_loss)
+                    schedule.step(tracker.watched)
                 elif schedule is not None and not per_batch:
                     schedule.step()
-                if best.update(history, epoch, record.val_loss, lambda: state_copy(model)):
+                if stop:
                     break
         finally:
             bar.close()
-            best.restore(model)
-            hooks.call(callbacks, "on_train_end", history)
-    return history
+            tracker.close()
+    return tracker.result
 
 
 def check_int(name: str, value: Any, minimum: int | None) -> None:

@@ -63,7 +63,7 @@ def loop_network(
     if not 0 <= into <= outof < len(hidden):
         raise ValueError(f"loop {loop} must satisfy 0 <= into <= outof < {len(hidden)} (the hidden layers)")
     expected = MODES.get(method)
-    if backprop is not None and (expected is None or not isinstance(backprop, expected)):
+    if backprop is not None and (expected is None or getattr(backprop, "name", None) != method):
         raise ValueError(f"method {method!r} cannot use backprop={backprop!r}")
     mode = backprop if backprop is not None else expected() if expected else None
 

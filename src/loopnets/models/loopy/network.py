@@ -288,7 +288,7 @@ def _looped(channels: Sequence[int], unroll: int, merge: str, *, tied: bool, ini
     per_pass = bn_per_unroll and batch_norm  # without BN there is nothing per-unroll to keep apart
     if tied and not per_pass and loop_channels is None:
         return Loop(_stack(channels, init, batch_norm), unroll=unroll, backprop=backprop, merge=merge)
-    if backprop is not None and not isinstance(backprop, Tied):
+    if backprop is not None and backprop != Tied():  # only the one exact mode
         raise ValueError(
             f"backprop={backprop!r} needs one body for all passes (ln.Loop); this model has per-pass modules "
             "(per-unroll BN, untied copies or a loop layer), which train with exact backprop through all passes "
