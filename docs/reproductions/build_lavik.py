@@ -318,7 +318,7 @@ class Recorder:
 
 def context(exps: dict[str, Exp], reference: dict) -> dict:
     """The template's fields: numbers computed from the results and the transcribed tables."""
-    c: dict = {"settings": reference.get("settings", {}), "resamples": f"{V.RESAMPLES:,}", "level": f"{V.LEVEL:.0%}",
+    c: dict = {"settings": reference.get("settings", {}), "level": f"{V.LEVEL:.0%}",
                "present": [n for n in EXPERIMENTS if n in exps],
                "missing": [(n, produce_command(n)) for n in EXPERIMENTS if n not in exps]}
     c["walls"] = [(config_name(n), sum(len(s) for s in e.runs.values()), f"{e.wall_minutes():.1f}",

@@ -2,13 +2,13 @@
 
 Every rule returns a `Verdict` whose outcome is "agrees", "disagrees" or "inconclusive" and whose
 evidence prints the numbers it was judged on. The floor:
+- noise: comparisons are paired over the seeds both sides share and judged on the 95 % paired t
+  interval of the mean difference, the generic report's rule (`loopnets.report.verdicts.paired`);
+  the number of seeds is stated. An interval that reaches the other side of zero (or of `margin`)
+  is "inconclusive", never "agrees"; fewer than two shared seeds is "inconclusive";
 - chance: a claim about a model's performance is inconclusive when the model is not better than
   chance beyond noise (accuracy: 1/classes or the majority class's share, whichever is higher;
-  regression: the RMSE of predicting the validation targets' mean);
-- noise: comparisons are paired over the seeds both sides share, and judged on a bootstrap 95 %
-  interval of the mean paired difference (10,000 resamples, a fixed generator); the number of
-  seeds is stated. An interval that straddles the expected side is "inconclusive", never "agrees";
-  fewer than two shared seeds is "inconclusive";
+  regression: the RMSE of predicting the validation targets' mean), judged by the same interval;
 - compound claims: `all_of` judges each half on its own; the whole agrees only when every half
   does, disagrees when any half disagrees, and is inconclusive otherwise.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import numpy as np
+from loopnets.report.verdicts import CONFIDENCE
+from loopnets.report.verdicts import paired as paired_t
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
-RESAMPLES = 10_000
-LEVEL = 0.95
+LEVEL = CONFIDENCE
 
 SeedValues = Mapping[int, float]  # seed -> the value of one run
 
@@ -42,7 +42,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of `values` and its bootstrap interval; n is the number of values (seeds)."""
+    """A mean paired difference and its 95 % paired t interval over n seeds."""
 
     mean: float
     low: float
@@ -50,32 +50,24 @@ class Interval:
     n: int
 
     def text(self, digits: int = 3) -> str:
-        return f"{self.mean:+.{digits}f}, 95 % interval [{self.low:+.{digits}f}, {self.high:+.{digits}f}], n = {self.n} seeds"
-
-
-def bootstrap(values: Sequence[float], seed: int = 0) -> Interval | None:
-    """Percentile bootstrap interval of the mean; None for fewer than two values (no noise estimate)."""
-    x = np.asarray(list(values), dtype=float)
-    if x.size < 2 or not np.isfinite(x).all():
-        return None
-    means = np.random.default_rng(seed).choice(x, size=(RESAMPLES, x.size), replace=True).mean(axis=1)
-    low, high = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return Interval(float(x.mean()), float(low), float(high), int(x.size))
+        return (f"{self.mean:+.{digits}f}, {LEVEL:.0%} interval [{self.low:+.{digits}f}, {self.high:+.{digits}f}], "
+                f"n = {self.n} seeds")
 
 
 def paired(a: SeedValues, b: SeedValues) -> Interval | None:
-    """b - a over the seeds both hold (a bootstrap interval of the mean difference)."""
-    shared = sorted(set(a) & set(b))
-    return bootstrap([b[s] - a[s] for s in shared])
+    """b - a over the seeds both hold; None below two shared seeds (no noise estimate)."""
+    n, mean, low, high, _ = paired_t(dict(b), dict(a), higher_is_better=True)
+    return None if low is None or high is None else Interval(mean, low, high, n)
 
 
 def above_chance(values: SeedValues, chance: float, higher_is_better: bool = True) -> tuple[bool, str]:
     """Whether the runs beat `chance` beyond noise (the whole interval on the better side)."""
-    iv = bootstrap(list(values.values()))
+    iv = paired({s: chance for s in values}, values)
     if iv is None:
         return False, f"{len(values)} seed(s): no noise estimate"
-    ok = iv.low > chance if higher_is_better else iv.high < chance
-    return ok, f"mean {iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}] vs chance {chance:.3f}, n = {iv.n}"
+    ok = iv.low > 0 if higher_is_better else iv.high < 0
+    return ok, (f"mean {chance + iv.mean:.3f} [{chance + iv.low:.3f}, {chance + iv.high:.3f}] vs chance {chance:.3f}, "
+                f"n = {iv.n}")
 
 
 def compare(claim: str, a: SeedValues, b: SeedValues, expect: str, margin: float = 0.0,
