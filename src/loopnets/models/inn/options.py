@@ -1,12 +1,13 @@
 """What an IterativeNetwork accepts: its activations and initialisations, and the checks of its
 arguments (sizes, mask, fixed weights, activation modules, from_mlp's Sequential).
 
-Public: ACTIVATIONS, INITS, ELEMENTWISE, check_int, checked_mask, checked_fixed, activation_module,
-flatten_sequential.
+Public: ACTIVATIONS, INITS, BIASES, AUTHORS_INIT_STD, ELEMENTWISE, check_int, checked_mask,
+checked_fixed, activation_module, flatten_sequential, bias_rows, bias_count, checked_init_std.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -14,17 +15,27 @@ from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "AUTHORS_INIT_STD",
+    "BIASES",
     "ELEMENTWISE",
     "INITS",
     "activation_module",
+    "bias_count",
+    "bias_rows",
     "check_int",
+    "checked_init_std",
     "checked_fixed",
     "checked_mask",
     "flatten_sequential",
 ]
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
-INITS = ("linear", "kaiming")
+INITS = ("linear", "kaiming", "normal")
+# Which rows of the iterated matrix carry a bias (see IterativeNetwork): "state" one per state row,
+# "all" also the input rows as the authors' code (qbhershey/iterativenn, MaskedLinear), "none".
+BIASES = ("state", "all", "none")
+# init="normal": weights N(0, std^2); the authors' code draws N(0, 0.05^2) ("G=0.0,0.05").
+AUTHORS_INIT_STD = 0.05
 # Elementwise activations from_mlp (and `activation=`) accept as modules; softmax is not elementwise.
 ELEMENTWISE = (
     nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
@@ -83,3 +94,48 @@ def flatten_sequential(seq: nn.Sequential) -> list[nn.Module]:
     for m in seq:
         out.extend(flatten_sequential(m) if isinstance(m, nn.Sequential) else [m])
     return out
+
+
+def bias_rows(bias) -> str:
+    """The row-bias rule `bias` names: True -> "state", False -> "none", or one of BIASES."""
+    if bias is True:
+        return "state"
+    if bias is False:
+        return "none"
+    if isinstance(bias, str) and bias in BIASES:
+        return bias
+    raise ValueError(
+        f"bias must be True / False or one of {', '.join(map(repr, BIASES))} ('state' = True: a bias per state row; "
+        f"'all': also count one per input row, as the authors' code; 'none' = False); got {bias!r}"
+    )
+
+
+def bias_count(inputs: int, depth: int, biases: str) -> int:
+    """Bias entries a weight space of `depth` rows over `inputs` inputs holds under the rule `biases`.
+
+    "none": 0; "state": depth (one per state row); "all": inputs + depth, one per row of the whole
+    square iterated matrix, input rows included. The authors' `MaskedLinear.number_of_trainable_parameters`
+    counts `count_nonzero(mask) + out_features`, with out_features = In + D: the "all" rule.
+    """
+    check_int("inputs", inputs, 1)
+    check_int("depth", depth, 0)
+    return {"none": 0, "state": int(depth), "all": int(inputs) + int(depth)}[bias_rows(biases)]
+
+
+def checked_init_std(init: str, init_std) -> float | None:
+    """init_std for `init`: "normal" takes a finite std > 0 (None: AUTHORS_INIT_STD); the others take none."""
+    if init != "normal":
+        if init_std is not None:
+            raise ValueError(
+                f"init_std sets the spread of init='normal' (N(0, init_std^2)); init={init!r} draws by fan-in. "
+                "Drop init_std or set init='normal'"
+            )
+        return None
+    if init_std is None:
+        return AUTHORS_INIT_STD
+    if isinstance(init_std, bool) or not isinstance(init_std, numbers.Real) or not math.isfinite(init_std) or init_std <= 0:
+        raise ValueError(
+            f"init_std is the standard deviation of init='normal' and must be a finite number > 0 "
+            f"(the authors' {AUTHORS_INIT_STD}); got {init_std!r}"
+        )
+    return float(init_std)
