@@ -548,3 +548,30 @@ def test_weight_space_with_biases_inverts_the_expected_count(biases):
     assert weight_space(needed, 0.5, 2500, biases=biases)[1] == 11
     with pytest.raises(ValueError, match="use at least"):
         weight_space(needed - 1, 0.5, 2500, biases=biases)
+
+
+@pytest.mark.parametrize("init", ["linear", "normal"])
+def test_init_continuing_the_masks_generator_is_independent_of_the_mask(init):
+    # The trap: the global generator seeded as the mask's generator reads the same numbers, so the
+    # weights follow the mask (init="linear", R = 0.5: trainable means r < 0.5, the weight 2r - 1 < 0).
+    torch.manual_seed(0)
+    mask = random_mask(300, 60, 0.5, seed=0)
+    trapped = IterativeNetwork(300, 60, 10, mask, init=init).weight.detach()[mask]
+    if init == "linear":
+        assert (trapped < 0).all()
+    else:
+        assert float((trapped > 0).double().mean()) > 0.7  # N(0, s^2) would give 0.5
+    # The way out: continue the mask's generator.
+    g = torch.Generator().manual_seed(0)
+    mask = random_mask(300, 60, 0.5, seed=g)
+    torch.manual_seed(0)
+    net = IterativeNetwork(300, 60, 10, mask, init=init, generator=g)
+    w = net.weight.detach()[mask]  # ~10,800 draws
+    assert abs(float((w > 0).double().mean()) - 0.5) < 0.03  # 6 standard errors
+    assert abs(float(w.mean())) < 6 * float(w.std()) / math.sqrt(w.numel())
+    if init == "normal":
+        assert abs(float(w.std()) / 0.05 - 1) < 0.05
+    # the same generator state gives the same network: reproducible without touching the global one
+    again = IterativeNetwork(300, 60, 10, mask, init=init, generator=torch.Generator().manual_seed(0)).weight
+    torch.manual_seed(123)
+    assert torch.equal(again, IterativeNetwork(300, 60, 10, mask, init=init, generator=torch.Generator().manual_seed(0)).weight)

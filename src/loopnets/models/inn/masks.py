@@ -66,7 +66,10 @@ def random_mask(inputs: int, depth: int, density: float, seed: int | torch.Gener
         depth: state units (hidden + output) >= 1.
         density: R in (0, 1] (the thesis's "sparsity").
         seed: an int (the same mask every time), a torch.Generator (advanced by the draw), or None
-            (torch's global generator, i.e. `torch.manual_seed`).
+            (torch's global generator, i.e. `torch.manual_seed`). Seed the network's init apart:
+            after torch.manual_seed(s), a mask from seed s reads the very numbers the init then
+            reads, and the initial weights follow the mask. Draw the mask from a Generator and pass
+            it on, `IterativeNetwork(..., generator=g)`, to continue its stream instead.
 
     Returns:
         bool tensor (depth, inputs + depth).

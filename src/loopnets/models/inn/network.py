@@ -129,6 +129,12 @@ class IterativeNetwork(nn.Module):
         init_std: standard deviation of init="normal" (> 0; None: 0.05, the authors'); only
             with init="normal".
         kernel: "dense" | "sparse" | "auto" (default).
+        generator: the torch.Generator the initial values are drawn from (None: torch's global
+            one). Pass the generator a random mask was drawn from: a mask drawn from
+            Generator().manual_seed(s) after torch.manual_seed(s) reads the same numbers as the
+            init, so the weights follow the mask (with init="linear" and R = 0.5 every trainable
+            weight comes out negative, since trainable means r < R and the weight is 2r - 1 scaled).
+            Continuing the mask's generator draws fresh numbers.
         device, dtype: of the parameters, as for nn.Linear.
     """
 
@@ -147,6 +153,7 @@ class IterativeNetwork(nn.Module):
         init: str = "linear",
         init_std: float | None = None,
         kernel: str = "auto",
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -188,25 +195,27 @@ class IterativeNetwork(nn.Module):
             fixed = checked_fixed(fixed, shape, mask).to(device=self.weight.device, dtype=self.weight.dtype)
         self.register_buffer("fixed", fixed)
         self._pattern_cache: tuple | None = None
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
     # -- construction ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Draw the trainable weights (and biases) by `init`; masked weights are set to exactly 0."""
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the trainable weights (and biases) by `init` from `generator` (None: torch's global
+        one); masked weights are set to exactly 0."""
         fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).to(self.weight.dtype)  # (depth, 1)
+        g = generator
         if self.init == "normal":
-            self.weight.normal_(0.0, self.init_std)
+            self.weight.normal_(0.0, self.init_std, generator=g)
             if self.bias is not None:
-                self.bias.uniform_(-1, 1).mul_((self.inputs + self.depth) ** -0.5)
+                self.bias.uniform_(-1, 1, generator=g).mul_((self.inputs + self.depth) ** -0.5)
         elif self.init == "linear":
             bound = fan_in.rsqrt()
-            self.weight.uniform_(-1, 1).mul_(bound)
+            self.weight.uniform_(-1, 1, generator=g).mul_(bound)
             if self.bias is not None:
-                self.bias.uniform_(-1, 1).mul_(bound.squeeze(1))
+                self.bias.uniform_(-1, 1, generator=g).mul_(bound.squeeze(1))
         else:
-            self.weight.normal_().mul_((2 / fan_in).sqrt())
+            self.weight.normal_(generator=g).mul_((2 / fan_in).sqrt())
             if self.bias is not None:
                 self.bias.zero_()
         self.weight.masked_fill_(~self.mask, 0.0)
@@ -225,6 +234,7 @@ class IterativeNetwork(nn.Module):
         init: str = "linear",
         init_std: float | None = None,
         kernel: str = "auto",
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> IterativeNetwork:
@@ -250,6 +260,7 @@ class IterativeNetwork(nn.Module):
             init=init,
             init_std=init_std,
             kernel=kernel,
+            generator=generator,
             device=device,
             dtype=dtype,
         )
