@@ -433,6 +433,7 @@ def test_the_bias_enters_every_rows_pre_activation_and_the_output_rows_are_linea
                            output_activation="linear", bias=bias, init="normal", init_std=0.5, kernel=kernel)
     with torch.no_grad():
         net.bias.copy_(torch.linspace(-2.0, 2.0, depth))  # large, of both signs: every row's bias shows
+        net.bias[-outputs:] = -6.0  # output pre-activations mostly negative: a ReLU there would show
     x = torch.randn(6, inputs)
     w = torch.where(net.mask, net.weight, 0.0).detach()
     w_x, w_s = w[:, :inputs], w[:, inputs:]
@@ -551,27 +552,35 @@ def test_weight_space_with_biases_inverts_the_expected_count(biases):
 
 
 @pytest.mark.parametrize("init", ["linear", "normal"])
-def test_init_continuing_the_masks_generator_is_independent_of_the_mask(init):
-    # The trap: the global generator seeded as the mask's generator reads the same numbers, so the
-    # weights follow the mask (init="linear", R = 0.5: trainable means r < 0.5, the weight 2r - 1 < 0).
+@pytest.mark.parametrize("how", ["int seed", "generator", "global"])
+def test_the_init_does_not_follow_the_mask_drawn_from_the_same_seed(init, how):
+    """The runner seeds torch.manual_seed(s) and draws the mask from seed s. Were the mask drawn from
+    s's own stream, the init would read the same numbers and follow the mask (init="linear", R = 0.5:
+    trainable means r < 0.5, the weight (2r - 1) / sqrt(fan_in) < 0, every one of them)."""
     torch.manual_seed(0)
-    mask = random_mask(300, 60, 0.5, seed=0)
-    trapped = IterativeNetwork(300, 60, 10, mask, init=init).weight.detach()[mask]
-    if init == "linear":
-        assert (trapped < 0).all()
-    else:
-        assert float((trapped > 0).double().mean()) > 0.7  # N(0, s^2) would give 0.5
-    # The way out: continue the mask's generator.
-    g = torch.Generator().manual_seed(0)
-    mask = random_mask(300, 60, 0.5, seed=g)
-    torch.manual_seed(0)
-    net = IterativeNetwork(300, 60, 10, mask, init=init, generator=g)
-    w = net.weight.detach()[mask]  # ~10,800 draws
+    seed = {"int seed": 0, "generator": torch.Generator().manual_seed(0), "global": None}[how]
+    mask = random_mask(300, 60, 0.5, seed=seed)
+    if how != "global":
+        torch.manual_seed(0)
+    w = IterativeNetwork(300, 60, 10, mask, init=init).weight.detach()[mask]  # ~10,800 draws
     assert abs(float((w > 0).double().mean()) - 0.5) < 0.03  # 6 standard errors
     assert abs(float(w.mean())) < 6 * float(w.std()) / math.sqrt(w.numel())
     if init == "normal":
         assert abs(float(w.std()) / 0.05 - 1) < 0.05
-    # the same generator state gives the same network: reproducible without touching the global one
-    again = IterativeNetwork(300, 60, 10, mask, init=init, generator=torch.Generator().manual_seed(0)).weight
-    torch.manual_seed(123)
-    assert torch.equal(again, IterativeNetwork(300, 60, 10, mask, init=init, generator=torch.Generator().manual_seed(0)).weight)
+    # block exchange draws from a stream of its own too: its first draws are not the init's
+    torch.manual_seed(0)
+    layered = layered_mask(40, [20, 10])
+    assert not torch.equal(block_exchange(layered, 0.5, block=10, seed=0), block_exchange(layered, 0.5, block=10, seed=1))
+
+
+def test_generator_seeds_the_init_without_the_global_generator():
+    mask = random_mask(30, 8, 0.5, seed=1)
+    nets = []
+    for global_seed in (0, 123):
+        torch.manual_seed(global_seed)
+        nets.append(IterativeNetwork(30, 8, 2, mask, init="normal", generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(nets[0].weight, nets[1].weight) and torch.equal(nets[0].bias, nets[1].bias)
+    other = IterativeNetwork(30, 8, 2, mask, init="normal", generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(nets[0].weight, other.weight)
+    rnn = IterativeNetwork.rnn(4, 3, init="kaiming", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(rnn.weight, IterativeNetwork.rnn(4, 3, init="kaiming", generator=torch.Generator().manual_seed(5)).weight)

@@ -65,11 +65,11 @@ def random_mask(inputs: int, depth: int, density: float, seed: int | torch.Gener
         inputs: input features >= 1.
         depth: state units (hidden + output) >= 1.
         density: R in (0, 1] (the thesis's "sparsity").
-        seed: an int (the same mask every time), a torch.Generator (advanced by the draw), or None
-            (torch's global generator, i.e. `torch.manual_seed`). Seed the network's init apart:
-            after torch.manual_seed(s), a mask from seed s reads the very numbers the init then
-            reads, and the initial weights follow the mask. Draw the mask from a Generator and pass
-            it on, `IterativeNetwork(..., generator=g)`, to continue its stream instead.
+        seed: an int (the same mask every time), a torch.Generator (advanced by one draw), or None
+            (torch's global generator, i.e. `torch.manual_seed`, advanced by one draw). The mask
+            is drawn from a stream seeded by that one draw, not from the seed's own stream, so a
+            network initialised after torch.manual_seed(s) does not read the numbers that placed
+            the mask of seed s (it would otherwise: its weights would follow the mask).
 
     Returns:
         bool tensor (depth, inputs + depth).
@@ -105,7 +105,7 @@ def block_exchange(mask: Tensor, p: float, block: int = 100, seed: int | torch.G
         mask: bool (depth, inputs + depth), e.g. `layered_mask(2500, [500, 200, 100, 10])`.
         p: exchange probability per block in [0, 1] (Hershey: 0.2 and 0.5). p = 0 returns a copy.
         block: block side >= 1.
-        seed: int, torch.Generator or None, as in `random_mask`.
+        seed: int, torch.Generator or None, as in `random_mask` (a stream of its own).
 
     Returns:
         a new bool tensor of the same shape.
@@ -292,12 +292,20 @@ def _mixed_block_message(mask: Tensor, block: int, rows: tuple[int, int], cols: 
     )
 
 
-def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
-    if seed is None or isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    """The generator a mask is drawn from: a stream of its own, seeded by one number drawn from `seed`.
+
+    Not `seed`'s own stream: after torch.manual_seed(s), a network's init reads the stream of s from
+    its start, so a mask drawn from that same stream would decide which weights train by the very
+    numbers that become their initial values (with init "linear" and R = 0.5 every trainable weight
+    would be negative). The runner seeds both with the run's seed.
+    """
+    if seed is not None and not isinstance(seed, torch.Generator):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
+        seed = torch.Generator().manual_seed(seed)
+    derived = int(torch.randint(0, 2**62, (1,), generator=seed))  # advances `seed` (or the global stream) by one draw
+    return torch.Generator().manual_seed(derived)
 
 
 def _check_count(name: str, value, minimum: int) -> None:

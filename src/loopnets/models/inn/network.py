@@ -130,11 +130,11 @@ class IterativeNetwork(nn.Module):
             with init="normal".
         kernel: "dense" | "sparse" | "auto" (default).
         generator: the torch.Generator the initial values are drawn from (None: torch's global
-            one). Pass the generator a random mask was drawn from: a mask drawn from
-            Generator().manual_seed(s) after torch.manual_seed(s) reads the same numbers as the
-            init, so the weights follow the mask (with init="linear" and R = 0.5 every trainable
-            weight comes out negative, since trainable means r < R and the weight is 2r - 1 scaled).
-            Continuing the mask's generator draws fresh numbers.
+            one), e.g. the one a mask was drawn from, to seed a network without touching the
+            global generator. A mask must not be drawn from the stream the init then reads: the
+            weights would follow the mask (with init="linear" and R = 0.5 every trainable weight
+            would be negative: trainable means r < R, the weight is (2r - 1) / sqrt(fan_in)).
+            `random_mask` and `block_exchange` draw from a stream of their own for that reason.
         device, dtype: of the parameters, as for nn.Linear.
     """
 
