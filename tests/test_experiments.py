@@ -126,6 +126,7 @@ def test_cli_run_writes_runs_and_report(tmp_path, capsys):
             assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.csv", "summary.json", "model.lnet"}
             summary = json.loads((run / "summary.json").read_text())
             assert summary["status"] == "finished" and summary["epochs_run"] == 3
+            assert summary["val_samples"] == 30 and summary["classes"] == 3  # the report's noise and chance floors
             assert len((run / "metrics.csv").read_text().splitlines()) == 4
             # the run folder reproduces its run: its config loads and names this variant and seed
             again = load_config(run / "config.toml")

@@ -11,7 +11,8 @@ from conftest import load_page_builder
 import loopnets as ln
 from loopnets.cli import main
 from loopnets.experiments import ConfigError, expand_variants, load_config, validate
-from loopnets.experiments.config import GatedVariant, dumps, from_dict, to_dict
+from loopnets.experiments.config import dumps, from_dict, to_dict
+from loopnets.models.gated.schema import GatedVariant
 from loopnets.experiments.runner import build_model, load_split
 
 if sys.version_info >= (3, 11):
@@ -115,7 +116,7 @@ def test_lavik_resolved_configs_have_no_gated_keys():
     "change,message",
     [
         ({"variants.0.unroll": 3}, r"variants\[0\]\.unroll applies only to model.family = 'lavik'"),
-        ({"variants.0.method": "couple"}, r"variants\[0\]\.method applies only to model.family = 'lavik'.*feedback, timesteps"),
+        ({"variants.0.method": "couple"}, r"unknown config key variants\[0\]\.method; valid keys in variants\[0\]: feedback, timesteps.*variants\[0\]\.method applies only to model.family = 'lavik'"),
         ({"model.layers": []}, r"model\.layers applies only to model.family = 'lavik'"),
         ({"model.gated.hiden": 3}, r"unknown config key model\.gated\.hiden; valid keys in model\.gated: architecture, hidden"),
         ({"model.gated.architecture": "rnn"}, r"model\.gated\.architecture = 'rnn' is not one of dense, conv"),

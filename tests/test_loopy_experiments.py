@@ -14,7 +14,7 @@ import loopnets as ln
 from loopnets.cli import main
 from loopnets.experiments import ConfigError, expand_variants, load_config, validate
 from loopnets.experiments.config import dumps, from_dict, to_dict
-from loopnets.experiments.loopy import LoopyVariant
+from loopnets.models.loopy.schema import LoopyVariant
 from loopnets.experiments.runner import build_model, load_split
 
 if sys.version_info >= (3, 11):
@@ -107,10 +107,10 @@ def test_resolved_configs_of_other_families_have_no_loopy_keys():
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"variants.0.method": "couple"}, r"variants\[0\]\.method applies only to model.family = 'lavik'; variant keys for family 'loopy_cnn': model, unroll, name"),
+        ({"variants.0.method": "couple"}, r"unknown config key variants\[0\]\.method; valid keys in variants\[0\]: model, unroll, name; variants\[0\]\.method applies only to model.family = 'lavik'"),
         ({"variants.0.feedback": "partial"}, r"variants\[0\]\.feedback applies only to model.family = 'gated_autoencoder'"),
         ({"variants.0.merge": "mul"}, r"variants\[0\]\.merge applies only to .*set model\.loopy\.merge instead"),
-        ({"variants.0.colour": 1}, r"variants\[0\]\.colour is unknown; variant keys for family 'loopy_cnn'"),
+        ({"variants.0.colour": 1}, r"unknown config key variants\[0\]\.colour; valid keys in variants\[0\]: model, unroll, name"),
         ({"model.layers": []}, r"model\.layers applies only to model.family = 'lavik'"),
         ({"model.init": "default"}, r"model\.init applies only to model.family = 'lavik'.*set model\.loopy\.init instead"),
         ({"model.gated": {"hidden": 3}}, r"model\.gated applies only to model.family = 'gated_autoencoder'"),
@@ -124,7 +124,7 @@ def test_resolved_configs_of_other_families_have_no_loopy_keys():
         ({"variants.0.unroll": 0}, r"variants\[0\]\.unroll must be an integer >= 1"),
         ({"variants.0.model": "mnist_loopy"}, r"Caswell's MNIST model for 1 x 28 x 28 digits; the data 'synthetic_cifar' gives \(3, 32, 32\)"),
         ({"train.loss": "mse"}, r"train\.loss = 'mse': the loopy_cnn models return logits"),
-        ({"train.analyses": ["tsne"]}, r"train\.analyses for family 'loopy_cnn' must be a list of distinct analyses from guided, merge"),
+        ({"train.analyses": ["tsne"]}, r"train\.analyses must be a list of analyses from guided, merge \(family 'loopy_cnn'"),
         ({"train.noise_sigmas": [1.0]}, r"train\.noise_sigmas applies only to model.family = 'gated_autoencoder'"),
         ({"data.name": "iris"}, r"needs square images \(channels, size, size\); the data 'iris' gives \(4,\)"),
     ],
@@ -142,7 +142,7 @@ def test_bad_loopy_configs_name_the_key(change, message):
 def test_loopy_keys_refused_in_other_families():
     with pytest.raises(ConfigError, match=r"model\.loopy applies only to model.family = 'loopy_cnn'"):
         from_dict({"model": {"loopy": {"filters": 3}}})
-    with pytest.raises(ConfigError, match=r"variants\[0\]\.model applies only to model.family = 'loopy_cnn'; this experiment's family is 'gated_autoencoder'"):
+    with pytest.raises(ConfigError, match=r"variants\[0\]\.model applies only to model.family = 'loopy_cnn' or 'inn'; this experiment's family is 'gated_autoencoder'"):
         from_dict({"model": {"family": "gated_autoencoder"}, "variants": [{"feedback": "none", "model": "loopy"}]})
     with pytest.raises(ConfigError, match=r"model.family = 'loopy_cnn' needs its own \[\[variants\]\]"):
         from_dict({"model": {"family": "loopy_cnn"}, "data": {"name": "synthetic_cifar"}})

@@ -16,7 +16,8 @@ from matplotlib.collections import PolyCollection
 
 from loopnets.report import build_report
 from loopnets.report.figures import columns, curve_figure
-from loopnets.report.results import band, load_experiment, mean_sd
+from loopnets.report.results import load_experiment
+from loopnets.report.stats import band, mean_sd
 from loopnets.report.tables import format_stat, format_value
 
 EXPERIMENT_TOML = """\

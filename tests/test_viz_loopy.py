@@ -6,7 +6,7 @@ from test_loopy import randomise_bn_
 from torch import nn
 
 from loopnets import loopy as L
-from loopnets.viz.loopy import guided_backprop, guided_relus, image_grid, merge_images
+from loopnets.viz import guided_backprop, guided_relus, image_grid, merge_images
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 

@@ -16,8 +16,8 @@ Estimate, per variant, for one training step on one batch:
 Parameters and activations come from building the variant's network on PyTorch's `meta` device
 (shapes only, no memory) with 1 and with 2 passes, then extrapolating linearly to the variant's
 pass count (unroll, timesteps or iterations): COUPLE's copies and each pass's activations grow
-linearly with it, so a billion passes is estimated from two tiny builds. Family inn is estimated
-from its weight-space size (`inn.sizes`) without building. It is an estimate: temporaries of
+linearly with it, so a billion passes is estimated from two tiny builds. A family may estimate
+without building (`Family.memory_estimates`: the iterative networks from their weight-space size). It is an estimate: temporaries of
 the backward pass and the data set itself are not counted; an activation count the meta forward
 cannot measure (a solver that reads values) is left out.
 
@@ -41,9 +41,8 @@ import torch
 from torch import nn
 
 from loopnets.data.split import Split
-from loopnets.experiments import inn as inn_family
-from loopnets.experiments import loopy as loopy_family
-from loopnets.experiments.config import MAX_PASSES, ConfigError, Experiment, expand_variants, pass_count_field
+from loopnets.experiments.config import MAX_PASSES, ConfigError, Experiment, expand_variants, family_of, pass_count_field
+from loopnets.experiments.user_data import placeholder_split
 
 MEMORY_FRACTION = 0.5  # of physical memory: room for the data, the OS and a second worker
 DEFAULT_LIMIT = 8 * 2**30  # bytes, where the physical memory cannot be read
@@ -88,16 +87,14 @@ def check_memory(exp: Experiment, load_split: Callable[[Experiment], Split], bui
 
     Args:
         load_split: the experiment's data (`runner.load_split`); not called for a data set read
-            from the user's files (its known shape is used) nor for family inn.
+            from the user's files (its known shape is used) nor for a family with its own `memory_estimates`.
         build: `build(exp, variant, split)` -> the variant's network (`runner.build_model`).
     """
     limit, source = memory_limit(exp)
-    if exp.model.family == inn_family.FAMILY:
-        outputs, _ = inn_family.data_shape(exp)
-        estimates = [(v, _inn_estimate(exp, v, outputs)) for v in inn_family.expand(exp)]
-    else:
+    estimates = family_of(exp).memory_estimates(exp)  # a family that estimates without building
+    if estimates is None:
         variants = expand_variants(exp)
-        split = loopy_family.placeholder_split(exp) or load_split(exp)
+        split = placeholder_split(exp) or load_split(exp)
         estimates = [(v, estimate(exp, v, split, build)) for v in variants]
     for variant, est in estimates:  # memory first: the estimate says how far off a huge count is
         if est is not None and est.bytes > limit:
@@ -188,16 +185,6 @@ def _activations(model: nn.Module, split: Split, batch: int) -> int:
         for handle in handles:
             handle.remove()
     return total
-
-
-def _inn_estimate(exp: Experiment, variant: Any, outputs: int) -> Estimate:
-    """Family inn: a weight space of n rows over the inputs and itself (the IterativeNetwork's
-    masked dense weights, or the LSTM's four gates), its activations n per step."""
-    n = inn_family.sizes(exp, variant, outputs)
-    width = inn_family.INPUTS + n
-    params = (4 if variant.model == "lstm" else 1) * n * width
-    batch = max(1, exp.train.batch_size)
-    return Estimate(params, batch * n * variant.iterations, 4, variant.iterations, batch)
 
 
 def _gb(n: int) -> str:

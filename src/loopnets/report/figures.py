@@ -212,7 +212,7 @@ def noise_figure(experiment: Experiment) -> Figure | None:
 
 
 def _colors(variants: list[Variant]) -> dict[str, str]:
-    if any(v.method == "gated" for v in variants):  # one method for all: one color per variant
+    if len({v.method for v in variants}) == 1 and variants[0].method not in COLORS:  # one method: a color per variant
         palette = (*COLORS.values(), *OTHER_COLORS)
         return {v.name: palette[i % len(palette)] for i, v in enumerate(variants)}
     others = sorted({v.method for v in variants if v.method not in COLORS})

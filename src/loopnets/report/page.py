@@ -20,9 +20,8 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from loopnets.report.figures import FigureFile, write_figures, write_sweep_figure
-from loopnets.report.gated import gated_results, gated_section
 from loopnets.report.run_figures import run_figures
-from loopnets.report.results import Experiment, load_experiment
+from loopnets.report.results import Experiment, family_sections, load_experiment
 from loopnets.report.tables import (NO_VALUES, Table, probe_table, skip_block_starts, timing_table, to_html, to_latex,
                                      to_markdown)
 from loopnets.report.verdicts import CONFIDENCE, Verdict, verdict
@@ -113,9 +112,7 @@ def build_report(experiment_dir: Path | str) -> Path:
     results = experiment.to_dict()
     judged = verdict(experiment)
     results["verdict"] = judged.to_dict()
-    gated = gated_section(experiment, out)
-    if gated:
-        results["gated"] = gated_results(experiment)
+    sections = family_sections(experiment, out, results)  # each model family's own section (its registry entry)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     blocks = _blocks(experiment, judged, figures, probes, timing)
     sweep = write_sweep_figure(experiment, out)
@@ -127,7 +124,7 @@ def build_report(experiment_dir: Path | str) -> Path:
     extra_figures = run_figures(experiment, out)
     if extra_figures:
         blocks += [Heading("Analyses of each variant's first seed"), *extra_figures]
-    for heading, content, caption in gated:
+    for heading, content, caption in sections:
         if heading:
             blocks.append(Heading(heading))
         if isinstance(content, FigureFile):

@@ -19,9 +19,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
+
+from loopnets.experiments import families
+from loopnets.report.stats import Band, Stat, Timing, band, json_float, mean_sd, timing_over
 
 try:  # Python >= 3.11
     import tomllib
@@ -31,108 +34,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "train_seconds", "val_seconds")
 PROBES = ("original", "skip_off", "feedback_off")
 TIMINGS = ("train_ms_per_epoch", "val_ms_per_epoch")
-METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow (gated)
+METHOD_ORDER = ("ffn", "combine", "couple", "tied")  # the thesis tables' order; others follow
 METHOD_NAMES = {"ffn": "FFN", "combine": "COMBINE", "couple": "COUPLE", "tied": "Tied"}
 _SEED_DIR = re.compile(r"^seed=(\d+)$")
 _PARTIAL_DIR = re.compile(r"^seed=(\d+)\.partial-.+$")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample sd (n - 1; 0 for a single value, shown as n/a and written as null) of `values` over seeds."""
-
-    mean: float
-    sd: float
-    n: int
-    values: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        return {"mean": _json_float(self.mean), "sd": _json_float(self.sd) if self.n > 1 else None, "n": self.n,
-                "values": [_json_float(v) for v in self.values]}
-
-
-def mean_sd(values: Sequence[float]) -> Stat | None:
-    """Mean ± sample sd (ddof=1, as the thesis's μ ± σ over runs); one value gives sd 0; none gives None."""
-    values = tuple(float(v) for v in values)
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr)):  # e.g. an inf probe loss: mean inf (or nan), sd undefined
-        with np.errstate(invalid="ignore"):
-            return Stat(float(np.mean(arr)), math.nan, len(values), values)
-    sd = float(np.std(arr, ddof=1)) if len(values) > 1 else 0.0
-    return Stat(float(np.mean(arr)), sd, len(values), values)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """A variant's time per epoch over its finished seeds, honest about what was timed separately.
-
-    Seeds that trained together (one batched `ln.fit_many` call, summary.json's training.path
-    "batched") were timed once as a group: each seed's time is the group's divided by its seeds,
-    so the group is one measurement, not n. `sd` is the sample sd over the independent
-    measurements (a seed trained alone, or one group), None when there are fewer than two.
-    """
-
-    mean: float  # over the finished seeds' values
-    sd: float | None
-    n: int  # finished seeds with a value
-    measurements: int  # independently timed units: seeds alone + groups
-    groups: tuple[int, ...]  # sizes of the groups whose time is shared; () when every seed trained alone
-    values: tuple[float, ...]  # per seed
-
-    def to_dict(self) -> dict:
-        return {"mean": _json_float(self.mean), "sd": None if self.sd is None else _json_float(self.sd), "n": self.n,
-                "values": [_json_float(v) for v in self.values], "independent_measurements": self.measurements,
-                "shared_groups": list(self.groups)}
-
-
-def timing_over(values: Sequence[tuple[float, tuple[int, ...] | None]]) -> Timing | None:
-    """`Timing` of per-seed values, each with the seeds of the group it shared its time with (None: alone)."""
-    if not values:
-        return None
-    units: dict[object, list[float]] = {}
-    for i, (value, group) in enumerate(values):
-        units.setdefault(("group", group) if group else ("seed", i), []).append(float(value))
-    per_unit = [float(np.mean(u)) for u in units.values()]
-    sd = float(np.std(per_unit, ddof=1)) if len(per_unit) > 1 else None
-    groups = tuple(len(key[1]) for key in units if key[0] == "group")
-    seeds = tuple(float(v) for v, _ in values)
-    return Timing(float(np.mean(seeds)), sd, len(seeds), len(per_unit), groups, seeds)
-
-
-@dataclass(frozen=True)
-class Band:
-    """Per-epoch mean and percentile band over seeds; `n[i]` seeds reached `epochs[i]`."""
-
-    epochs: np.ndarray  # (E,) epoch numbers as written in metrics.csv (1-based)
-    mean: np.ndarray  # (E,)
-    low: np.ndarray  # (E,) 20th percentile by default
-    high: np.ndarray  # (E,) 80th percentile by default
-    n: np.ndarray  # (E,) number of seeds with a finite value at that epoch
-
-
-def band(curves: Sequence[tuple[Sequence[float], Sequence[float]]], low: float = 20.0,
-         high: float = 80.0) -> Band:
-    """Aggregate per-seed curves `(epochs, values)` by epoch: mean and [low, high] percentiles.
-
-    Each epoch uses the seeds that reached it (early stopping, divergence) and have a finite
-    value there. Percentiles interpolate linearly between order statistics (numpy's default).
-    """
-    by_epoch: dict[int, list[float]] = {}
-    for epochs, values in curves:
-        for epoch, value in zip(epochs, values):
-            if math.isfinite(value):
-                by_epoch.setdefault(int(epoch), []).append(float(value))
-    order = sorted(by_epoch)
-    stacks = [np.asarray(by_epoch[e]) for e in order]
-    return Band(
-        epochs=np.asarray(order, dtype=int),
-        mean=np.asarray([s.mean() for s in stacks], dtype=float),
-        low=np.asarray([np.percentile(s, low) for s in stacks], dtype=float),
-        high=np.asarray([np.percentile(s, high) for s in stacks], dtype=float),
-        n=np.asarray([len(s) for s in stacks], dtype=int),
-    )
 
 
 @dataclass(frozen=True)
@@ -195,7 +100,8 @@ class Variant:
     missing: list[int] = field(default_factory=list)  # expected seeds without a finished folder
     label: str = ""  # table name as in the thesis, e.g. "COUPLE x2 w. skip"
     legend: str = ""  # figure legend name (the column says the skip), e.g. "COUPLE x2"
-    feedback: str | None = None  # gated_autoencoder runs: none | partial | comprehensive
+    feedback: str | None = None  # summary.json's feedback: "none" marks a variant without a loop
+    model_family: str = families.DEFAULT  # summary.json's family (`loopnets.experiments.families`)
 
     def noise_curve(self) -> tuple[list[float], list[float]] | None:
         """(sigmas, mean validation loss over the finished seeds) from summary.json's extra.noise."""
@@ -250,7 +156,7 @@ class Variant:
 
     def probe_applies(self, probe: str) -> bool:
         """skip_off needs a bypassing skip, feedback_off a loop; "original" always applies."""
-        loops = self.method != "ffn" and self.feedback != "none"  # gated: feedback "none" has no loop
+        loops = self.method != "ffn" and self.feedback != "none"  # feedback "none": no loop
         return {"original": True, "skip_off": self.skip, "feedback_off": loops}[probe]
 
     def probe_stat(self, probe: str, metric: str) -> Stat | None:
@@ -351,7 +257,7 @@ class Experiment:
             probes = {p: ({m: _stat_dict(v.probe_stat(p, m)) for m in metrics} if v.probe_applies(p) else None)
                       for p in PROBES}
             timing = {k: (None if (t := v.timing(k)) is None else t.to_dict()) for k in TIMINGS}
-            timing.update({f"{k}_vs_ffn_percent": _json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
+            timing.update({f"{k}_vs_ffn_percent": json_float(self.relative_to_ffn(v, k)) for k in TIMINGS})
             epochs = [len(r.metrics["epoch"]) for r in v.runs]
             variants.append({
                 "variant": v.name, "label": v.label, "method": v.method, "unroll": v.unroll, "skip": v.skip,
@@ -360,14 +266,13 @@ class Experiment:
                           "missing": v.missing},
                 "errors": {str(r.seed): r.summary.get("error") for r in v.diverged},
                 "epochs_run": {str(r.seed): n for r, n in zip(v.runs, epochs)},
-                "train_seconds_per_epoch": _json_float(v.train_seconds_per_epoch()),
+                "train_seconds_per_epoch": json_float(v.train_seconds_per_epoch()),
                 "probes": probes, "timing": timing,
             })
             variants[-1]["unroll_sweep"] = _sweep_dict(v)
-            if v.method == "gated":  # summary.json extra.noise, averaged over the finished seeds
-                curve = v.noise_curve()
-                variants[-1]["noise"] = None if curve is None else {
-                    "sigmas": curve[0], "loss_mean": [_json_float(x) for x in curve[1]]}
+            family = family_of(v)
+            if family is not None:
+                variants[-1].update(family.variant_results(v))
         return {"experiment": self.name, "task": self.task, "loss": self.loss,
                 "expected_seeds": self.expected_seeds, "status": self.status_line(),
                 "absent_variants": self.absent_variants, "problems": self.problems,
@@ -420,7 +325,8 @@ def load_experiment(experiment_dir: Path | str) -> Experiment:
         seeds = {r.seed for r in runs}
         variants.append(Variant(name=name, method=str(first["method"]), unroll=int(first.get("unroll") or 1),
                                 skip=bool(first.get("skip")), runs=runs,
-                                missing=[s for s in expected if s not in seeds], feedback=first.get("feedback")))
+                                missing=[s for s in expected if s not in seeds], feedback=first.get("feedback"),
+                                model_family=str(first.get("family") or families.DEFAULT)))
     variants.sort(key=_table_order)
     _assign_labels(variants)
     summaries = [r.summary for v in variants for r in v.runs]
@@ -494,6 +400,30 @@ def _configured_runs(root: Path, config: dict[str, Any], problems: list[str]) ->
     return [], []
 
 
+def family_of(v: Variant) -> families.Family | None:
+    """The family of a variant's runs; None when no family of that name is registered here."""
+    try:
+        return families.get(v.model_family)
+    except families.UnknownFamily:
+        return None
+
+
+def family_sections(experiment: Experiment, out: Path, results: dict) -> list:
+    """The report sections of the experiment's model families, in the order their variants appear:
+    (heading, table or figure, caption) items; a family's numbers are added to `results`."""
+    items = []
+    for name in dict.fromkeys(v.model_family for v in experiment.variants):
+        try:
+            family = families.get(name)
+        except families.UnknownFamily:  # runs of a family not registered in this process: the common report only
+            continue
+        section = family.report_section(experiment, out)
+        if section:
+            results.update(family.report_results(experiment) or {})
+        items += section
+    return items
+
+
 def _table_order(v: Variant) -> tuple:
     """Without skip before with skip; then ffn, combine, couple, tied (others after); then unroll."""
     rank = METHOD_ORDER.index(v.method) if v.method in METHOD_ORDER else len(METHOD_ORDER)
@@ -502,8 +432,8 @@ def _table_order(v: Variant) -> tuple:
 
 def _assign_labels(variants: list[Variant]) -> None:
     """Thesis-style names; variants that would share one (other loop options) add their folder name."""
-    # gated_autoencoder variants are named by their settings already, e.g. "partial-t2"
-    short = {id(v): v.name if v.method == "gated" else v.family if v.method == "ffn" else f"{v.family} x{v.unroll}"
+    # some families name their variants by their settings already, e.g. "partial-t2"
+    short = {id(v): v.name if getattr(family_of(v), "label_by_name", False) else v.family if v.method == "ffn" else f"{v.family} x{v.unroll}"
              for v in variants}
     counts: dict[tuple[str, bool], int] = {}
     for v in variants:
@@ -523,18 +453,14 @@ def _sweep_dict(v: Variant) -> dict | None:
     out: dict[str, Any] = {"training_unroll": next(s[1] for s in swept.values() if s)}
     for metric, s in swept.items():
         out[metric] = None if s is None else {
-            "passes": s[0].epochs.tolist(), "mean": [_json_float(x) for x in s[0].mean],
-            "low": [_json_float(x) for x in s[0].low], "high": [_json_float(x) for x in s[0].high],
+            "passes": s[0].epochs.tolist(), "mean": [json_float(x) for x in s[0].mean],
+            "low": [json_float(x) for x in s[0].low], "high": [json_float(x) for x in s[0].high],
             "n": s[0].n.tolist()}
     return out
 
 
 def _float(text: str | None) -> float:
     return float(text) if text not in (None, "") else math.nan
-
-
-def _json_float(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x
 
 
 def _stat_dict(stat: Stat | None) -> dict | None:

@@ -18,7 +18,8 @@ from typing import ClassVar
 
 import pandas as pd
 
-from loopnets.report.results import Experiment, Stat, Timing, Variant
+from loopnets.report.results import Experiment, Variant
+from loopnets.report.stats import Stat, Timing
 
 NOT_APPLICABLE = "—"
 NO_VALUES = "n/a"

@@ -22,8 +22,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loopnets.report.figures import DPI, FigureFile
-from loopnets.report.results import Experiment, Variant, mean_sd
+from loopnets.report.results import Experiment, Variant
+from loopnets.report.stats import mean_sd
 from loopnets.report.tables import NOT_APPLICABLE, Table, format_stat
+from loopnets.models.gated.schema import FAMILY
 
 CONTRAST_AT = 0.5  # the contrast factor of Fig 21, tabulated
 RUN_FIGURES = {  # PNG written by a train.analyses entry -> caption in the report
@@ -39,7 +41,7 @@ RUN_FIGURES = {  # PNG written by a train.analyses entry -> caption in the repor
 
 def gated_section(experiment: Experiment, out: Path) -> list[tuple[str, Table | FigureFile, str]]:
     """(heading, table or figure, caption) items for the report; writes figures into `out`."""
-    gated = [v for v in experiment.variants if v.method == "gated"]
+    gated = [v for v in experiment.variants if v.model_family == FAMILY]
     if not gated:
         return []
     items: list[tuple[str, Table | FigureFile, str]] = []
@@ -86,7 +88,7 @@ def gated_results(experiment: Experiment) -> dict:
     """The numbers behind the section, per variant name, for results.json."""
     out = {}
     for v in experiment.variants:
-        if v.method != "gated":
+        if v.model_family != FAMILY:
             continue
         passes = _pass_losses(v)
         out[v.name] = {

@@ -6,7 +6,7 @@
 docs/contract-runs.md): the validation loss per pass (the output of pass t, which is the output
 of the network run for t timesteps), the validation loss with evaluation-time Gaussian noise
 on every pre-activation in every pass (eq 7, sec 4.4) for each `train.noise_sigmas`, and the
-`train.analyses` of `loopnets.viz.gated` (numbers in `extra`, PNGs as extra run files).
+`train.analyses` of `loopnets.models.gated.figures` (numbers in `extra`, PNGs as extra run files).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from loopnets.data.split import Split
-from loopnets.experiments.config import ConfigError, Experiment, GatedVariant
+from loopnets.experiments.config import Experiment
+from loopnets.experiments.schema import ConfigError
+from loopnets.models.gated import figures as viz
 from loopnets.models.gated.network import GatedNetwork, conv_autoencoder, dense_autoencoder
+from loopnets.models.gated.schema import GatedVariant
 from loopnets.core.probe import unrolled
 from loopnets.training.fit import evaluate
-from loopnets.viz import gated as viz
 
 CONTRAST_FACTORS = [round(0.1 * i, 1) for i in range(11)]  # App 7.5, Fig 20: 0.0, 0.1, ..., 1.0
 STRIP_IMAGES = 10  # Figs 8 and 21 show the first 10 test digits
