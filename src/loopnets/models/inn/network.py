@@ -20,7 +20,6 @@ Public: IterativeNetwork, KERNELS, AUTO_SPARSE_DENSITY.
 
 from __future__ import annotations
 
-import copy
 from itertools import count
 from typing import Generator, Iterable, Iterator, Sequence
 
@@ -32,7 +31,6 @@ from loopnets.core.protocol import first
 from loopnets.models.inn.masks import layered_mask
 from loopnets.models.inn.options import (
     ACTIVATIONS,
-    ELEMENTWISE,
     INITS,
     activation_module,
     bias_count,
@@ -41,7 +39,7 @@ from loopnets.models.inn.options import (
     checked_init_std,
     checked_fixed,
     checked_mask,
-    flatten_sequential,
+    mlp_layers,
 )
 from loopnets.models.inn.sparse import CSRMatmul, Pattern, SparseWeights
 
@@ -283,54 +281,7 @@ class IterativeNetwork(nn.Module):
             ValueError: a module other than nn.Linear or a supported elementwise activation,
                 two activations in a row, mismatched layer sizes, or different hidden activations.
         """
-        if not isinstance(mlp, nn.Sequential):
-            raise TypeError(f"from_mlp takes an nn.Sequential of nn.Linear and activation layers; got {type(mlp).__name__}")
-        modules = flatten_sequential(mlp)
-        linears: list[nn.Linear] = []
-        gaps: list[nn.Module | None] = []  # the activation after each Linear (None: none)
-        for position, m in enumerate(modules):
-            if isinstance(m, nn.Linear):
-                if linears and linears[-1].out_features != m.in_features:
-                    raise ValueError(
-                        f"Linear layer {len(linears)} (module {position}) takes {m.in_features} features but the "
-                        f"layer before gives {linears[-1].out_features}; an MLP needs matching sizes"
-                    )
-                linears.append(m)
-                gaps.append(None)
-            elif isinstance(m, ELEMENTWISE):
-                if not linears:
-                    raise ValueError(
-                        f"module {position} ({m!r}) comes before the first nn.Linear; the input of an "
-                        "iterative network is re-inserted as is, so the Sequential must start with nn.Linear"
-                    )
-                if gaps[-1] is not None:
-                    raise ValueError(
-                        f"module {position} ({m!r}) follows another activation ({gaps[-1]!r}); an iterative network "
-                        "applies one elementwise activation per iteration, so use at most one between Linear layers"
-                    )
-                gaps[-1] = m
-            else:
-                raise ValueError(
-                    f"from_mlp supports nn.Linear layers and elementwise activations "
-                    f"({', '.join(t.__name__ for t in ELEMENTWISE)}); module {position} is {m!r}. "
-                    "Remove dropout / normalisation layers (dropout is the identity in eval mode) or rewrite "
-                    "the model by hand"
-                )
-        if not linears:
-            raise ValueError("from_mlp needs at least one nn.Linear layer; the Sequential has none")
-        hidden = [repr(g) if g is not None else repr(nn.Identity()) for g in gaps[:-1]]
-        if len(set(hidden)) > 1:
-            raise ValueError(
-                f"an iterative network has one hidden activation, but this MLP uses {sorted(set(hidden))} between its "
-                "layers; use the same activation after every hidden layer"
-            )
-        hidden_act = copy.deepcopy(gaps[0]) if gaps[0] is not None else "linear"
-        final_act = copy.deepcopy(gaps[-1]) if gaps[-1] is not None else "linear"
-        if len(linears) == 1:  # every row is an output row
-            hidden_act, final_act = final_act, None
-        elif repr(final_act) == repr(hidden_act):
-            final_act = None  # the same activation on every row
-
+        linears, hidden_act, final_act = mlp_layers(mlp)
         sizes = [m.out_features for m in linears]
         inputs = linears[0].in_features
         first = linears[0].weight

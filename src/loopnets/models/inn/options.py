@@ -2,11 +2,12 @@
 arguments (sizes, mask, fixed weights, activation modules, from_mlp's Sequential).
 
 Public: ACTIVATIONS, INITS, BIASES, AUTHORS_INIT_STD, ELEMENTWISE, check_int, checked_mask,
-checked_fixed, activation_module, flatten_sequential, bias_rows, bias_count, checked_init_std.
+checked_fixed, activation_module, flatten_sequential, mlp_layers, bias_rows, bias_count, checked_init_std.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -27,6 +28,7 @@ __all__ = [
     "checked_fixed",
     "checked_mask",
     "flatten_sequential",
+    "mlp_layers",
 ]
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
@@ -139,3 +141,56 @@ def checked_init_std(init: str, init_std) -> float | None:
             f"(the authors' {AUTHORS_INIT_STD}); got {init_std!r}"
         )
     return float(init_std)
+
+
+def mlp_layers(mlp: nn.Sequential) -> tuple[list[nn.Linear], str | nn.Module, str | nn.Module | None]:
+    """The Linear layers of an MLP that `IterativeNetwork.from_mlp` can represent, its hidden activation
+    and its output activation (None: the hidden one); the errors say what cannot be represented."""
+    if not isinstance(mlp, nn.Sequential):
+        raise TypeError(f"from_mlp takes an nn.Sequential of nn.Linear and activation layers; got {type(mlp).__name__}")
+    modules = flatten_sequential(mlp)
+    linears: list[nn.Linear] = []
+    gaps: list[nn.Module | None] = []  # the activation after each Linear (None: none)
+    for position, m in enumerate(modules):
+        if isinstance(m, nn.Linear):
+            if linears and linears[-1].out_features != m.in_features:
+                raise ValueError(
+                    f"Linear layer {len(linears)} (module {position}) takes {m.in_features} features but the "
+                    f"layer before gives {linears[-1].out_features}; an MLP needs matching sizes"
+                )
+            linears.append(m)
+            gaps.append(None)
+        elif isinstance(m, ELEMENTWISE):
+            if not linears:
+                raise ValueError(
+                    f"module {position} ({m!r}) comes before the first nn.Linear; the input of an "
+                    "iterative network is re-inserted as is, so the Sequential must start with nn.Linear"
+                )
+            if gaps[-1] is not None:
+                raise ValueError(
+                    f"module {position} ({m!r}) follows another activation ({gaps[-1]!r}); an iterative network "
+                    "applies one elementwise activation per iteration, so use at most one between Linear layers"
+                )
+            gaps[-1] = m
+        else:
+            raise ValueError(
+                f"from_mlp supports nn.Linear layers and elementwise activations "
+                f"({', '.join(t.__name__ for t in ELEMENTWISE)}); module {position} is {m!r}. "
+                "Remove dropout / normalisation layers (dropout is the identity in eval mode) or rewrite "
+                "the model by hand"
+            )
+    if not linears:
+        raise ValueError("from_mlp needs at least one nn.Linear layer; the Sequential has none")
+    hidden = [repr(g) if g is not None else repr(nn.Identity()) for g in gaps[:-1]]
+    if len(set(hidden)) > 1:
+        raise ValueError(
+            f"an iterative network has one hidden activation, but this MLP uses {sorted(set(hidden))} between its "
+            "layers; use the same activation after every hidden layer"
+        )
+    hidden_act = copy.deepcopy(gaps[0]) if gaps[0] is not None else "linear"
+    final_act = copy.deepcopy(gaps[-1]) if gaps[-1] is not None else "linear"
+    if len(linears) == 1:  # every row is an output row
+        hidden_act, final_act = final_act, None
+    elif repr(final_act) == repr(hidden_act):
+        final_act = None  # the same activation on every row
+    return linears, hidden_act, final_act
