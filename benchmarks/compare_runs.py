@@ -5,7 +5,7 @@
 Used to check that a refactor changes no result (issue 16: `make run` before and after the move).
 Reads each `<variant>/seed=<n>/summary.json` and `metrics.csv`; timings, environment and
 provenance are left out (they differ between any two runs). Prints one line per difference
-and a count; exits 1 if any value differs by more than the tolerance, or a run is missing.
+(fields only AFTER records are listed, not counted) and a count; exits 1 if any value differs by more than the tolerance, or a run is missing.
 """
 
 from __future__ import annotations
@@ -62,18 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"no finished runs in {args.before}", file=sys.stderr)
         return 1
-    problems, compared = [], 0
+    problems, added, compared = [], set(), 0
     for run in runs:
         if not (args.after / run / "summary.json").exists():
             problems.append(f"{run}: missing in {args.after}")
             continue
         before, after = read_run(args.before / run), read_run(args.after / run)
-        for key in sorted(set(before) | set(after)):
+        added |= {key.split("[")[0] for key in set(after) - set(before)}  # new fields are not differences
+        for key in sorted(before):
             compared += 1
-            if key not in before or key not in after or differs(before.get(key), after.get(key), args.tolerance):
+            if key not in after or differs(before[key], after[key], args.tolerance):
                 problems.append(f"{run}: {key}: {before.get(key)!r} -> {after.get(key)!r}")
     for line in problems:
         print(line)
+    if added:
+        print(f"fields only the second run folder records: {', '.join(sorted(added))}")
     print(f"{len(runs)} runs, {compared} values compared, {len(problems)} differ (relative tolerance {args.tolerance:g})")
     return 1 if problems else 0
 
