@@ -33,9 +33,9 @@ PUBLIC = {
         "loopy", "mnist_loopy", "parameter_counts", "plus_layer", "times_layer", "vanilla",
     ],
     "inn": [
-        "AUTO_SPARSE_DENSITY", "IterativeNetwork", "KERNELS", "LSTMBaseline", "SequenceHistory", "acc_end",
-        "acc_seq", "accuracy_by_iterations", "accuracy_by_position", "block_exchange", "confusion_matrix",
-        "fit_iterations", "fit_sequences", "identity_blocks", "layered_mask", "lstm_hidden_for", "lstm_parameters",
+        "AUTHORS_INIT_STD", "AUTO_SPARSE_DENSITY", "BIASES", "INITS", "IterativeNetwork", "KERNELS", "LSTMBaseline",
+        "SequenceHistory", "acc_end", "acc_seq", "accuracy_by_iterations", "accuracy_by_position", "block_exchange",
+        "confusion_matrix", "expected_trainable", "fit_iterations", "fit_sequences", "identity_blocks", "layered_mask", "lstm_hidden_for", "lstm_parameters",
         "multitask_loss", "per_iteration_loss", "predict_index", "random_mask", "sequence_outputs", "weight_space",
     ],
     "viz": [
