@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # the package itself accepts any torch >= 2.4 (see pyproject.toml).
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test lint bench modes setup clean
+.PHONY: run test lint bench modes pages setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: setup
 modes: setup
 	for config in configs/modes/*.toml; do $(PY) -m loopnets.cli run $$config --workers 2 --no-progress || exit 1; done
 	$(PY) docs/build_modes.py --runs-dir runs
+
+# Every results page (the four reproduction pages, docs/modes.md) rebuilt offline from the committed
+# results in docs/reproductions/results/; lists each page's missing experiments and the commands that make them.
+pages: setup
+	$(PY) docs/reproductions/pages.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,11 +18,12 @@ from lint_private_names import private_uses  # noqa: E402
 
 PUBLIC = {
     "ln": [
-        "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "History", "Implicit", "Loop",
-        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "PerPass", "SolverStats", "Tied", "TrainingDiverged",
-        "Truncated", "early_exit", "evaluate", "fit", "fit_many", "gated", "inn", "layers", "load", "loopy",
-        "pass_outputs", "save", "severed", "tie_", "unrolled", "viz",
+        "CheckpointError", "Combine", "Couple", "Dropout", "EarlyExit", "Halting", "History", "Implicit", "Loop",
+        "ManyHistories", "Network", "NotConvergedWarning", "OneStep", "PerPass", "Progressive", "SolverStats", "Tied", "TrainingDiverged",
+        "Truncated", "early_exit", "evaluate", "fit", "fit_halting", "fit_many", "gated", "inn", "layers", "load", "loopy",
+        "pass_outputs", "save", "severed", "thinking", "tie_", "unrolled", "viz",
     ],
+    "thinking": ["RECALLS", "ResidualBlock", "feedforward_conv", "looped_transformer", "recurrent_conv"],
     "gated": [
         "FeedbackGatedReLU", "GatedNetwork", "GatedPass", "MODES", "conv_autoencoder", "dense_autoencoder",
         "feedback_gain", "feedback_gated_relu",
@@ -32,9 +33,9 @@ PUBLIC = {
         "loopy", "mnist_loopy", "parameter_counts", "plus_layer", "times_layer", "vanilla",
     ],
     "inn": [
-        "AUTO_SPARSE_DENSITY", "IterativeNetwork", "KERNELS", "LSTMBaseline", "SequenceHistory", "acc_end",
-        "acc_seq", "accuracy_by_iterations", "accuracy_by_position", "block_exchange", "confusion_matrix",
-        "fit_iterations", "fit_sequences", "identity_blocks", "layered_mask", "lstm_hidden_for", "lstm_parameters",
+        "AUTHORS_INIT_STD", "AUTO_SPARSE_DENSITY", "BIASES", "INITS", "IterativeNetwork", "KERNELS", "LSTMBaseline",
+        "SequenceHistory", "acc_end", "acc_seq", "accuracy_by_iterations", "accuracy_by_position", "block_exchange",
+        "confusion_matrix", "expected_trainable", "fit_iterations", "fit_sequences", "identity_blocks", "layered_mask", "lstm_hidden_for", "lstm_parameters",
         "multitask_loss", "per_iteration_loss", "predict_index", "random_mask", "sequence_outputs", "weight_space",
     ],
     "viz": [

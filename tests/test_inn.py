@@ -3,6 +3,7 @@
 against the digest's depth table, and the dense and sparse kernels against each other."""
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -417,3 +418,169 @@ def test_init_respects_the_mask_and_each_rows_fan_in():
     assert net.trainable_weights == 16 * 9 + 9 * 4 and net.density == pytest.approx(180 / (13 * 29))
     assert torch.equal(net.mask, mask) and "mask" in dict(net.named_buffers())
     assert "trainable_weights=180" in repr(net)
+
+
+# ----------------------------------------------------------------------------- the authors' settings
+# qbhershey/iterativenn (the digest's "settings stated in the authors' code"): a bias on every row,
+# linear output rows, weights N(0, 0.05^2), trainable counts with every row's bias.
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bias", ["state", "all"])
+def test_the_bias_enters_every_rows_pre_activation_and_the_output_rows_are_linear(kernel, bias):
+    inputs, depth, outputs = 4, 7, 3
+    net = IterativeNetwork(inputs, depth, outputs, random_mask(inputs, depth, 0.6, seed=1), "relu",
+                           output_activation="linear", bias=bias, init="normal", init_std=0.5, kernel=kernel)
+    with torch.no_grad():
+        net.bias.copy_(torch.linspace(-2.0, 2.0, depth))  # large, of both signs: every row's bias shows
+        net.bias[-outputs:] = -6.0  # output pre-activations mostly negative: a ReLU there would show
+    x = torch.randn(6, inputs)
+    w = torch.where(net.mask, net.weight, 0.0).detach()
+    w_x, w_s = w[:, :inputs], w[:, inputs:]
+    b = net.bias.detach().clone()
+    hidden = slice(0, depth - outputs)
+
+    def act(z):  # ReLU on the hidden rows, the identity on the output rows
+        return torch.cat([z[:, hidden].clamp(min=0), z[:, hidden.stop :]], 1)
+
+    z1 = x @ w_x.T + b  # (6, depth): every row's pre-activation holds its bias
+    z2 = x @ w_x.T + act(z1) @ w_s.T + b
+    states = net.states(x, iterations=2).detach()
+    torch.testing.assert_close(states[:, 0], act(z1))
+    torch.testing.assert_close(states[:, 1], act(z2))
+    assert (states[:, :, hidden.stop :] < 0).any()  # linear outputs go negative, ReLU ones could not
+    # Each row's bias moves that row's pre-activation one for one: shift one bias, only its row moves.
+    for r in range(depth):
+        with torch.no_grad():
+            net.bias.copy_(b)
+            net.bias[r] += 10.0
+        shifted = net.states(x, iterations=1).detach()[:, 0]
+        moved = (shifted - states[:, 0]).abs().sum(0) > 0
+        assert moved.tolist() == [c == r for c in range(depth)], r
+        if r >= depth - outputs:
+            torch.testing.assert_close(shifted[:, r] - states[:, 0, r], torch.full((6,), 10.0))
+
+
+def test_bias_all_counts_the_input_rows_as_the_authors_code_and_computes_as_state():
+    inputs, depth, outputs = 5, 6, 2
+    mask = random_mask(inputs, depth, 0.5, seed=3)
+    nets = {}
+    for bias in ("state", "all", "none", True, False):
+        torch.manual_seed(0)
+        nets[bias] = IterativeNetwork(inputs, depth, outputs, mask, bias=bias, init="normal")
+    weights = int(mask.sum())
+    assert nets["none"].trainable_parameters == nets[False].trainable_parameters == weights
+    assert nets["state"].trainable_parameters == nets[True].trainable_parameters == weights + depth
+    assert nets["all"].trainable_parameters == weights + inputs + depth  # count_nonzero(mask) + out_features
+    assert all(n.trainable_weights == weights for n in nets.values())
+    assert nets["none"].bias is None and nets[False].bias is None
+    # The input rows' biases are counted, not allocated: the input insert overwrites them before any
+    # row reads them (authors' code; Fig 2.6 here), so they cannot change an output or learn.
+    assert sum(p.numel() for p in nets["all"].parameters()) == sum(p.numel() for p in nets["state"].parameters())
+    x = torch.randn(4, inputs)
+    torch.testing.assert_close(nets["all"].steps(x, 3), nets["state"].steps(x, 3))
+    assert nets["state"].bias_rows == nets[True].bias_rows == "state" and nets[False].bias_rows == "none"
+    assert "bias='all'" in repr(nets["all"])
+
+
+def test_normal_init_has_the_requested_std_whatever_the_fan_in():
+    inputs, sizes = 300, [200, 40, 10]
+    depth = sum(sizes)
+    mask = layered_mask(inputs, sizes)  # fan-in 300, 200 and 40: "linear" would scale them apart
+    torch.manual_seed(0)  # fixed draw: the tolerances below are > 10 standard errors, so they cannot flake
+    for std in (None, 0.2):
+        net = IterativeNetwork(inputs, depth, 10, mask, init="normal", init_std=std, output_activation="linear")
+        want = 0.05 if std is None else std
+        assert net.init_std == want and inn.AUTHORS_INIT_STD == 0.05
+        assert torch.count_nonzero(net.weight[~mask]) == 0
+        for rows in (slice(0, 200), slice(200, 240)):  # fan-in 300 and 200
+            w = net.weight.detach()[rows][mask[rows]]
+            n = w.numel()  # 60,000 and 8,000 draws: std error of the std about 1 / sqrt(2 n) < 0.8 %
+            assert abs(float(w.std()) / want - 1) < 0.1, (rows, float(w.std()))
+            assert abs(float(w.mean())) < 10 * want / math.sqrt(n)
+        bound = (inputs + depth) ** -0.5  # biases as the authors' MaskedLinear: U(+-1/sqrt(full width))
+        top = float(net.bias.detach().abs().max())
+        assert 0.9 * bound < top <= bound
+    fan_in_rule = IterativeNetwork(inputs, depth, 10, mask)  # today's default is unchanged
+    assert float(fan_in_rule.weight.detach()[200:240].abs().max()) <= 200**-0.5 + 1e-12 < 0.2  # U(+-1/sqrt(fan-in 200))
+
+
+def test_bad_bias_and_init_std_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="'state', 'all', 'none'"):
+        IterativeNetwork(3, 5, 2, bias="rows")
+    with pytest.raises(ValueError, match="'state', 'all', 'none'"):
+        IterativeNetwork(3, 5, 2, bias=1)
+    with pytest.raises(ValueError, match="init_std sets the spread of init='normal'"):
+        IterativeNetwork(3, 5, 2, init_std=0.05)
+    for bad in (0, -0.1, float("nan"), float("inf"), True, "0.05"):
+        with pytest.raises(ValueError, match="finite number > 0"):
+            IterativeNetwork(3, 5, 2, init="normal", init_std=bad)
+    with pytest.raises(ValueError, match="unknown init 'gaussian'.*'normal'"):
+        IterativeNetwork(3, 5, 2, init="gaussian")
+    with pytest.raises(ValueError, match="'state', 'all', 'none'"):
+        weight_space(100_000, 0.5, 2500, biases="rows")
+
+
+def test_table_3_1_count_fits_r_half_only_with_every_rows_bias():
+    """Thesis Table 3.1: the INN averaged 1,343,631 trainable weights over the 2500-500-200-100-10
+    weight space (depth 810, width 3310). With the authors' count (every row's bias) R = 0.5 fits."""
+    table, inputs, depth, density = 1_343_631, 2500, 810, 0.5
+    sd = math.sqrt(density * (1 - density) * depth * (inputs + depth))  # one mask's binomial spread, ~819
+    assert inn.expected_trainable(inputs, depth, density, "all") == 1_343_860
+    assert abs(inn.expected_trainable(inputs, depth, density, "all") - table) < 0.5 * sd
+    assert abs(inn.expected_trainable(inputs, depth, density, "state") - table) > 2.5 * sd
+    assert abs(inn.expected_trainable(inputs, depth, density, "none") - table) > 3.5 * sd
+    assert weight_space(table, density, inputs, biases="all") == (3310, 810)
+    assert weight_space(table, density, inputs) == (3311, 811)  # weights only: one row too deep
+    net = IterativeNetwork(inputs, depth, 10, random_mask(inputs, depth, density, seed=0), bias="all",
+                           init="normal", output_activation="linear", kernel="dense")
+    assert abs(net.trainable_parameters - table) < 3 * sd
+    assert net.trainable_parameters == net.trainable_weights + inputs + depth
+
+
+@pytest.mark.parametrize("biases", ["none", "state", "all"])
+def test_weight_space_with_biases_inverts_the_expected_count(biases):
+    for inputs, depth, density in [(2500, 810, 0.5), (2500, 186, 0.2), (784, 60, 1.0), (2500, 39, 0.02)]:
+        count = round(inn.expected_trainable(inputs, depth, density, biases))
+        assert weight_space(count, density, inputs, outputs=10, biases=biases) == (inputs + depth, depth)
+    with pytest.raises(ValueError, match=r"use at least (\d+) trainable") as info:
+        weight_space(10_000, 0.5, 2500, biases=biases)
+    needed = int(re.search(r"use at least (\d+) trainable", str(info.value)).group(1))
+    assert weight_space(needed, 0.5, 2500, biases=biases)[1] == 11
+    with pytest.raises(ValueError, match="use at least"):
+        weight_space(needed - 1, 0.5, 2500, biases=biases)
+
+
+@pytest.mark.parametrize("init", ["linear", "normal"])
+@pytest.mark.parametrize("how", ["int seed", "generator", "global"])
+def test_the_init_does_not_follow_the_mask_drawn_from_the_same_seed(init, how):
+    """The runner seeds torch.manual_seed(s) and draws the mask from seed s. Were the mask drawn from
+    s's own stream, the init would read the same numbers and follow the mask (init="linear", R = 0.5:
+    trainable means r < 0.5, the weight (2r - 1) / sqrt(fan_in) < 0, every one of them)."""
+    torch.manual_seed(0)
+    seed = {"int seed": 0, "generator": torch.Generator().manual_seed(0), "global": None}[how]
+    mask = random_mask(300, 60, 0.5, seed=seed)
+    if how != "global":
+        torch.manual_seed(0)
+    w = IterativeNetwork(300, 60, 10, mask, init=init).weight.detach()[mask]  # ~10,800 draws
+    assert abs(float((w > 0).double().mean()) - 0.5) < 0.03  # 6 standard errors
+    assert abs(float(w.mean())) < 6 * float(w.std()) / math.sqrt(w.numel())
+    if init == "normal":
+        assert abs(float(w.std()) / 0.05 - 1) < 0.05
+    # block exchange draws from a stream of its own too: its first draws are not the init's
+    torch.manual_seed(0)
+    layered = layered_mask(40, [20, 10])
+    assert not torch.equal(block_exchange(layered, 0.5, block=10, seed=0), block_exchange(layered, 0.5, block=10, seed=1))
+
+
+def test_generator_seeds_the_init_without_the_global_generator():
+    mask = random_mask(30, 8, 0.5, seed=1)
+    nets = []
+    for global_seed in (0, 123):
+        torch.manual_seed(global_seed)
+        nets.append(IterativeNetwork(30, 8, 2, mask, init="normal", generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(nets[0].weight, nets[1].weight) and torch.equal(nets[0].bias, nets[1].bias)
+    other = IterativeNetwork(30, 8, 2, mask, init="normal", generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(nets[0].weight, other.weight)
+    rnn = IterativeNetwork.rnn(4, 3, init="kaiming", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(rnn.weight, IterativeNetwork.rnn(4, 3, init="kaiming", generator=torch.Generator().manual_seed(5)).weight)

@@ -132,7 +132,7 @@ def test_body_that_changes_shape_is_a_clear_error():
     "kwargs,match",
     [
         ({"unroll": 0}, "unroll must be an integer >= 1"),
-        ({"merge": "concat"}, "unknown merge 'concat'"),
+        ({"merge": "stack"}, "unknown merge 'stack'"),
         ({"output": "first"}, "unknown output 'first'"),
         ({"backprop": "tied"}, "backprop must be"),
     ],

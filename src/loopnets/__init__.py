@@ -3,7 +3,7 @@
 The public API is exactly what this module re-exports; everything else is private.
 """
 
-from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Tied, Truncated
+from loopnets.core.modes import Combine, Couple, Implicit, OneStep, Progressive, Tied, Truncated
 from loopnets.training.batched import ManyHistories, fit_many
 from loopnets.checkpoint import CheckpointError, load, save
 from loopnets.core.dropout import Dropout
@@ -13,10 +13,12 @@ from loopnets.builder.network import Network
 from loopnets.core.probe import severed, unrolled
 from loopnets.core.solvers import NotConvergedWarning, SolverStats
 from loopnets.core.passes import EarlyExit, early_exit, pass_outputs
+from loopnets.core.halting import Halting
 from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
+from loopnets.training.halting import fit_halting
 from loopnets import viz
 from loopnets.builder import layers
-from loopnets.models import gated, inn, loopy
+from loopnets.models import gated, inn, loopy, thinking
 
 __all__ = [
     "Combine",
@@ -25,6 +27,7 @@ __all__ = [
     "Truncated",
     "Implicit",
     "OneStep",
+    "Progressive",
     "NotConvergedWarning",
     "SolverStats",
     "Loop",
@@ -36,8 +39,10 @@ __all__ = [
     "gated",
     "loopy",
     "inn",
+    "thinking",
     "viz",
     "fit",
+    "fit_halting",
     "fit_many",
     "ManyHistories",
     "evaluate",
@@ -48,6 +53,7 @@ __all__ = [
     "pass_outputs",
     "early_exit",
     "EarlyExit",
+    "Halting",
     "save",
     "load",
     "CheckpointError",

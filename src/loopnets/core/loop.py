@@ -28,6 +28,9 @@ MERGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mul": lambda fed, x: fed * x,  # Caswell's multiplicative merge
     "mean": lambda fed, x: (fed + x) / 2,
 }
+# A Loop also takes merge="concat": project(cat(fed, x)) along dim 1 (channels / features), with a
+# projection module of its own (`Loop(project=...)`), so it is not a two-argument rule above.
+LOOP_MERGES = (*MERGES, "concat")
 
 
 class Loop(nn.Module):
@@ -48,13 +51,22 @@ class Loop(nn.Module):
         backprop: `Tied()` (default), `Couple(...)`, `Combine(...)`, `Truncated(...)`, `Implicit(...)`
             or `OneStep(...)`; see `loopnets.core.modes`. Implicit / OneStep solve for a fixed point
             when no pass count is given (`unroll` then only sets `passes()` and nothing else).
-        merge: "replace" | "add" | "sub" | "mul" | "mean": how the fed-back value h enters the
-            next pass together with the original input x ("sub" is h - x, "mean" (h + x) / 2).
+        merge: "replace" | "add" | "sub" | "mul" | "mean" | "concat": how the fed-back value h enters
+            the next pass together with the original input x ("sub" is h - x, "mean" (h + x) / 2).
+            "concat" is DeepThinking's recall (Bansal et al. 2022): project(cat(feedback(h), x)) with
+            the concatenation along dim 1 (channels of a conv state, features of a vector), so the
+            projection maps 2C -> C channels. Pass 1 still receives x alone.
         output: "last" | "mean" | "sum" (default "last"; None for COMBINE, None or "last" for
             Implicit / OneStep).
         feedback: optional module applied to h on the way back (a loop with parameters, Caswell
             et al.); its weights are shared by all passes (unless it is a PerPass: the loop-back
             after pass t runs its entry t). COMBINE accepts only parameter-free ones.
+        project: merge="concat" only, and required there: the module mapping the concatenation
+            (batch, 2C, ...) back to the loop input's shape (batch, C, ...), e.g.
+            nn.Conv1d(2 * C, C, 3, padding=1) or nn.Linear(2 * C, C). The user builds it (the loop
+            cannot know whether the state is a vector or a feature map, nor the kernel); its
+            weights are shared by all passes. Widths that do not fit are refused at construction
+            when the modules declare them (in_channels / in_features), else at the first pass.
 
     Attributes:
         solver_stats: `Implicit` / `OneStep`: the last forward solve's `SolverStats` (else None).
@@ -69,6 +81,7 @@ class Loop(nn.Module):
         merge: str = "replace",
         output: str | None = None,
         feedback: nn.Module | None = None,
+        project: nn.Module | None = None,
     ):
         super().__init__()
         backprop = Tied() if backprop is None else backprop
@@ -82,8 +95,9 @@ class Loop(nn.Module):
         if feedback is not None and not isinstance(feedback, nn.Module):
             raise TypeError(f"feedback must be an nn.Module or None; got {type(feedback).__name__}")
         check_unroll(unroll)
-        if merge not in MERGES:
-            raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGES)}")
+        if merge not in LOOP_MERGES:
+            raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(LOOP_MERGES)}")
+        check_projection(merge, project, body)
         if output is not None and output not in backprop.outputs:
             if output in OUTPUTS or "output" in backprop.unsupported:
                 why = backprop.unsupported.get("output") or f"it supports output {', '.join(backprop.outputs)} or None"
@@ -91,17 +105,21 @@ class Loop(nn.Module):
             raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
         if feedback is not None and any(True for _ in feedback.parameters()):
             backprop.require("parameterised_feedback", "a feedback module with parameters")
-        for where, module in (("body", body), ("feedback", feedback)):
+        if project is not None and any(True for _ in project.parameters()):
+            backprop.require("parameterised_feedback", "merge='concat' with a projection that has parameters")
+        for where, module in (("body", body), ("feedback", feedback), ("project", project)):
             if module is not None and any(isinstance(m, nn.Dropout) for m in module.modules()):
                 raise ValueError(
                     f"nn.Dropout in the loop {where} would draw a new mask in every pass; "
                     "use loopnets.Dropout(p), which keeps one mask for all passes of a forward call"
                 )
-        if holds_per_pass((body, feedback)):
+        if holds_per_pass((body, feedback, project)):
             backprop.require("per_pass_modules", "a PerPass module (a module per pass)")
 
         self.body = body
         self.feedback = feedback
+        self.project = project
+        self._project_width = declared_width(project, "in")  # checked every pass; found once
         self.backprop = backprop
         self.unroll = int(unroll)
         self.merge = merge
@@ -112,7 +130,7 @@ class Loop(nn.Module):
         backprop.attach(self)  # COUPLE's copies, COMBINE's stages
         # The dropout layers whose masks every forward call pins, found once (like COMBINE's
         # stages, the structure is fixed at construction): no module walk per forward call.
-        self._dropouts = tuple(m for c in (*self.copies, feedback) if c is not None
+        self._dropouts = tuple(m for c in (*self.copies, feedback, project) if c is not None
                                for m in c.modules() if isinstance(m, Dropout))
 
     # -- forward ------------------------------------------------------------------------------
@@ -177,26 +195,45 @@ class Loop(nn.Module):
             PASS_INDEX.reset(token)
 
     def next_input(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The next pass's input from the previous pass's output h: merge(feedback(h), x)."""
-        fed = h if self.feedback is None else self.fed_back(h, x)
-        return MERGES[self.merge](fed, x)
+        """The next pass's input from the previous pass's output h: merge(feedback(h), x)
+        (merge "concat": project(cat(feedback(h), x)) along dim 1)."""
+        fed = h if self.feedback is None else self.feedback(h)
+        if self.merge != "concat":
+            if self.feedback is not None:  # the body's output may differ from x; what it feeds back may not
+                self.check_fed_back(fed, x)
+            return MERGES[self.merge](fed, x)
+        if fed.dim() < 2 or fed.shape[0] != x.shape[0] or fed.shape[2:] != x.shape[2:]:
+            raise ValueError(
+                f"merge='concat' joins the fed-back state and the loop input along dim 1, so all their other "
+                f"dimensions must agree; the fed-back state is {tuple(fed.shape)}, the input {tuple(x.shape)}"
+            )
+        joined = torch.cat([fed, x], dim=1)  # (batch, C_fed + C_x, ...)
+        wanted = self._project_width
+        if wanted is not None and wanted != joined.shape[1]:
+            raise ValueError(
+                f"merge='concat': the fed-back state has width {fed.shape[1]} and the loop input width "
+                f"{x.shape[1]}, together {joined.shape[1]}, but the projection takes width {wanted}; build the "
+                f"projection with {joined.shape[1]} input channels / features (2 x the state width)"
+            )
+        v = self.project(joined)
+        self.check_shape(x, v, "projection of the concatenation (Loop(project=...))")
+        return v
 
-    def fed_back(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """feedback(h), checked to have the loop input's shape (the body's output h may differ)."""
-        fed = self.feedback(h)
+    @staticmethod
+    def check_fed_back(fed: torch.Tensor, x: torch.Tensor) -> None:
+        """Raise naming the fix if feedback(h) has not the loop input's shape (the body's output h may differ)."""
         if fed.shape != x.shape:
             raise ValueError(
                 f"the loop feeds back a tensor of shape {tuple(fed.shape)} into an input of shape "
                 f"{tuple(x.shape)}; the last layer of the feedback module must output {tuple(x.shape[1:])} per sample"
             )
-        return fed
 
     def check_shape(self, x: torch.Tensor, h: torch.Tensor, what: str) -> None:
         """Raise naming the fix if a pass's `what` (e.g. "body output") changed the loop input's shape.
 
-        With a feedback module a "body output" may have another shape: the feedback maps it back,
-        and `fed_back` checks the value it feeds back instead (the rule of a loop with a loop layer,
-        Caswell et al.'s +layer)."""
+        With a feedback module a "body output" may have another shape (a loop layer, Caswell et
+        al.'s +layer): the feedback maps it back, and `check_fed_back` checks the value it feeds
+        back instead (merge "concat": the projection's output is checked)."""
         if h.shape != x.shape and not (what == "body output" and self.feedback is not None):
             raise ValueError(
                 f"a loop body must keep the shape of its input: the loop input is {tuple(x.shape)}, the "
@@ -231,6 +268,7 @@ class Loop(nn.Module):
             merge=self.merge,
             output=self.output,
             feedback=copy.deepcopy(self.feedback),
+            project=copy.deepcopy(self.project),
         )
 
     def config(self) -> dict:
@@ -303,6 +341,51 @@ def cached_ties(model: nn.Module) -> Iterator[list[Loop]]:
     finally:
         for loop in loops:
             loop.__dict__.pop("_tie_groups", None)
+
+
+def declared_width(module: nn.Module | None, side: str) -> int | None:
+    """The input ("in") or output ("out") width a module declares: in/out_channels of a conv,
+    in/out_features of a linear layer; for a container, its first (in) / last (out) such layer.
+    None when it declares none (the width is then checked when data flows)."""
+    if module is None:
+        return None
+    names = (f"{side}_channels", f"{side}_features")
+    layers = [m for m in module.modules() if any(isinstance(getattr(m, n, None), int) for n in names)]
+    if not layers:
+        return None
+    layer = layers[0] if side == "in" else layers[-1]
+    return next(getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), int))
+
+
+def check_projection(merge: str, project: nn.Module | None, body: nn.Module) -> None:
+    """Refuse a projection without merge="concat", concat without one, and widths that cannot fit."""
+    if merge != "concat":
+        if project is not None:
+            raise ValueError(f"Loop(project=...) is the projection of merge='concat'; with merge={merge!r} it would "
+                             "never run: drop project, or use merge='concat'")
+        return
+    if project is None:
+        raise ValueError(
+            "merge='concat' needs a projection from the concatenated width 2C back to the state width C: pass "
+            "project=, e.g. nn.Conv1d(2 * C, C, 3, padding=1) for a (batch, C, length) state or nn.Linear(2 * C, C)"
+        )
+    if not isinstance(project, nn.Module):
+        raise TypeError(f"project must be an nn.Module; got {type(project).__name__}")
+    width = declared_width(body, "in")  # the loop input's width: pass 1 feeds x to the body
+    p_in, p_out = declared_width(project, "in"), declared_width(project, "out")
+    if width is None:
+        return
+    if p_out is not None and p_out != width:
+        raise ValueError(
+            f"merge='concat': the projection returns width {p_out} but the body takes width {width}; build the "
+            f"projection with {width} output channels / features"
+        )
+    if p_in is not None and p_in != 2 * width:
+        raise ValueError(
+            f"merge='concat' concatenates the fed-back state (width {width}) with the loop input (width {width}) "
+            f"to width {2 * width}, but the projection takes width {p_in}; build the projection with {2 * width} "
+            "input channels / features"
+        )
 
 
 def check_unroll(k: object) -> None:

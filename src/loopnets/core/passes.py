@@ -18,9 +18,10 @@ model's output after every pass (a per-iteration readout).
   the threshold, and stops the loop once every sample has stopped (Graves 2016 and Banino et al.
   2021 learn when to halt; here the rule is fixed).
 
-Input re-injection: the loop's `merge` ("add", "sub", "mul", "mean"; see `loopnets.Loop`) feeds
+Input re-injection: the loop's `merge` ("add", "sub", "mul", "mean", "concat"; see `loopnets.Loop`) feeds
 the original loop input x into every pass, h_t = body(merge(feedback(h_{t-1}), x)), so later
-passes cannot forget the input (Bansal et al. 2022's "recall"). It is a property of the loop, so
+passes cannot forget the input (Bansal et al. 2022's "recall", which concatenates and projects:
+merge="concat"). It is a property of the loop, so
 it holds in every backprop mode and through `pass_outputs`, deep supervision and `early_exit`;
 merge="replace" (the default) gives the input to pass 1 only.
 
@@ -67,7 +68,7 @@ def pass_outputs(model: nn.Module, x: Tensor, unroll: int | None = None, logits:
             given alone returns its pass outputs as they are (a gated network's after its output
             activation; `GatedNetwork.logits` gives the last pass's logits).
     """
-    loop, loop_input, after = _split(model, x, logits)
+    loop, loop_input, after = split_at_loop(model, x, logits)
     outs = _loop_outputs(loop, loop_input, unroll)  # k x (B, *)
     if after is None:
         return outs
@@ -142,7 +143,7 @@ def early_exit(
 
 
 def _early_exit(model: nn.Module, x: Tensor, criterion: str, threshold: float, max_passes: int | None) -> EarlyExit:
-    loop, loop_input, after = _split(model, x, logits=False)
+    loop, loop_input, after = split_at_loop(model, x, logits=False)
     k = max_passes if max_passes is not None else loop.planned_passes
     check_unroll(k)
     after = after if after is not None else (lambda y: y)
@@ -195,6 +196,7 @@ class PassPlan:
         self.random_passes = random_passes
         self.generator = torch.Generator().manual_seed(seed)  # its own: the shuffling is unchanged
         self.history: list[int] = []  # the pass count of every step (random_passes only)
+        self.mixing = loops[0].backprop.mixes_outputs  # the step's loss mixes the mode's outputs
 
     def predict(self, forward: Callable, xb: Tensor, from_logits: bool) -> tuple[list[Tensor], list[float]]:
         """(outputs, weights) for one training step: the weighted outputs, the final one last."""
@@ -203,6 +205,8 @@ class PassPlan:
             lo, hi = self.random_passes
             k = int(torch.randint(lo, hi + 1, (), generator=self.generator))
             self.history.append(k)
+        if self.mixing:  # the mode's own mix of outputs (Progressive), at k passes
+            return mixed_outputs(self.model, xb, k if k is not None else _passes_of(self.loops[0]), from_logits)
         if self.weights is None:  # "last": the plain forward, at k passes
             return [self._forward_with(forward, xb, k)], [1.0]
         k_run = k if k is not None else _passes_of(self.loops[0])
@@ -223,13 +227,15 @@ class PassPlan:
 
 
 def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassPlan | None:
-    """Check fit's pass_weights / random_passes against the model; None when both are None."""
-    if pass_weights is None and random_passes is None:
-        return None
+    """Check fit's pass_weights / random_passes against the model; None when both are None and no
+    loop's mode mixes the losses of several outputs (`Backprop.mixes_outputs`, e.g. Progressive)."""
     loops = [m for m in model.modules() if isinstance(m, Loop)]
+    mixing = [loop.backprop.label for loop in loops if loop.backprop.mixes_outputs]
+    if pass_weights is None and random_passes is None and not mixing:
+        return None
     options = " and ".join(
-        f"{name}={value!r}" for name, value in (("pass_weights", pass_weights), ("random_passes", random_passes))
-        if value is not None
+        [f"{name}={value!r}" for name, value in (("pass_weights", pass_weights), ("random_passes", random_passes))
+         if value is not None] + [f"training with {label}" for label in mixing[:1]]
     )
     if len(loops) != 1:
         raise ValueError(f"{options} needs a model with exactly one Loop; {type(model).__name__} has {len(loops)}")
@@ -283,7 +289,20 @@ def pass_plan(model: nn.Module, pass_weights, random_passes, seed: int) -> PassP
             )
         if weights != "last":
             _split_check(model)
+    if mixing:
+        _split_check(model)
     return PassPlan(model, loops, None if weights == "last" else weights, random_passes, seed)
+
+
+def mixed_outputs(model: nn.Module, x: Tensor, k: int, logits: bool) -> tuple[list[Tensor], list[float]]:
+    """(model outputs, weights) of one training step of a loop whose mode mixes outputs
+    (`Backprop.training_outputs`, e.g. Progressive's progressive and max-passes outputs): the
+    layers after the loop run once on all of them, stacked along the batch dimension."""
+    loop, loop_input, after = split_at_loop(model, x, logits)
+    outs, weights = loop.backprop.training_outputs(loop, loop_input, k)  # each (B, *)
+    if after is not None:
+        outs = list(after(torch.cat(outs)).split(len(loop_input)))
+    return outs, weights
 
 
 def _pass_weights(rule, k: int) -> list[float]:
@@ -298,7 +317,7 @@ def _pass_weights(rule, k: int) -> list[float]:
 # -- running a model pass by pass ----------------------------------------------------------------
 
 
-def _split(model: nn.Module, x: Tensor, logits: bool) -> tuple[FeedbackLoop, Tensor, Callable | None]:
+def split_at_loop(model: nn.Module, x: Tensor, logits: bool) -> tuple[FeedbackLoop, Tensor, Callable | None]:
     """(the model's loop, the loop's input, after): after(y) runs the rest of the model on loop
     outputs stacked along the batch dimension (None: the loop is the model)."""
     at = _split_check(model)

@@ -10,7 +10,10 @@ Reductions (PyTorch conventions where PyTorch has the loss):
 - ae: sum of absolute errors per sample, mean over samples (the seed framework's "AE").
 - mae / mse: mean over every element; rmse: sqrt of that mse.
 - cross_entropy: mean over samples. Targets are class indices (integer, shape (B,)) or
-  one-hot / probability rows (float, the prediction's shape (B, C)).
+  one-hot / probability rows (float, the prediction's shape (B, C)). Per-position
+  classification (outputs (B, C, L) or (B, C, H, W), index targets (B, L) / (B, H, W), as
+  PyTorch's CrossEntropyLoss takes them): the mean over every position of every sample, and
+  accuracy counts positions.
 - binary_cross_entropy: mean over every element; targets in [0, 1], the prediction's shape.
 - kl_divergence: KL(target || prediction) summed over classes, mean over samples
   (PyTorch's reduction="batchmean"); targets are probability rows.
@@ -140,8 +143,9 @@ def _cross_entropy(pred: Tensor, target: Tensor, from_logits: bool) -> tuple[Ten
             "For a single output per sample use binary_cross_entropy"
         )
     index_shape = pred.shape[:1] + pred.shape[2:]
+    positions = index_shape.numel()  # B, or B * L / B * H * W for per-position classes
     if target.shape == pred.shape:  # one-hot / probability rows (B, C)
-        return F.cross_entropy(pred, target.to(pred.dtype), reduction="sum"), pred.shape[0]
+        return F.cross_entropy(pred, target.to(pred.dtype), reduction="sum"), positions
     if target.is_floating_point() or target.shape != index_shape:
         fix = None
         if target.shape == index_shape:
@@ -160,7 +164,7 @@ def _cross_entropy(pred: Tensor, target: Tensor, from_logits: bool) -> tuple[Ten
             f"cross_entropy loss needs class indices in [0, {classes - 1}] for a model with {classes} outputs; "
             f"got indices in [{int(target.min())}, {int(target.max())}]: fix y or the model's output size"
         )
-    return F.cross_entropy(pred, target.long(), reduction="sum"), pred.shape[0]
+    return F.cross_entropy(pred, target.long(), reduction="sum"), positions
 
 
 def _binary_cross_entropy(pred: Tensor, target: Tensor, from_logits: bool) -> tuple[Tensor, int]:

@@ -1,4 +1,4 @@
-"""Backprop modes for loops: Tied, COUPLE, COMBINE, Truncated, Implicit and OneStep.
+"""Backprop modes for loops: Tied, COUPLE, COMBINE, Truncated, Implicit, OneStep and Progressive.
 
 A mode is a small frozen object chosen once, `Loop(body, unroll=3, backprop=Couple())`. Each
 mode documents what it computes exactly, what it approximates, and what it costs. The loop
@@ -37,6 +37,7 @@ from loopnets.core.modes.combine import (
 from loopnets.core.modes.couple import Couple
 from loopnets.core.modes.implicit import BACKWARDS, FixedPoint, Implicit
 from loopnets.core.modes.onestep import OneStep
+from loopnets.core.modes.progressive import Progressive
 from loopnets.core.modes.tied import Tied
 from loopnets.core.modes.truncated import Truncated
 
@@ -44,6 +45,7 @@ _activation_slope = activation_slope  # the name tests/test_loop.py imports
 
 MODES: dict[str, type[Backprop]] = {
     "tied": Tied, "couple": Couple, "combine": Combine, "truncated": Truncated, "implicit": Implicit, "onestep": OneStep,
+    "progressive": Progressive,
 }
 
 
@@ -61,7 +63,7 @@ def backprop_from_config(cfg: dict) -> Backprop:
 
 __all__ = [
     "ACCUMULATIONS", "AFFINE", "BACKWARDS", "CAPABILITIES", "ELEMENTWISE", "MODES", "OUTPUTS", "STRUCTURAL",
-    "Backprop", "Combine", "Couple", "FixedPoint", "GradScale", "Implicit", "OneStep", "Stage", "Tied", "Truncated",
+    "Backprop", "Combine", "Couple", "FixedPoint", "GradScale", "Implicit", "OneStep", "Progressive", "Stage", "Tied", "Truncated",
     "accumulation_weights", "activation_slope", "backprop_from_config", "combine_forward", "combine_stages",
     "run_passes", "weighted_passes",
 ]

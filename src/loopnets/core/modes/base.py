@@ -103,6 +103,9 @@ class Backprop:
         solves: the default forward chooses its own pass count (`run` gets passes=None).
         untied_copies: the loop trains one body copy per pass (at most `unroll` passes in
             training) and re-ties them after every optimizer step (`copies`, `retie_`).
+        mixes_outputs: a training step's loss is a weighted sum of the losses of several loop
+            outputs, which the mode gives by `training_outputs(loop, x, passes) -> (outputs,
+            weights)` (`Progressive`); `ln.fit` then weighs them as it weighs deep supervision.
     """
 
     name: ClassVar[str] = ""
@@ -110,6 +113,7 @@ class Backprop:
     default_output: ClassVar[str] = "last"
     solves: ClassVar[bool] = False
     untied_copies: ClassVar[bool] = False
+    mixes_outputs: ClassVar[bool] = False
     pass_readout: ClassVar[bool] = True
     random_passes: ClassVar[bool] = True
     batched: ClassVar[bool] = True

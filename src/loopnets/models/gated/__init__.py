@@ -1,23 +1,5 @@
 """Feedback-gated ReLU networks (Kemmerling): the model family `ln.gated`."""
 
-from loopnets.models.gated.network import (
-    MODES,
-    feedback_gated_relu,
-    feedback_gain,
-    FeedbackGatedReLU,
-    GatedNetwork,
-    GatedPass,
-    dense_autoencoder,
-    conv_autoencoder,
-)
-
-__all__ = [
-    "MODES",
-    "feedback_gated_relu",
-    "feedback_gain",
-    "FeedbackGatedReLU",
-    "GatedNetwork",
-    "GatedPass",
-    "dense_autoencoder",
-    "conv_autoencoder",
-]
+# The public names are network.py's __all__ (one list, kept there).
+from loopnets.models.gated.network import *  # noqa: F403
+from loopnets.models.gated.network import __all__  # noqa: F401

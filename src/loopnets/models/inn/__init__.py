@@ -11,6 +11,7 @@ The public API is exactly what this module re-exports.
 from loopnets.models.inn.lstm import LSTMBaseline, lstm_hidden_for, lstm_parameters
 from loopnets.models.inn.masks import (
     block_exchange,
+    expected_trainable,
     identity_blocks,
     layered_mask,
     random_mask,
@@ -25,6 +26,7 @@ from loopnets.models.inn.metrics import (
     sequence_outputs,
 )
 from loopnets.models.inn.network import AUTO_SPARSE_DENSITY, KERNELS, IterativeNetwork
+from loopnets.models.inn.options import AUTHORS_INIT_STD, BIASES, INITS
 from loopnets.models.inn.tasks import (
     SequenceHistory,
     accuracy_by_iterations,
@@ -35,7 +37,10 @@ from loopnets.models.inn.tasks import (
 )
 
 __all__ = [
+    "AUTHORS_INIT_STD",
     "AUTO_SPARSE_DENSITY",
+    "BIASES",
+    "INITS",
     "KERNELS",
     "IterativeNetwork",
     "LSTMBaseline",
@@ -46,6 +51,7 @@ __all__ = [
     "accuracy_by_position",
     "block_exchange",
     "confusion_matrix",
+    "expected_trainable",
     "fit_iterations",
     "fit_sequences",
     "identity_blocks",

@@ -37,8 +37,9 @@ INN that [model.inn] describes. Too small a budget is a config error ("could no 
 
 summary.json (docs/contract-runs.md): method "inn" | "lstm", unroll = steps T, task
 "classification" (the anomaly index is a classification of the position), parameters = trainable
-weights (INN: weight-space entries, as the thesis counts them, biases in extra; LSTM: every
-parameter, as Table 3.1), probes.original = validation loss and accuracy (ACC_end for sequences),
+weights (INN: weight-space entries, as the thesis counts them, biases in extra, and
+extra.trainable_parameters with the biases counted by model.inn.bias, "all" being the authors' count;
+LSTM: every parameter, as Table 3.1), probes.original = validation loss and accuracy (ACC_end for sequences),
 and `extra` with test-set results, ACC_seq, accuracy by anomaly position, the confusion matrix and
 (classification) the accuracy at other iteration counts.
 """
@@ -134,7 +135,8 @@ def build_model(exp: Experiment, variant: INNVariant, outputs: int, seed: int) -
         else:
             mask = inn.random_mask(INPUTS, size, variant.density, seed=generator)
         return inn.IterativeNetwork(INPUTS, mask.shape[0], outputs, mask, g.activation, output_activation="linear",
-                                    iterations=variant.iterations, bias=g.bias, init=g.init, kernel=g.kernel)
+                                    iterations=variant.iterations, bias=g.bias, init=g.init, init_std=g.init_std,
+                                    kernel=g.kernel)
     except ValueError as err:
         raise ConfigError(f"variant {variant.name!r} (model = {variant.model!r}) cannot be built: {err} "
                      f"(check [model.inn] and the variant's keys)") from None
@@ -228,9 +230,12 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
         trainable, structure = model.trainable_weights, {"depth": model.depth, "width": model.inputs + model.depth,
                                                          "density": model.density, "kernel": model.kernel_on(torch.device("cpu"))}
         biases = 0 if model.bias is None else model.bias.numel()
+        counted = model.trainable_parameters  # weights + biases by model.inn.bias ("all": the authors' count)
     else:
         trainable, structure, biases = sum(p.numel() for p in model.parameters()), {"hidden": model.lstm.hidden_size}, 0
-    extra = {**(extra or {}), "trainable_weights": trainable, "biases": biases, "structure": structure}
+        counted = trainable
+    extra = {**(extra or {}), "trainable_weights": trainable, "biases": biases, "trainable_parameters": counted,
+             "structure": structure}
     summary = {
         "experiment": exp.name, "variant": variant.name, "seed": seed, **variant.described(),
         "unroll": data.train.steps if sequences else variant.iterations,

@@ -10,7 +10,7 @@ matrices not located in a row horizontally aligned with the input" holds by cons
 "Sparsity" R in the thesis means density, the fraction of trainable weights (R = 1 is dense, sec
 3.3-3.4); the functions here say `density`.
 
-Public: layered_mask, random_mask, block_exchange, identity_blocks, weight_space.
+Public: layered_mask, random_mask, block_exchange, identity_blocks, weight_space, expected_trainable.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["block_exchange", "identity_blocks", "layered_mask", "random_mask", "weight_space"]
+from loopnets.models.inn.options import bias_count, bias_rows
+
+__all__ = ["block_exchange", "expected_trainable", "identity_blocks", "layered_mask", "random_mask", "weight_space"]
 
 
 def layered_mask(inputs: int, sizes: Sequence[int]) -> Tensor:
@@ -63,8 +65,11 @@ def random_mask(inputs: int, depth: int, density: float, seed: int | torch.Gener
         inputs: input features >= 1.
         depth: state units (hidden + output) >= 1.
         density: R in (0, 1] (the thesis's "sparsity").
-        seed: an int (the same mask every time), a torch.Generator (advanced by the draw), or None
-            (torch's global generator, i.e. `torch.manual_seed`).
+        seed: an int (the same mask every time), a torch.Generator (advanced by one draw), or None
+            (torch's global generator, i.e. `torch.manual_seed`, advanced by one draw). The mask
+            is drawn from a stream seeded by that one draw, not from the seed's own stream, so a
+            network initialised after torch.manual_seed(s) does not read the numbers that placed
+            the mask of seed s (it would otherwise: its weights would follow the mask).
 
     Returns:
         bool tensor (depth, inputs + depth).
@@ -100,7 +105,7 @@ def block_exchange(mask: Tensor, p: float, block: int = 100, seed: int | torch.G
         mask: bool (depth, inputs + depth), e.g. `layered_mask(2500, [500, 200, 100, 10])`.
         p: exchange probability per block in [0, 1] (Hershey: 0.2 and 0.5). p = 0 returns a copy.
         block: block side >= 1.
-        seed: int, torch.Generator or None, as in `random_mask`.
+        seed: int, torch.Generator or None, as in `random_mask` (a stream of its own).
 
     Returns:
         a new bool tensor of the same shape.
@@ -181,13 +186,40 @@ def identity_blocks(inputs: int, depth: int, spans: Sequence[tuple[int, int]] | 
     return fixed
 
 
-def weight_space(trainable: int, density: float, inputs: int, outputs: int = 10) -> tuple[int, int]:
+def expected_trainable(inputs: int, depth: int, density: float, biases: str = "none") -> float:
+    """Expected trainable count of a `random_mask` weight space: R * depth * (inputs + depth) + biases.
+
+    `biases` is the counting rule of `IterativeNetwork(bias=...)`: "none" (weights only, as eq 3.1),
+    "state" (+ depth) or "all" (+ inputs + depth, the authors' code). A single mask's count is
+    binomial around the weight part, standard deviation sqrt(R (1 - R) depth (inputs + depth)).
+    Table 3.1 (sizes 2500 -> 810 rows, R = 0.5): "all" gives 1,343,860, 229 above the thesis's
+    average of 1,343,631 (0.3 standard deviations of one mask); "state" gives 1,341,360 and "none"
+    1,340,550, 2.8 and 3.8 standard deviations below it.
+    """
+    _check_count("inputs", inputs, minimum=1)
+    _check_count("depth", depth, minimum=1)
+    _check_density(density)
+    return density * depth * (inputs + depth) + bias_count(inputs, depth, biases)
+
+
+def weight_space(
+    trainable: int, density: float, inputs: int, outputs: int = 10, biases: str = "none"
+) -> tuple[int, int]:
     """Width and depth of the square-constrained weight space holding `trainable` weights at density R (eq 3.1).
 
     The iterative matrix is square, so a weight space of depth D has width In + D, and
     R = W_train / (D (In + D)). Solving for the width (eq 3.1, with the printed I^2 read as In^2):
 
         width = (In + sqrt(In^2 + 4 W_train / R)) / 2,    depth = width - In
+
+    With biases counted in W_train (`biases`, the rule of `expected_trainable`),
+    W_train = R W (W - In) + a W - b In, with (a, b) = (1, 0) for "all" (one bias per row of the
+    square matrix, W of them) and (1, 1) for "state" (W - In = D of them), so
+
+        width = ((R In - a) + sqrt((R In - a)^2 + 4 R (b In + W_train))) / (2 R)
+
+    which is eq 3.1 for "none" (a = b = 0). Table 3.1's 1,343,631 at R = 0.5 with "all" gives
+    depth 810, the 2500-500-200-100-10 weight space the thesis says it used.
 
     Rounding: depth is rounded to the nearest integer (halves up) and width = In + depth, so the
     matrix stays square. R * depth * width (the expected trainable count of a `random_mask` of
@@ -201,6 +233,8 @@ def weight_space(trainable: int, density: float, inputs: int, outputs: int = 10)
         density: R in (0, 1].
         inputs: input features In >= 1 (Hershey: 2500).
         outputs: output units >= 0 (default 10, MNIST classes); depth must exceed it.
+        biases: whether `trainable` counts biases: "none" (default, eq 3.1 as printed), "state"
+            or "all" (the authors' count).
 
     Returns:
         (width, depth) as ints.
@@ -213,12 +247,15 @@ def weight_space(trainable: int, density: float, inputs: int, outputs: int = 10)
     _check_density(density)
     _check_count("inputs", inputs, minimum=1)
     _check_count("outputs", outputs, minimum=0)
-    exact_width = (inputs + math.sqrt(inputs**2 + 4 * trainable / density)) / 2
+    rule = bias_rows(biases)
+    a, b = {"none": (0, 0), "all": (1, 0), "state": (1, 1)}[rule]
+    linear = density * inputs - a
+    exact_width = (linear + math.sqrt(linear**2 + 4 * density * (b * inputs + trainable))) / (2 * density)
     depth = math.floor(exact_width - inputs + 0.5)
     if depth <= outputs:
-        # depth d needs W_train / R >= (d - 1/2)(In + d - 1/2) to round up to d (>= outputs + 1).
+        # depth d needs W_train >= R (d - 1/2)(In + d - 1/2) + biases to round up to d (>= outputs + 1).
         d = outputs + 0.5
-        needed = math.ceil(density * d * (inputs + d))
+        needed = math.ceil(density * d * (inputs + d) + a * (inputs + d) - b * inputs)
         raise ValueError(
             f"{trainable} trainable weights at density R={density} with {inputs} inputs give a weight space "
             f"of depth {depth}, which leaves no hidden unit beside the {outputs} outputs (the thesis's "
@@ -255,12 +292,20 @@ def _mixed_block_message(mask: Tensor, block: int, rows: tuple[int, int], cols: 
     )
 
 
-def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
-    if seed is None or isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    """The generator a mask is drawn from: a stream of its own, seeded by one number drawn from `seed`.
+
+    Not `seed`'s own stream: after torch.manual_seed(s), a network's init reads the stream of s from
+    its start, so a mask drawn from that same stream would decide which weights train by the very
+    numbers that become their initial values (with init "linear" and R = 0.5 every trainable weight
+    would be negative). The runner seeds both with the run's seed.
+    """
+    if seed is not None and not isinstance(seed, torch.Generator):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
+        seed = torch.Generator().manual_seed(seed)
+    derived = int(torch.randint(0, 2**62, (1,), generator=seed))  # advances `seed` (or the global stream) by one draw
+    return torch.Generator().manual_seed(derived)
 
 
 def _check_count(name: str, value, minimum: int) -> None:

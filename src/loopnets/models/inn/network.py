@@ -20,7 +20,6 @@ Public: IterativeNetwork, KERNELS, AUTO_SPARSE_DENSITY.
 
 from __future__ import annotations
 
-import copy
 from itertools import count
 from typing import Generator, Iterable, Iterator, Sequence
 
@@ -32,13 +31,15 @@ from loopnets.core.protocol import first
 from loopnets.models.inn.masks import layered_mask
 from loopnets.models.inn.options import (
     ACTIVATIONS,
-    ELEMENTWISE,
     INITS,
     activation_module,
+    bias_count,
+    bias_rows,
     check_int,
+    checked_init_std,
     checked_fixed,
     checked_mask,
-    flatten_sequential,
+    mlp_layers,
 )
 from loopnets.models.inn.sparse import CSRMatmul, Pattern, SparseWeights
 
@@ -64,21 +65,33 @@ class IterativeNetwork(nn.Module):
     with zero gradient and zero state is zero keeps them zero: SGD (with momentum), Adam, Adam with
     L2 weight decay, AdamW (its decay shrinks w by lr * wd * w = 0).
 
-    Choices the thesis leaves open:
+    Choices the thesis text leaves open, and what the authors' code (github qbhershey/iterativenn,
+    `MaskedLinear`) does:
       - Bias. The thesis folds the bias into W through a row of ones (eq 2.4-2.6) but its INN
-        figure has a 2500 x 2500 input identity (Fig 3.1: no 2501st row for the ones), so whether
-        its INNs had biases is unclear. We keep one bias per state row as a separate dense vector
-        (`bias=True`, the default, so that `from_mlp` is exact for MLPs with biases), not subject
-        to the mask and not counted in `trainable_weights` (which counts weight-space entries, as
-        the thesis's INN weight counts do); `bias=False` drops it.
+        figure has a 2500 x 2500 input identity (Fig 3.1: no 2501st row for the ones). The
+        authors' code gives every row of the square iterated matrix a dense bias, input rows
+        included. Here each state row has one bias, a separate dense vector not subject to the
+        mask (`bias=True` = "state", the default, so that `from_mlp` is exact for MLPs with
+        biases). `bias="all"` is the authors' rule: the same state-row biases, and the In
+        input-row biases counted too. Those are not allocated: in the authors' code the input
+        insert (`z[:, x_index] = x`) overwrites the input rows before any row reads them, and
+        here the input is re-inserted likewise (Fig 2.6), so no input-row bias can change an
+        output or receive a gradient. They matter only for the trainable count, which is how
+        Table 3.1's 1,343,631 fits R = 0.5 (`trainable_parameters`, `weight_space(biases=)`).
+        `bias=False` = "none" drops the biases.
       - Output activation. Default: the hidden activation, as in eq 2.10, 2.13 and 2.15, which
-        apply sigma / ReLU to Y, and as for an MLP ending in its activation. Use
-        `output_activation="linear"` when the outputs are logits for a cross-entropy loss (ReLU
-        logits cannot go negative and get no gradient where they are clamped).
-      - Initial values (not stated): `init="linear"` is nn.Linear's rule with each row's fan-in
-        = its number of trainable weights, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
-        bias, so a row of a layered mask starts like the nn.Linear it stands for and a sparse row
-        is not scaled down by its zeros. `init="kaiming"`: N(0, 2 / fan_in) weights, zero bias.
+        apply sigma / ReLU to Y, and as for an MLP ending in its activation. The authors' code
+        makes the output rows linear (Identity): `output_activation="linear"`, also right when
+        the outputs are logits for a cross-entropy loss (ReLU logits cannot go negative and get
+        no gradient where they are clamped).
+      - Initial values (not stated in the text): `init="linear"` is nn.Linear's rule with each
+        row's fan-in = its number of trainable weights, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+        weights and bias, so a row of a layered mask starts like the nn.Linear it stands for and
+        a sparse row is not scaled down by its zeros. `init="kaiming"`: N(0, 2 / fan_in)
+        weights, zero bias. `init="normal"` is the authors' code: trainable weights N(0,
+        init_std^2) (init_std 0.05 by default, theirs), whatever the fan-in; biases as their
+        `MaskedLinear.reset_parameters`, U(-1/sqrt(width), 1/sqrt(width)) with width = inputs +
+        depth, the full row of the square matrix.
 
     Cost per forward call with static input: one (batch, inputs) x (inputs, depth) product for
     the input part, computed once since x is the same in every iteration, then T - 1 products
@@ -105,11 +118,21 @@ class IterativeNetwork(nn.Module):
         output_activation: activation of the output rows; None (default) = `activation`.
         iterations: T for static input when `passes` / `forward` get none, >= 1 (default 2, the
             thesis's minimum for the gradient to reach the whole weight space, sec 3.4.4).
-        bias: one trainable bias per state row (default True).
+        bias: True / "state" (default): one trainable bias per state row; "all": the same, and
+            the input rows' biases counted as the authors' code counts them (see above);
+            False / "none": no bias.
         fixed: optional untrainable weights (depth, inputs + depth) added to W * M, e.g.
             `identity_blocks(...)` for persistent memory; zero wherever the mask is True.
-        init: "linear" (default) or "kaiming", see above.
+        init: "linear" (default), "kaiming" or "normal" (the authors'), see above.
+        init_std: standard deviation of init="normal" (> 0; None: 0.05, the authors'); only
+            with init="normal".
         kernel: "dense" | "sparse" | "auto" (default).
+        generator: the torch.Generator the initial values are drawn from (None: torch's global
+            one), e.g. the one a mask was drawn from, to seed a network without touching the
+            global generator. A mask must not be drawn from the stream the init then reads: the
+            weights would follow the mask (with init="linear" and R = 0.5 every trainable weight
+            would be negative: trainable means r < R, the weight is (2r - 1) / sqrt(fan_in)).
+            `random_mask` and `block_exchange` draw from a stream of their own for that reason.
         device, dtype: of the parameters, as for nn.Linear.
     """
 
@@ -123,10 +146,12 @@ class IterativeNetwork(nn.Module):
         *,
         output_activation: str | nn.Module | None = None,
         iterations: int = 2,
-        bias: bool = True,
+        bias: bool | str = True,
         fixed: Tensor | None = None,
         init: str = "linear",
+        init_std: float | None = None,
         kernel: str = "auto",
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -139,10 +164,10 @@ class IterativeNetwork(nn.Module):
                 f"the outputs are the last rows of the state, so outputs <= depth; got outputs={outputs}, depth={depth}"
             )
         check_int("iterations", iterations, 1)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be True or False; got {bias!r}")
+        self.bias_rows = bias_rows(bias)  # "state" | "all" | "none"
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(map(repr, INITS))}")
+        self.init_std = checked_init_std(init, init_std)
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(map(repr, KERNELS))}")
         shape = (depth, inputs + depth)
@@ -159,8 +184,8 @@ class IterativeNetwork(nn.Module):
             None if output_activation is None else activation_module(output_activation, "output_activation")
         )
         self.weight = nn.Parameter(torch.empty(shape, **factory))  # (depth, inputs + depth)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(depth, **factory))  # (depth,)
+        if self.bias_rows != "none":
+            self.bias = nn.Parameter(torch.empty(depth, **factory))  # (depth,): the state rows' biases
         else:
             self.register_parameter("bias", None)
         self.register_buffer("mask", mask.to(device=self.weight.device).clone())
@@ -168,21 +193,27 @@ class IterativeNetwork(nn.Module):
             fixed = checked_fixed(fixed, shape, mask).to(device=self.weight.device, dtype=self.weight.dtype)
         self.register_buffer("fixed", fixed)
         self._pattern_cache: tuple | None = None
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
     # -- construction ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Draw the trainable weights (and biases) by `init`; masked weights are set to exactly 0."""
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the trainable weights (and biases) by `init` from `generator` (None: torch's global
+        one); masked weights are set to exactly 0."""
         fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).to(self.weight.dtype)  # (depth, 1)
-        if self.init == "linear":
-            bound = fan_in.rsqrt()
-            self.weight.uniform_(-1, 1).mul_(bound)
+        g = generator
+        if self.init == "normal":
+            self.weight.normal_(0.0, self.init_std, generator=g)
             if self.bias is not None:
-                self.bias.uniform_(-1, 1).mul_(bound.squeeze(1))
+                self.bias.uniform_(-1, 1, generator=g).mul_((self.inputs + self.depth) ** -0.5)
+        elif self.init == "linear":
+            bound = fan_in.rsqrt()
+            self.weight.uniform_(-1, 1, generator=g).mul_(bound)
+            if self.bias is not None:
+                self.bias.uniform_(-1, 1, generator=g).mul_(bound.squeeze(1))
         else:
-            self.weight.normal_().mul_((2 / fan_in).sqrt())
+            self.weight.normal_(generator=g).mul_((2 / fan_in).sqrt())
             if self.bias is not None:
                 self.bias.zero_()
         self.weight.masked_fill_(~self.mask, 0.0)
@@ -197,9 +228,11 @@ class IterativeNetwork(nn.Module):
         activation: str | nn.Module = "relu",
         output_activation: str | nn.Module | None = None,
         iterations: int = 2,
-        bias: bool = True,
+        bias: bool | str = True,
         init: str = "linear",
+        init_std: float | None = None,
         kernel: str = "auto",
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> IterativeNetwork:
@@ -223,7 +256,9 @@ class IterativeNetwork(nn.Module):
             iterations=iterations,
             bias=bias,
             init=init,
+            init_std=init_std,
             kernel=kernel,
+            generator=generator,
             device=device,
             dtype=dtype,
         )
@@ -246,54 +281,7 @@ class IterativeNetwork(nn.Module):
             ValueError: a module other than nn.Linear or a supported elementwise activation,
                 two activations in a row, mismatched layer sizes, or different hidden activations.
         """
-        if not isinstance(mlp, nn.Sequential):
-            raise TypeError(f"from_mlp takes an nn.Sequential of nn.Linear and activation layers; got {type(mlp).__name__}")
-        modules = flatten_sequential(mlp)
-        linears: list[nn.Linear] = []
-        gaps: list[nn.Module | None] = []  # the activation after each Linear (None: none)
-        for position, m in enumerate(modules):
-            if isinstance(m, nn.Linear):
-                if linears and linears[-1].out_features != m.in_features:
-                    raise ValueError(
-                        f"Linear layer {len(linears)} (module {position}) takes {m.in_features} features but the "
-                        f"layer before gives {linears[-1].out_features}; an MLP needs matching sizes"
-                    )
-                linears.append(m)
-                gaps.append(None)
-            elif isinstance(m, ELEMENTWISE):
-                if not linears:
-                    raise ValueError(
-                        f"module {position} ({m!r}) comes before the first nn.Linear; the input of an "
-                        "iterative network is re-inserted as is, so the Sequential must start with nn.Linear"
-                    )
-                if gaps[-1] is not None:
-                    raise ValueError(
-                        f"module {position} ({m!r}) follows another activation ({gaps[-1]!r}); an iterative network "
-                        "applies one elementwise activation per iteration, so use at most one between Linear layers"
-                    )
-                gaps[-1] = m
-            else:
-                raise ValueError(
-                    f"from_mlp supports nn.Linear layers and elementwise activations "
-                    f"({', '.join(t.__name__ for t in ELEMENTWISE)}); module {position} is {m!r}. "
-                    "Remove dropout / normalisation layers (dropout is the identity in eval mode) or rewrite "
-                    "the model by hand"
-                )
-        if not linears:
-            raise ValueError("from_mlp needs at least one nn.Linear layer; the Sequential has none")
-        hidden = [repr(g) if g is not None else repr(nn.Identity()) for g in gaps[:-1]]
-        if len(set(hidden)) > 1:
-            raise ValueError(
-                f"an iterative network has one hidden activation, but this MLP uses {sorted(set(hidden))} between its "
-                "layers; use the same activation after every hidden layer"
-            )
-        hidden_act = copy.deepcopy(gaps[0]) if gaps[0] is not None else "linear"
-        final_act = copy.deepcopy(gaps[-1]) if gaps[-1] is not None else "linear"
-        if len(linears) == 1:  # every row is an output row
-            hidden_act, final_act = final_act, None
-        elif repr(final_act) == repr(hidden_act):
-            final_act = None  # the same activation on every row
-
+        linears, hidden_act, final_act = mlp_layers(mlp)
         sizes = [m.out_features for m in linears]
         inputs = linears[0].in_features
         first = linears[0].weight
@@ -329,6 +317,13 @@ class IterativeNetwork(nn.Module):
     def trainable_weights(self) -> int:
         """Trainable weights: the mask's ones (weight-space entries; biases and fixed weights not counted)."""
         return int(self.mask.sum())
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Trainable weights plus biases, counted by the `bias` rule: + depth ("state"), + inputs +
+        depth ("all": the authors' count, count_nonzero(mask) + out_features of the square matrix),
+        + 0 ("none"). `trainable_weights` is the count without biases."""
+        return self.trainable_weights + bias_count(self.inputs, self.depth, self.bias_rows)
 
     @property
     def density(self) -> float:
@@ -494,5 +489,5 @@ class IterativeNetwork(nn.Module):
         return (
             f"inputs={self.inputs}, depth={self.depth}, outputs={self.outputs}, "
             f"trainable_weights={self.trainable_weights} (density {self.density:.3g}), iterations={self.iterations}, "
-            f"bias={self.bias is not None}, fixed={self.fixed is not None}, kernel={self.kernel!r}"
+            f"bias={self.bias_rows!r}, fixed={self.fixed is not None}, kernel={self.kernel!r}"
         )

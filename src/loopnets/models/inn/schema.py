@@ -9,11 +9,12 @@ from __future__ import annotations
 import inspect
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from loopnets.data.hershey import HERSHEY_DATASETS, SIZE
 from loopnets.experiments.schema import ConfigError
 from loopnets.models.inn.network import ACTIVATIONS, INITS, KERNELS
+from loopnets.models.inn.options import BIASES, checked_init_std
 from loopnets.models.inn.tasks import INTERIM
 
 FAMILY = "inn"
@@ -45,8 +46,11 @@ class INNConfig:
     eval_iterations: iteration counts at which a trained classifier is tested (Figs 3.21, 3.22);
         empty: 1 .. 2 T.
     lstm_hidden: the LSTM's hidden size; 0: sized to the INN's trainable weights (see above).
-    activation, bias, init, kernel: as `IterativeNetwork` (ReLU, a bias per row, nn.Linear's init
-        per row's trainable fan-in, "auto" kernel).
+    activation, bias, init, init_std, kernel: as `IterativeNetwork` (ReLU; a bias per state row,
+        true = "state", "all" = also count the input rows' biases as the authors' code does, false =
+        "none"; nn.Linear's init per row's trainable fan-in, "linear", or the authors' "normal",
+        N(0, init_std^2) with init_std 0.05 unless set; the "auto" kernel). configs/hershey use the
+        authors' settings (init "normal").
     """
 
     structure: Literal[STRUCTURES] = "random"
@@ -61,8 +65,9 @@ class INNConfig:
     eval_iterations: list = field(default_factory=list)
     lstm_hidden: int = 0
     activation: Literal[ACTIVATIONS] = "relu"
-    bias: bool = True
+    bias: Union[bool, Literal[BIASES]] = True
     init: Literal[INITS] = "linear"
+    init_std: Optional[float] = None
     kernel: Literal[KERNELS] = "auto"
 
 
@@ -174,6 +179,10 @@ def check_values(exp: Any) -> None:
     for i, t in enumerate(g.eval_iterations):
         _positive_int(f"model.inn.eval_iterations[{i}]", t)
     _positive_int("model.inn.lstm_hidden", g.lstm_hidden, low=0)
+    try:
+        checked_init_std(g.init, g.init_std)
+    except ValueError as err:
+        raise _error(f"config key model.inn.init_std: {err}") from None
     if exp.train.clip is not None and exp.train.clip[0] == "output":
         raise _error("config key train.clip = [\"output\", ...] clamps dLoss/dOutput, which the inn family's "
                      "sequence / iteration losses do not expose; use [\"value\", c] or [\"norm\", c]")

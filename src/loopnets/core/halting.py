@@ -1,0 +1,209 @@
+"""Learned halting (PonderNet): a halting head says after every pass how likely the loop is done.
+
+Banino, Balaguer & Blundell 2021, "PonderNet: learning to ponder" (eqs. 1-6); Graves 2016's ACT
+is the deterministic ancestor. After pass t a halting head reads the loop's state h_t and gives
+lambda_t in (0, 1), the probability of halting at t given that the loop has not halted before:
+
+    p_t = lambda_t prod_{s<t} (1 - lambda_s)      for t < T,
+    p_T = prod_{s<T} (1 - lambda_s)               (the remainder on the last pass T = max passes),
+
+so p is a distribution over the passes 1..T for every sample (sums to 1 exactly). Training
+minimises the expected loss over the halting pass plus a KL term to a geometric prior,
+
+    L = mean_batch [ sum_t p_t L_t + beta * KL(p || p_G) ],
+    p_G(t) = lambda_p (1 - lambda_p)^(t-1) for t < T, p_G(T) = (1 - lambda_p)^(T-1)
+
+(the prior truncated at T the same way, with its tail on the last pass; PonderNet renormalises the
+truncated geometric instead, which differs only in the last pass's weight). Its mean, about
+1 / lambda_p passes, sets how long the network is encouraged to think.
+
+At inference a sample stops at the first pass where its cumulative halting probability
+sum_{s<=t} p_s reaches `threshold` (0.5: the median of its halting distribution), and the loop stops
+when every sample has; `Halting.stop` returns the same `EarlyExit` record as `ln.early_exit`, so
+the learned rule and the fixed criteria (state residual, entropy, change) compare side by side.
+
+Why core/ and not training/: the halting head is part of the model (it runs at inference, like
+`early_exit`, which lives beside it in core/passes.py), and the loss is a formula on tensors; the
+training loop plugs it in as a task (`loopnets.training.halting.fit_halting`).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from loopnets.core.loop import check_unroll
+from loopnets.core.passes import EarlyExit, split_at_loop
+
+
+def check_prior(lambda_p: object) -> float:
+    """lambda_p, the geometric prior's halting probability per pass, strictly inside (0, 1)."""
+    if isinstance(lambda_p, bool) or not isinstance(lambda_p, (int, float)) or not 0.0 < float(lambda_p) < 1.0:
+        raise ValueError(
+            f"the halting prior lambda_p must be a number strictly between 0 and 1 (the prior's halting probability "
+            f"per pass; its mean is about 1 / lambda_p passes, e.g. 0.2 for ~5 passes); got {lambda_p!r}"
+        )
+    return float(lambda_p)
+
+
+def halting_distribution(lambdas: Tensor) -> Tensor:
+    """p (T, B) from the per-pass halting probabilities lambdas (T, B): p_t = lambda_t prod_{s<t}
+    (1 - lambda_s), the remainder prod_{s<T} (1 - lambda_s) on the last pass (lambda_T is not used)."""
+    if lambdas.dim() < 1 or len(lambdas) < 1:
+        raise ValueError(f"halting probabilities need at least one pass, shape (passes, batch); got {tuple(lambdas.shape)}")
+    ones = torch.ones_like(lambdas[:1])
+    survive = torch.cumprod(torch.cat([ones, 1 - lambdas[:-1]]), dim=0)  # prod_{s<t} (1 - lambda_s)
+    halt = torch.cat([lambdas[:-1], ones])  # the last pass takes everything left
+    return survive * halt
+
+
+def geometric_prior(lambda_p: float, passes: int, dtype: torch.dtype | None = None,
+                    device: torch.device | None = None) -> Tensor:
+    """(passes,) the geometric prior truncated at `passes`, its tail on the last pass (sums to 1)."""
+    lambda_p = check_prior(lambda_p)
+    check_unroll(passes)
+    return halting_distribution(torch.full((passes,), lambda_p, dtype=dtype, device=device))
+
+
+def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float) -> Tensor:
+    """mean over the batch of sum_t p_t L_t + beta * KL(p || geometric prior), a scalar.
+
+    Args:
+        losses: (T, B) the loss of each sample's prediction after each pass.
+        p: (T, B) the halting distribution (`halting_distribution`).
+        lambda_p: the prior's halting probability per pass, in (0, 1).
+        beta: weight of the KL term, >= 0 (PonderNet uses 0.01).
+    """
+    lambda_p = check_prior(lambda_p)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta (the weight of the KL term) must be a finite number >= 0; got {beta!r}")
+    if losses.shape != p.shape:
+        raise ValueError(f"losses and halting probabilities need the same shape (passes, batch); "
+                         f"got {tuple(losses.shape)} and {tuple(p.shape)}")
+    prior = geometric_prior(lambda_p, len(p), p.dtype, p.device)[:, None]  # (T, 1)
+    kl = (torch.special.xlogy(p, p) - p * prior.log()).sum(0)  # (B,); 0 log 0 = 0
+    return ((p * losses).sum(0) + beta * kl).mean()
+
+
+@dataclass
+class Pondered:
+    """`Halting.ponder`'s result: outputs T x (B, *out), lambdas (T, B), p (T, B)."""
+
+    outputs: list[Tensor]
+    lambdas: Tensor
+    p: Tensor
+
+
+class Halting(nn.Module):
+    """A looped model with a PonderNet halting head (see the module docstring).
+
+    Args:
+        model: a loop, or a model with one loop that `ln.pass_outputs` takes (an nn.Sequential
+            with one top-level loop, an ln.Network with one loop, ...).
+        halt: the halting head, the loop's state h_t (B, *state) -> (B,) or (B, 1) logits;
+            lambda_t = sigmoid(logit). For conv states, e.g. nn.Sequential(nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(), nn.Linear(width, 1)) (`halting_head`).
+        max_passes: T, the passes of training and the most at inference (default: the loop's own).
+        threshold: inference stops a sample once its cumulative halting probability reaches this, in (0, 1].
+    """
+
+    def __init__(self, model: nn.Module, halt: nn.Module, max_passes: int | None = None, threshold: float = 0.5):
+        super().__init__()
+        if not isinstance(halt, nn.Module):
+            raise TypeError(f"halt must be an nn.Module mapping the loop state to one logit per sample; "
+                            f"got {type(halt).__name__}")
+        if max_passes is not None:
+            check_unroll(max_passes)
+        self.model, self.halt, self.max_passes = model, halt, max_passes
+        self.threshold = check_threshold(threshold)
+
+    def passes_for(self, loop) -> int:
+        return self.max_passes if self.max_passes is not None else loop.planned_passes
+
+    def lambdas(self, h: Tensor) -> Tensor:
+        """(B,) lambda = sigmoid(halt(h)) for the loop state h (B, *)."""
+        logit = self.halt(h)
+        if logit.dim() == 2 and logit.shape[1] == 1:
+            logit = logit[:, 0]
+        if logit.shape != h.shape[:1]:
+            raise ValueError(f"the halting head must give one logit per sample, shape ({len(h)},) or ({len(h)}, 1); "
+                             f"got {tuple(logit.shape)}: end it in a layer with one output, e.g. nn.Linear(width, 1)")
+        return torch.sigmoid(logit)
+
+    def ponder(self, x: Tensor, passes: int | None = None, logits: bool = False) -> Pondered:
+        """Every pass's model output, lambdas and p, with the graph (for `ponder_loss`)."""
+        loop, loop_input, after = split_at_loop(self.model, x, logits)
+        T = passes if passes is not None else self.passes_for(loop)
+        check_unroll(T)
+        raw = loop.passes(loop_input, T)
+        outs = [loop.output_after(raw[:t]) for t in range(1, T + 1)]
+        if after is not None:
+            outs = list(after(torch.cat(outs)).split(len(loop_input)))
+        lambdas = torch.stack([self.lambdas(h) for h in raw])  # (T, B)
+        return Pondered(outs, lambdas, halting_distribution(lambdas))
+
+    def loss(self, x: Tensor, y: Tensor, per_sample: Callable[[Tensor, Tensor], Tensor], lambda_p: float,
+             beta: float = 0.01, passes: int | None = None) -> Tensor:
+        """PonderNet's loss of a batch: `ponder_loss` with L_t = per_sample(output after pass t, y), (B,)."""
+        check_prior(lambda_p)
+        run = self.ponder(x, passes)
+        losses = torch.stack([per_sample(out, y) for out in run.outputs])  # (T, B)
+        return ponder_loss(losses, run.p, lambda_p, beta)
+
+    @torch.no_grad()
+    def stop(self, x: Tensor, threshold: float | None = None, max_passes: int | None = None) -> EarlyExit:
+        """Inference: each sample exits at the first pass where sum_{s<=t} p_s >= threshold (at the
+        last pass otherwise); passes run one at a time until every sample has exited. Returns the
+        `EarlyExit` record of `ln.early_exit` with criterion "halting" and values (passes run, B) =
+        the cumulative halting probability after each pass."""
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        loop, loop_input, after = split_at_loop(self.model, x, logits=False)
+        T = max_passes if max_passes is not None else self.passes_for(loop)
+        check_unroll(T)
+        batch = len(loop_input)
+        exited = torch.zeros(batch, dtype=torch.bool, device=loop_input.device)
+        passes = torch.full((batch,), T, dtype=torch.long, device=loop_input.device)
+        survive = torch.ones(batch, dtype=loop_input.dtype, device=loop_input.device)  # prod_{s<t} (1 - lambda_s)
+        cumulative, values, raw, chosen = 0.0, [], [], None
+        with closing(loop.iterate(loop_input)) as stream:
+            for t, h in zip(range(T), stream):
+                raw.append(h)
+                y = loop.output_after(raw)
+                lam = self.lambdas(h) if t < T - 1 else torch.ones_like(survive)
+                cumulative = cumulative + survive * lam
+                survive = survive * (1 - lam)
+                values.append(cumulative)
+                chosen = y.clone() if chosen is None else chosen
+                leaving = ~exited & (cumulative >= threshold) if t < T - 1 else ~exited
+                chosen[leaving] = y[leaving]
+                passes[leaving] = t + 1
+                exited |= leaving
+                if bool(exited.all()):
+                    break
+        output = chosen if after is None else after(chosen)
+        return EarlyExit(output, passes, "halting", threshold, torch.stack(values))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The output at each sample's halting pass (`stop`); train with `loss`, not through this."""
+        return self.stop(x).output
+
+
+def check_threshold(threshold: object) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"the halting threshold must be a number in (0, 1] (a sample stops once its cumulative "
+                         f"halting probability reaches it; 0.5 is the median); got {threshold!r}")
+    return float(threshold)
+
+
+def halting_head(width: int, dim: int = 1) -> nn.Module:
+    """A halting head for a conv state (B, width, *S): global average pool, then one linear logit
+    (dim 0: a vector state (B, width))."""
+    pool = {0: [], 1: [nn.AdaptiveAvgPool1d(1), nn.Flatten()], 2: [nn.AdaptiveAvgPool2d(1), nn.Flatten()]}
+    if dim not in pool:
+        raise ValueError(f"dim must be 0 (vector state), 1 or 2 (conv states); got {dim!r}")
+    return nn.Sequential(*pool[dim], nn.Linear(width, 1))
