@@ -155,3 +155,16 @@ def test_fit_halting_trains_a_thinking_net_and_reports_the_passes():
         ln.fit_halting(net, (x, y), epochs=1, progress=False)
     with pytest.raises(ValueError, match="per-sample loss; choose one of cross_entropy, mse, mae"):
         ln.fit_halting(model, (x, y), loss="kl_divergence", epochs=1, progress=False)
+
+
+def test_a_mode_without_every_pass_in_training_is_refused_by_name():
+    """Progressive trains on a random number of passes, so a loss at every pass cannot be formed:
+    Halting refuses it in training with the mode's reason, and runs it in eval()."""
+    loop = ln.Loop(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), unroll=4, backprop=ln.Progressive(alpha=1.0))
+    model = Halting(loop, nn.Linear(3, 1))
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    per_sample = lambda pred, target: (pred - target).square().mean(1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"does not support learned halting \(ln.Halting"):
+        model.loss(x, y, per_sample, lambda_p=0.3)
+    model.eval()
+    assert model.stop(x).passes.shape == (5,)

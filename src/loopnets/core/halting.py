@@ -140,6 +140,9 @@ class Halting(nn.Module):
         loop, loop_input, after = split_at_loop(self.model, x, logits)
         T = passes if passes is not None else self.passes_for(loop)
         check_unroll(T)
+        mode = getattr(loop, "backprop", None)  # ln.Loop's mode; the other loop classes have none
+        if mode is not None and loop.training:  # every pass's output, with its graph, for the expected loss
+            mode.require("pass_readout", "learned halting (ln.Halting: a loss at every pass)")
         raw = loop.passes(loop_input, T)
         outs = [loop.output_after(raw[:t]) for t in range(1, T + 1)]
         if after is not None:
