@@ -471,3 +471,16 @@ def test_early_exit_refuses_bad_arguments():
         ln.early_exit(loop, x, threshold=-1)
     with pytest.raises(ValueError, match="unroll must be an integer >= 1"):
         ln.early_exit(loop, x, max_passes=0)
+
+
+def test_entropy_exit_reads_classes_on_dim_1_for_per_position_outputs():
+    """Per-position scores (B, C, L), as ln.thinking's nets give: the criterion's probabilities are a
+    softmax over the classes (dim 1, as cross_entropy), so every position's distribution sums to one."""
+    torch.manual_seed(0)
+    net = ln.thinking.recurrent_conv(dim=1, in_channels=1, width=4, unroll=3)
+    x = torch.randint(0, 2, (5, 1, 7)).to(torch.get_default_dtype())
+    with torch.no_grad():
+        out = ln.early_exit(net, x, criterion="entropy", threshold=float("inf"))  # exits after pass 1
+        p = torch.softmax(ln.pass_outputs(net, x, unroll=1)[0], dim=1)
+    expected = -(p * p.log()).sum(dim=(1, 2))
+    torch.testing.assert_close(out.values[0], expected)

@@ -380,7 +380,7 @@ def _residual(raw: list[Tensor]) -> Tensor:
 def _probabilities(model: nn.Module, out: Tensor) -> Tensor:
     if getattr(model, "output_activation", None) in ("softmax", "sigmoid"):
         return out
-    return torch.softmax(out, dim=-1)
+    return torch.softmax(out, dim=1)  # the class dimension, as cross_entropy: (B, C) or per position (B, C, *S)
 
 
 def _entropy(model: nn.Module, p: Tensor) -> Tensor:
