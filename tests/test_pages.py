@@ -291,19 +291,19 @@ def test_kemmerling_findings_respect_the_floor(kemmerling_tiny):
     assert all("paired difference" in p.evidence and "n = 3 seeds" in p.evidence for p in verdict.parts)
 
 
-def test_bounded_and_any_of_rules():
+def test_bounded_and_either_or_rules():
     ref = seeds(0.100, 0.110, 0.090, 0.105)
     tiny_gain = seeds(0.0995, 0.1094, 0.0896, 0.1046)  # about 0.5 % better, every seed
     big_gain = seeds(0.080, 0.090, 0.071, 0.084)  # about 20 % better, every seed
     noisy = seeds(0.080, 0.125, 0.070, 0.120)
-    assert build_kemmerling.bounded("negligible", ref, tiny_gain, 0.002, two_sided=False).outcome == V.AGREES
-    assert build_kemmerling.bounded("negligible", ref, big_gain, 0.002, two_sided=False).outcome == V.DISAGREES
-    assert build_kemmerling.bounded("negligible", ref, noisy, 0.002, two_sided=False).outcome == V.INCONCLUSIVE
-    assert build_kemmerling.bounded("on par", ref, tiny_gain, 0.005, two_sided=True).outcome == V.AGREES
-    assert build_kemmerling.bounded("on par", ref, big_gain, 0.005, two_sided=True).outcome == V.DISAGREES
-    assert build_kemmerling.bounded("on par", ref, {0: 0.1}, 0.005, two_sided=True).outcome == V.INCONCLUSIVE
+    assert V.at_most("negligible", ref, tiny_gain, 0.002, two_sided=False).outcome == V.AGREES
+    assert V.at_most("negligible", ref, big_gain, 0.002, two_sided=False).outcome == V.DISAGREES
+    assert V.at_most("negligible", ref, noisy, 0.002, two_sided=False).outcome == V.INCONCLUSIVE
+    assert V.at_most("on par", ref, tiny_gain, 0.005, two_sided=True).outcome == V.AGREES
+    assert V.at_most("on par", ref, big_gain, 0.005, two_sided=True).outcome == V.DISAGREES
+    assert V.at_most("on par", ref, {0: 0.1}, 0.005, two_sided=True).outcome == V.INCONCLUSIVE
     yes, no, unsure = (V.Verdict("h", o, "e") for o in (V.AGREES, V.DISAGREES, V.INCONCLUSIVE))
-    assert build_kemmerling.any_of("or", [yes, unsure]).outcome == V.AGREES
-    assert build_kemmerling.any_of("or", [yes, no]).outcome == V.INCONCLUSIVE
-    assert build_kemmerling.any_of("or", [no, no]).outcome == V.DISAGREES
-    assert build_kemmerling.any_of("or", [unsure, unsure]).outcome == V.INCONCLUSIVE
+    assert V.any_of("or", [yes, unsure]).outcome == V.AGREES
+    assert V.any_of("or", [yes, no]).outcome == V.INCONCLUSIVE
+    assert V.any_of("or", [no, no]).outcome == V.DISAGREES
+    assert V.any_of("or", [unsure, unsure]).outcome == V.INCONCLUSIVE

@@ -98,38 +98,6 @@ def fmt(values: dict[int, float], digits: int = 4) -> str:
     return cell(stat_of(values), digits)
 
 
-# --- rules beyond verdicts.py -----------------------------------------------------------------------
-
-def any_of(claim: str, parts: list[V.Verdict]) -> V.Verdict:
-    """An "and/or" claim: agrees when some part agrees and none disagrees; disagrees when every part does."""
-    outcomes = [p.outcome for p in parts]
-    outcome = (V.AGREES if V.AGREES in outcomes and V.DISAGREES not in outcomes
-               else V.DISAGREES if outcomes and all(o == V.DISAGREES for o in outcomes) else V.INCONCLUSIVE)
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (V.AGREES, V.DISAGREES, V.INCONCLUSIVE) if o in outcomes)
-    return V.Verdict(claim, outcome, f"either part suffices; {len(parts)} parts: {counts}", tuple(parts))
-
-
-def bounded(claim: str, a: dict[int, float], b: dict[int, float], bound: float, two_sided: bool,
-            floor_: tuple | None = None) -> V.Verdict:
-    """"b improves on a (lower loss) by no more than `bound`" (two_sided: "b and a differ by no more than
-    `bound`"), on the paired interval of a - b: agrees when the whole interval lies within the bound,
-    disagrees when it lies wholly beyond it, inconclusive otherwise."""
-    if floor_ is not None:
-        ok, text = V.above_chance(*floor_)
-        if not ok:
-            return V.Verdict(claim, V.INCONCLUSIVE, f"at chance: {text}")
-    iv = V.paired(b, a)  # a - b: the improvement of b
-    if iv is None:
-        return V.Verdict(claim, V.INCONCLUSIVE, f"{len(a.keys() & b.keys())} shared seed(s): no noise estimate")
-    if two_sided:
-        inside, outside = -bound < iv.low and iv.high < bound, iv.low > bound or iv.high < -bound
-    else:
-        inside, outside = iv.high < bound, iv.low > bound
-    outcome = V.AGREES if inside else V.DISAGREES if outside else V.INCONCLUSIVE
-    what = "difference" if two_sided else "improvement"
-    return V.Verdict(claim, outcome, f"{what} {iv.text(4)}, bound {'±' if two_sided else ''}{bound:.4f}")
-
-
 def lower(claim: str, exp: Exp, a: str, b: str, measure=final, exp_b: Exp | None = None) -> V.Verdict:
     """"b's measure is lower than a's", floored on b's final loss."""
     exp_b = exp_b or exp
@@ -143,7 +111,7 @@ def finding_1(x):
     e = x["feedback"]
     ours = (f"final: partial {fmt(final(e, 'partial-t2'))} vs standard {fmt(final(e, 'none-t1'))}; early: partial "
             f"{fmt(early(e, 'partial-t2'))} vs standard {fmt(early(e, 'none-t1'))}")
-    return ours, any_of("partial feedback lowers the final loss and/or the early loss", [
+    return ours, V.any_of("partial feedback lowers the final loss and/or the early loss", [
         lower("final: partial below standard", e, "none-t1", "partial-t2"),
         lower("early: partial below standard", e, "none-t1", "partial-t2", early)])
 
@@ -156,8 +124,8 @@ def finding_2(x):
     base = final(e, by_t[2])
     bound = NEGLIGIBLE * statistics.mean(base.values()) if base else 0.0
     ours = "final: " + ", ".join(f"T={t}: {fmt(final(e, v))}" for t, v in sorted(by_t.items()))
-    parts = [bounded(f"T={t} improves on T=2 by less than {NEGLIGIBLE:.0%} of T=2's loss", base, final(e, v), bound,
-                     two_sided=False, floor_=floor(e, v)) for t, v in sorted(by_t.items()) if t > 2]
+    parts = [V.at_most(f"T={t} improves on T=2 by less than {NEGLIGIBLE:.0%} of T=2's loss", base, final(e, v), bound,
+                     two_sided=False, floor=floor(e, v)) for t, v in sorted(by_t.items()) if t > 2]
     return ours, V.all_of("no T > 2 improves on T = 2 by more than a negligible amount", parts)
 
 
@@ -198,10 +166,10 @@ def finding_5(x):
                   "higher", floor=floor(e, "none-t1"), digits=4),
         lower("(c) several connections, early: constant below learned", e, "comprehensive-t2",
               "comprehensive-t1-constant", early),
-        bounded(f"(d) several connections, final: constant within {ON_PAR:.0%} of standard", standard,
+        V.at_most(f"(d) several connections, final: constant within {ON_PAR:.0%} of standard", standard,
                 final(e, "comprehensive-t1-constant"),
                 ON_PAR * statistics.mean(standard.values()) if standard else 0.0, two_sided=True,
-                floor_=floor(e, "comprehensive-t1-constant"))])
+                floor=floor(e, "comprehensive-t1-constant"))])
 
 
 def finding_6(x):
@@ -260,9 +228,9 @@ def finding_10(x):
     if (0.95, 5.0) in names:
         base = final(e, names[(0.95, 5.0)])
         for t in (t for t in etas if t < 5 and (0.95, t) in names):
-            parts.append(bounded(f"(d) beta 0.95: eta {t:g} improves on eta 5 by less than {NEGLIGIBLE:.0%}", base,
+            parts.append(V.at_most(f"(d) beta 0.95: eta {t:g} improves on eta 5 by less than {NEGLIGIBLE:.0%}", base,
                                  final(e, names[(0.95, t)]), NEGLIGIBLE * statistics.mean(base.values()),
-                                 two_sided=False, floor_=floor(e, names[(0.95, t)])))
+                                 two_sided=False, floor=floor(e, names[(0.95, t)])))
     return ours, V.all_of("beta 0.8 best of beta <= 0.8 at eta >= 5, lower eta better there; beta 0.95 better still "
                           "at eta 5, eta below 5 no help", parts)
 
