@@ -35,6 +35,8 @@ STRUCTURAL = [
     re.compile(r"\bx\d\b"),  # variant labels: COUPLE x3
     re.compile(r"\bclaim \d\b"),  # the thesis's numbered claims
     re.compile(r"\((?:19|20)\d\d\)"),  # the thesis's year: Lavik (2024)
+    re.compile(r"\b(?:Caswell, Shen and Wang|Caswell et al\.) (?:19|20)\d\d"),  # the paper's year
+    re.compile(r"\bCIFAR-10\b"),  # a data set's name
 ]
 JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
@@ -307,3 +309,59 @@ def test_bounded_and_either_or_rules():
     assert V.any_of("or", [yes, no]).outcome == V.INCONCLUSIVE
     assert V.any_of("or", [no, no]).outcome == V.DISAGREES
     assert V.any_of("or", [unsure, unsure]).outcome == V.INCONCLUSIVE
+
+
+# --- the Caswell page ------------------------------------------------------------------------------
+
+import build_caswell  # noqa: E402
+
+
+def caswell_paper() -> dict:
+    return build_caswell.tomllib.loads((REPRO / "caswell-paper.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def caswell_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(runs folder, collected results) of a tiny configs/caswell/synthetic-batch32.toml: 2 seeds x 1 epoch,
+    200 images, 4 filters."""
+    root = tmp_path_factory.mktemp("caswell")
+    runs, out = root / "runs", root / "results"
+    assert main(["run", str(ROOT / "configs" / "caswell" / "synthetic-batch32.toml"), "--runs-dir", str(runs),
+                 "--no-progress", "train.epochs=1", "train.seeds=[0,1]", "data.options={n=200}", "model.loopy.filters=4",
+                 "train.analyses=[]"]) == 0
+    assert collect.main([str(runs), "--out", str(out)]) == 0
+    return runs, out
+
+
+def test_caswell_page_holds_no_typed_number():
+    page, computed = build_caswell.render(RESULTS)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(caswell_paper()))
+    assert "| Loopy | 72.6 % | 57.4 % | 56.4 % |" in page  # Fig. 8, transcribed
+    typed = page.replace("## The runs", "Loopy gains 4.2 points.\n\n## The runs")
+    assert unexplained_numbers(typed, computed, build_lavik.thesis_numbers(caswell_paper())) == ["4.2"]
+
+
+def test_caswell_template_writes_no_number_in_its_fields():
+    assert not literals_in_tags((REPRO / "caswell.md.j2").read_text())
+
+
+def test_caswell_page_from_collected_results_equals_the_run_folders(caswell_tiny, tmp_path):
+    runs, out = caswell_tiny
+    from_runs = build_caswell.build(runs, tmp_path / "a.md")
+    from_results = build_caswell.build(out, tmp_path / "b.md")
+    assert from_runs == from_results
+    page, computed = build_caswell.render(out)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(caswell_paper()))
+    assert f"Not run yet: `{build_caswell.produce_command('mnist')}`" in page
+    # the stand-in's claims: paired over its 2 seeds, with the chance floor, the compound ones part by part
+    assert "Loopy beats Vanilla (batch 32)" in page and "the loop-layer models overfit" in page
+    assert "n = 2" in page or "at chance" in page
+
+
+def test_caswell_claims_respect_chance(caswell_tiny):
+    _, out = caswell_tiny
+    exp = build_caswell.load(out, "caswell-synthetic-batch32")
+    exp.data["chance_accuracy"] = exp.data["majority_accuracy"] = 0.999  # every model is now at chance
+    verdicts = build_caswell.stand_in_claims(exp, 32)
+    beats = [v for v in verdicts if v.claim.startswith(("Loopy beats", "Deep is worse"))]
+    assert beats and all(v.outcome == V.INCONCLUSIVE and "at chance" in v.evidence for v in beats)
