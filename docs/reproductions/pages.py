@@ -7,7 +7,7 @@ and docs/modes.md. Each needs the experiments of its configs (`name` in configs/
 collected under results/<experiment>/ (collect.py). A page whose results are all there is rebuilt
 by its builder (`--runs-dir RESULTS`). A page with results missing is left as it is and listed
 with the missing experiments and the commands that produce them; the Lavik, Caswell and Kemmerling pages
-are rebuilt from what is there (their sections for the rest say "not run yet") and its missing experiments are listed
+are rebuilt from what is there (their sections for the rest say "not run yet") and their missing experiments are listed
 too. Exit status 0 when every page is complete, 1 when any experiment is missing (0 with
 --allow-missing), 2 when a builder fails.
 """
