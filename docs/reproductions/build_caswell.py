@@ -20,12 +20,9 @@ Measures (per seed):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
-
-import jinja2
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +32,7 @@ else:  # pragma: no cover
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import verdicts as V  # noqa: E402  (beside this script)
-from build_lavik import Recorder  # noqa: E402
+from page_tools import builder_main, render_template  # noqa: E402
 from lavik_results import Exp, load, stat_of  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -296,11 +293,7 @@ def load_all(results_dir: Path) -> tuple[dict[str, Exp], dict[str, dict]]:
 def render(results_dir: Path) -> tuple[str, set[str]]:
     """(the page, the numbers the template printed through its fields)."""
     paper = tomllib.loads((HERE / "caswell-paper.toml").read_text())
-    recorder = Recorder()
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), finalize=recorder, undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
-    text = env.get_template("caswell.md.j2").render(**context(*load_all(results_dir), paper))
-    return text, recorder.numbers
+    return render_template("caswell.md.j2", context(*load_all(results_dir), paper))
 
 
 def build(results_dir: Path, out: Path) -> str:
@@ -310,13 +303,7 @@ def build(results_dir: Path, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", "--results-dir", dest="results_dir", type=Path, default=RESULTS,
-                        help="committed results (default docs/reproductions/results) or a runs folder")
-    parser.add_argument("--out", type=Path, default=HERE / "caswell.md")
-    args = parser.parse_args(argv)
-    build(args.results_dir, args.out)
-    print(f"wrote {args.out}")
+    builder_main(render, __doc__, HERE / "caswell.md", argv)
 
 
 if __name__ == "__main__":
