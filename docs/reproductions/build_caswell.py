@@ -180,7 +180,8 @@ def run_row(e: Exp, config: dict) -> dict:
     seeds = sorted({s for seeds_ in e.runs.values() for s in seeds_})
     train_cfg = config.get("train", {})
     return {"runs": f"{done} of {n}", "epochs": str(train_cfg.get("epochs", "—")), "seeds": str(len(seeds)),
-            "batch": str(train_cfg.get("batch_size", "—")), "minutes": f"{e.wall_minutes():.1f}", "threads": e.threads()}
+            "batch": str(train_cfg.get("batch_size", "—")), "minutes": f"{e.wall_minutes():.1f}", "threads": e.threads(),
+                 "load": f"{max(e.loads(), default=0.0):.1f}"}
 
 
 def context(exps: dict[str, Exp], configs: dict[str, dict], paper: dict) -> dict:

@@ -303,7 +303,8 @@ def context(exps: dict[str, Exp], paper: dict) -> dict:
         n = sum(len(s) for s in e.runs.values())
         done = sum(s.get("status") == "finished" for seeds_ in e.runs.values() for s in seeds_.values())
         c["runs"].append((config_name(k), {"runs": f"{done} of {n}", "minutes": f"{e.wall_minutes():.1f}", "epochs": epochs,
-                                           "seeds": seeds, "threads": e.threads()}))
+                                           "seeds": seeds, "threads": e.threads(),
+                 "load": f"{max(e.loads(), default=0.0):.1f}"}))
     if "feedback" in exps:
         e = exps["feedback"]
         c["contrast"] = {"factor": "0.5", "rows": contrast_rows(e, 0.5)}
