@@ -284,7 +284,7 @@ def test_kemmerling_page_from_collected_results_equals_the_run_folders_and_names
 def test_kemmerling_findings_respect_the_floor(kemmerling_tiny):
     """A network no better than the mean image makes its part inconclusive, whatever the comparison says."""
     _, out = kemmerling_tiny
-    exp = build_kemmerling.load(out, "kemmerling-feedback")
+    exp = build_kemmerling.load_all(out)["feedback"]
     exp.data["mean_input_mse"] = 1e-6  # every run is now worse than the floor
     _, verdict = build_kemmerling.finding_3({"feedback": exp})
     assert verdict.outcome == V.INCONCLUSIVE and all("at chance" in p.evidence for p in verdict.parts)
@@ -341,6 +341,13 @@ def test_caswell_page_holds_no_typed_number():
     assert unexplained_numbers(typed, computed, build_lavik.thesis_numbers(caswell_paper())) == ["4.2"]
 
 
+def test_committed_caswell_and_kemmerling_pages_are_their_builders_output():
+    """Even with none of a page's experiments committed (pages.py then leaves it as it is), the committed
+    page is what its builder writes from the committed results: no hand-edited page."""
+    for builder, page in ((build_caswell, "caswell.md"), (build_kemmerling, "kemmerling.md")):
+        assert builder.render(RESULTS)[0] == (REPRO / page).read_text(), f"{page}: run `make pages`"
+
+
 def test_caswell_template_writes_no_number_in_its_fields():
     assert not literals_in_tags((REPRO / "caswell.md.j2").read_text())
 
@@ -360,7 +367,7 @@ def test_caswell_page_from_collected_results_equals_the_run_folders(caswell_tiny
 
 def test_caswell_claims_respect_chance(caswell_tiny):
     _, out = caswell_tiny
-    exp = build_caswell.load(out, "caswell-synthetic-batch32")
+    exp = build_caswell.load_all(out)[0]["synthetic-batch32"]
     exp.data["chance_accuracy"] = exp.data["majority_accuracy"] = 0.999  # every model is now at chance
     verdicts = build_caswell.stand_in_claims(exp, 32)
     beats = [v for v in verdicts if v.claim.startswith(("Loopy beats", "Deep is worse"))]

@@ -32,8 +32,8 @@ else:  # pragma: no cover
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import verdicts as V  # noqa: E402  (beside this script)
-from page_tools import builder_main, render_template  # noqa: E402
-from lavik_results import Exp, load, stat_of  # noqa: E402
+from page_tools import builder_main, load_experiments, render_template  # noqa: E402
+from lavik_results import Exp, stat_of  # noqa: E402
 
 RESULTS = HERE / "results"
 CONFIGS = ("mnist", "cifar10-batch5", "cifar10-batch32", "synthetic-batch5", "synthetic-batch32", "depth")
@@ -287,7 +287,7 @@ def context(exps: dict[str, Exp], configs: dict[str, dict], paper: dict) -> dict
 
 
 def load_all(results_dir: Path) -> tuple[dict[str, Exp], dict[str, dict]]:
-    exps = {k: e for k in CONFIGS if (e := load(Path(results_dir), f"caswell-{k}")) is not None}
+    exps = load_experiments(results_dir, {k: f"caswell-{k}" for k in CONFIGS})
     return exps, {k: settings(Path(results_dir), f"caswell-{k}") for k in exps}
 
 

@@ -33,8 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import verdicts as V  # noqa: E402  (beside this script)
 from build_lavik import cell  # noqa: E402
-from page_tools import builder_main, render_template  # noqa: E402
-from lavik_results import Exp, load, stat_of  # noqa: E402
+from page_tools import builder_main, load_experiments, render_template  # noqa: E402
+from lavik_results import Exp, stat_of  # noqa: E402
 
 RESULTS = HERE / "results"
 CONFIGS = ("feedback", "timesteps", "constant-gain", "threshold", "grid", "conv-feedback")
@@ -333,7 +333,7 @@ def context(exps: dict[str, Exp], paper: dict) -> dict:
 
 
 def load_all(results_dir: Path) -> dict[str, Exp]:
-    return {k: e for k in CONFIGS if (e := load(Path(results_dir), f"kemmerling-{k}")) is not None}
+    return load_experiments(results_dir, {k: f"kemmerling-{k}" for k in CONFIGS})
 
 
 def render(results_dir: Path) -> tuple[str, set[str]]:

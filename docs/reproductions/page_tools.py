@@ -5,12 +5,14 @@ command line."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Callable
 
 import jinja2
 
 from build_lavik import Recorder
+from lavik_results import Exp, load
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -34,3 +36,17 @@ def builder_main(render: Callable[[Path], tuple[str, set[str]]], doc: str, defau
     args = parser.parse_args(argv)
     Path(args.out).write_text(render(args.results_dir)[0])
     print(f"wrote {args.out}")
+
+
+def load_experiments(results_dir: Path, names: dict[str, str]) -> dict[str, Exp]:
+    """key -> the experiment `names[key]` collected (or run) in results_dir; a run folder with no report
+    is left out with a note on stderr naming the command that writes it (its page says "not run yet")."""
+    out = {}
+    for key, name in names.items():
+        exp = load(Path(results_dir), name)
+        if exp is not None:
+            out[key] = exp
+        elif (Path(results_dir) / name / "experiment.toml").is_file():
+            print(f"{name}: {Path(results_dir) / name} has no report/results.json; run `loopnets report "
+                  f"{Path(results_dir) / name}` to include it", file=sys.stderr)
+    return out
