@@ -372,3 +372,12 @@ def test_caswell_claims_respect_chance(caswell_tiny):
     verdicts = build_caswell.stand_in_claims(exp, 32)
     beats = [v for v in verdicts if v.claim.startswith(("Loopy beats", "Deep is worse"))]
     assert beats and all(v.outcome == V.INCONCLUSIVE and "at chance" in v.evidence for v in beats)
+
+
+def test_kemmerling_and_caswell_results_are_compact():
+    collected = sorted(p.parent for pattern in ("kemmerling-*", "caswell-*") for p in RESULTS.glob(f"{pattern}/results.json"))
+    for folder in collected:
+        assert not list(folder.rglob("*.lnet")) and not list(folder.rglob("*.png")), f"{folder.name}: run files"
+        assert (folder / "data.json").is_file() and (folder / "curves.json").is_file(), f"{folder.name}: re-collect it"
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        assert size < 600_000, f"{folder.name}: {size} bytes of results; collect.py keeps them compact"
