@@ -30,11 +30,13 @@ import verdicts as V  # noqa: E402
 STRUCTURAL = [
     re.compile(r"```.*?```", re.S),  # the page's command block
     re.compile(r"`[A-Za-z_][^`\n]*`"),  # code spans that start with a name: configs, paths, commands, keys
-    # references: Table C.2, Tables 4.4, 4.5, B.1-B.6, Sec. 5.1, eqs 5.1 / 5.2, Fig. 3.3, App. D
-    re.compile(r"\b(?:Tables?|Sec\.|eqs?|Fig\.|App\.)\s+[A-D]?\d+(?:\.\d+)?(?:\s*(?:-|/|,)\s*[A-D]?\d+(?:\.\d+)?)*"),
+    # references: Table C.2, Tables 4.4, 4.5, B.1-B.6, Sec. 5.1, eqs 5.1 / 5.2, Fig. 3.3, Figs. 3, 4, App. D
+    re.compile(r"\b(?:Tables?|Sec\.|eqs?|Figs?\.|App\.)\s+[A-D]?\d+(?:\.\d+)?(?:\s*(?:-|/|,)\s*[A-D]?\d+(?:\.\d+)?)*"),
     re.compile(r"\bx\d\b"),  # variant labels: COUPLE x3
     re.compile(r"\bclaim \d\b"),  # the thesis's numbered claims
     re.compile(r"\((?:19|20)\d\d\)"),  # the thesis's year: Lavik (2024)
+    re.compile(r"\b(?:Caswell, Shen and Wang|Caswell et al\.) (?:19|20)\d\d"),  # the paper's year
+    re.compile(r"\bCIFAR-10\b"),  # a data set's name
 ]
 JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
@@ -227,3 +229,155 @@ def test_timings_from_one_shared_clock_are_not_compared():
 def test_compare_rejects_an_unknown_direction():
     with pytest.raises(ValueError, match="'higher' or 'lower'"):
         V.compare("c", seeds(1, 2), seeds(1, 2), "bigger")
+
+
+# --- the Kemmerling page ---------------------------------------------------------------------------
+
+import build_kemmerling  # noqa: E402
+
+KEMMERLING_TINY = ["train.epochs=2", "train.seeds=[0,1,2]", "model.gated.hidden=16",
+                   'train.analyses=["histograms","contrast"]', "train.noise_sigmas=[0.0,2.0]"]
+
+
+def kemmerling_paper() -> dict:
+    return build_kemmerling.tomllib.loads((REPRO / "kemmerling-claims.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def kemmerling_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(runs folder, collected results) of a tiny configs/kemmerling/feedback.toml: 3 seeds x 2 epochs."""
+    root = tmp_path_factory.mktemp("kemmerling")
+    runs, out = root / "runs", root / "results"
+    assert main(["run", str(ROOT / "configs" / "kemmerling" / "feedback.toml"), "--runs-dir", str(runs), "--no-progress",
+                 *KEMMERLING_TINY]) == 0
+    assert collect.main([str(runs), "--out", str(out)]) == 0
+    return runs, out
+
+
+def test_kemmerling_page_holds_no_typed_number():
+    page, computed = build_kemmerling.render(RESULTS)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(kemmerling_paper()))
+    typed = page.replace("## The runs", "Feedback lowers the loss by 0.4242.\n\n## The runs")
+    assert unexplained_numbers(typed, computed, build_lavik.thesis_numbers(kemmerling_paper())) == ["0.4242"]
+
+
+def test_kemmerling_template_writes_no_number_in_its_fields():
+    assert not literals_in_tags((REPRO / "kemmerling.md.j2").read_text())
+
+
+def test_kemmerling_page_from_collected_results_equals_the_run_folders_and_names_what_is_missing(kemmerling_tiny, tmp_path):
+    runs, out = kemmerling_tiny
+    data = json.loads((out / "kemmerling-feedback" / "data.json").read_text())
+    assert data["task"] == "autoencoding" and 0.05 < data["mean_input_mse"] < 0.09  # the mean image's MSE on MNIST
+    from_runs = build_kemmerling.build(runs, tmp_path / "a.md")
+    from_results = build_kemmerling.build(out, tmp_path / "b.md")
+    assert from_runs == from_results
+    page, computed = build_kemmerling.render(out)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(kemmerling_paper()))
+    for config in ("timesteps", "constant-gain", "threshold", "grid", "conv-feedback"):
+        assert f"not run yet: `{build_kemmerling.produce_command(config)}`" in page
+    # the feedback experiment's findings are judged with seeds stated, part by part
+    assert "- Finding 1: **" in page and "- Finding 3: **" in page and "n = 3" in page
+    assert "| 2 | More than two timesteps" in page and "| **not tested** |" in page
+
+
+def test_kemmerling_findings_respect_the_floor(kemmerling_tiny):
+    """A network no better than the mean image makes its part inconclusive, whatever the comparison says."""
+    _, out = kemmerling_tiny
+    exp = build_kemmerling.load_all(out)["feedback"]
+    exp.data["mean_input_mse"] = 1e-6  # every run is now worse than the floor
+    _, verdict = build_kemmerling.finding_3({"feedback": exp})
+    assert verdict.outcome == V.INCONCLUSIVE and all("at chance" in p.evidence for p in verdict.parts)
+    exp.data["mean_input_mse"] = 10.0  # every run far better than the floor: judged on the paired interval
+    _, verdict = build_kemmerling.finding_3({"feedback": exp})
+    assert all("paired difference" in p.evidence and "n = 3 seeds" in p.evidence for p in verdict.parts)
+
+
+def test_bounded_and_either_or_rules():
+    ref = seeds(0.100, 0.110, 0.090, 0.105)
+    tiny_gain = seeds(0.0995, 0.1094, 0.0896, 0.1046)  # about 0.5 % better, every seed
+    big_gain = seeds(0.080, 0.090, 0.071, 0.084)  # about 20 % better, every seed
+    noisy = seeds(0.080, 0.125, 0.070, 0.120)
+    assert V.at_most("negligible", ref, tiny_gain, 0.002, two_sided=False).outcome == V.AGREES
+    assert V.at_most("negligible", ref, big_gain, 0.002, two_sided=False).outcome == V.DISAGREES
+    assert V.at_most("negligible", ref, noisy, 0.002, two_sided=False).outcome == V.INCONCLUSIVE
+    assert V.at_most("on par", ref, tiny_gain, 0.005, two_sided=True).outcome == V.AGREES
+    assert V.at_most("on par", ref, big_gain, 0.005, two_sided=True).outcome == V.DISAGREES
+    assert V.at_most("on par", ref, {0: 0.1}, 0.005, two_sided=True).outcome == V.INCONCLUSIVE
+    yes, no, unsure = (V.Verdict("h", o, "e") for o in (V.AGREES, V.DISAGREES, V.INCONCLUSIVE))
+    assert V.any_of("or", [yes, unsure]).outcome == V.AGREES
+    assert V.any_of("or", [yes, no]).outcome == V.INCONCLUSIVE
+    assert V.any_of("or", [no, no]).outcome == V.DISAGREES
+    assert V.any_of("or", [unsure, unsure]).outcome == V.INCONCLUSIVE
+
+
+# --- the Caswell page ------------------------------------------------------------------------------
+
+import build_caswell  # noqa: E402
+
+
+def caswell_paper() -> dict:
+    return build_caswell.tomllib.loads((REPRO / "caswell-paper.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def caswell_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(runs folder, collected results) of a tiny configs/caswell/synthetic-batch32.toml: 2 seeds x 1 epoch,
+    200 images, 4 filters."""
+    root = tmp_path_factory.mktemp("caswell")
+    runs, out = root / "runs", root / "results"
+    assert main(["run", str(ROOT / "configs" / "caswell" / "synthetic-batch32.toml"), "--runs-dir", str(runs),
+                 "--no-progress", "train.epochs=1", "train.seeds=[0,1]", "data.options={n=200}", "model.loopy.filters=4",
+                 "train.analyses=[]"]) == 0
+    assert collect.main([str(runs), "--out", str(out)]) == 0
+    return runs, out
+
+
+def test_caswell_page_holds_no_typed_number():
+    page, computed = build_caswell.render(RESULTS)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(caswell_paper()))
+    assert "| Loopy | 72.6 % | 57.4 % | 56.4 % |" in page  # Fig. 8, transcribed
+    typed = page.replace("## The runs", "Loopy gains 4.2 points.\n\n## The runs")
+    assert unexplained_numbers(typed, computed, build_lavik.thesis_numbers(caswell_paper())) == ["4.2"]
+
+
+def test_committed_caswell_and_kemmerling_pages_are_their_builders_output():
+    """Even with none of a page's experiments committed (pages.py then leaves it as it is), the committed
+    page is what its builder writes from the committed results: no hand-edited page."""
+    for builder, page in ((build_caswell, "caswell.md"), (build_kemmerling, "kemmerling.md")):
+        assert builder.render(RESULTS)[0] == (REPRO / page).read_text(), f"{page}: run `make pages`"
+
+
+def test_caswell_template_writes_no_number_in_its_fields():
+    assert not literals_in_tags((REPRO / "caswell.md.j2").read_text())
+
+
+def test_caswell_page_from_collected_results_equals_the_run_folders(caswell_tiny, tmp_path):
+    runs, out = caswell_tiny
+    from_runs = build_caswell.build(runs, tmp_path / "a.md")
+    from_results = build_caswell.build(out, tmp_path / "b.md")
+    assert from_runs == from_results
+    page, computed = build_caswell.render(out)
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(caswell_paper()))
+    assert f"Not run yet: `{build_caswell.produce_command('mnist')}`" in page
+    # the stand-in's claims: paired over its 2 seeds, with the chance floor, the compound ones part by part
+    assert "Loopy beats Vanilla (batch 32)" in page and "the loop-layer models overfit" in page
+    assert "n = 2" in page or "at chance" in page
+
+
+def test_caswell_claims_respect_chance(caswell_tiny):
+    _, out = caswell_tiny
+    exp = build_caswell.load_all(out)[0]["synthetic-batch32"]
+    exp.data["chance_accuracy"] = exp.data["majority_accuracy"] = 0.999  # every model is now at chance
+    verdicts = build_caswell.stand_in_claims(exp, 32)
+    beats = [v for v in verdicts if v.claim.startswith(("Loopy beats", "Deep is worse"))]
+    assert beats and all(v.outcome == V.INCONCLUSIVE and "at chance" in v.evidence for v in beats)
+
+
+def test_kemmerling_and_caswell_results_are_compact():
+    collected = sorted(p.parent for pattern in ("kemmerling-*", "caswell-*") for p in RESULTS.glob(f"{pattern}/results.json"))
+    for folder in collected:
+        assert not list(folder.rglob("*.lnet")) and not list(folder.rglob("*.png")), f"{folder.name}: run files"
+        assert (folder / "data.json").is_file() and (folder / "curves.json").is_file(), f"{folder.name}: re-collect it"
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        assert size < 600_000, f"{folder.name}: {size} bytes of results; collect.py keeps them compact"

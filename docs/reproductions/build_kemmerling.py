@@ -1,14 +1,17 @@
 """Build docs/reproductions/kemmerling.md: the paper's 11 findings beside what our runs show.
 
-    .venv/bin/loopnets run configs/kemmerling/<name>.toml --workers 2    # for each config
-    .venv/bin/python docs/reproductions/build_kemmerling.py --runs-dir runs
+    python docs/reproductions/collect.py runs kemmerling-<name>   # after `loopnets run configs/kemmerling/<name>.toml`
+    python docs/reproductions/build_kemmerling.py                 # or `make pages`: every page, offline
 
-Reads the run folders runs/kemmerling-*/ (through `loopnets.report.results.load_experiment`, the
-report's own reader), the claims and the hand-written discussion in kemmerling-claims.toml beside
-this script, and writes kemmerling.md. Every number of ours on the page is computed here from the
-run folders, and so is each verdict, by the rule printed beside it; the discussion says why.
+Reads the committed results (docs/reproductions/results/kemmerling-*/, written by collect.py) or,
+with --runs-dir, run folders; the paper's findings and settings from kemmerling-claims.toml
+(transcribed); the prose from kemmerling.md.j2. Every number the template prints passes through a
+template field (build_lavik's Recorder), so tests/test_pages.py can tell computed numbers from
+typed ones. Each finding is a rule from verdicts.py, paired over seeds, judged part by part, with
+the floor of reconstructing every input as the mean training image; an experiment that is not
+committed yet leaves its findings "not run yet" with the command that produces it.
 
-Measures (validation split, mean ± sample sd over seeds):
+Measures (validation split, per seed):
   final  = loss of the trained network (the "original" probe);
   early  = mean validation loss over the first quarter of the epochs (convergence speed: a lower
            early loss is a steeper curve);
@@ -21,306 +24,332 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from loopnets.report.results import Experiment, Variant, load_experiment, page_cli
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import verdicts as V  # noqa: E402  (beside this script)
+from build_lavik import cell  # noqa: E402
+from page_tools import builder_main, load_experiments, render_template  # noqa: E402
+from lavik_results import Exp, stat_of  # noqa: E402
+
+RESULTS = HERE / "results"
 CONFIGS = ("feedback", "timesteps", "constant-gain", "threshold", "grid", "conv-feedback")
 NEGLIGIBLE = 0.02  # a relative loss change below 2 % counts as "no or negligible improvement"
 ON_PAR = 0.05  # final losses within 5 % of each other count as "on par"
+SIGMA = 2.0  # the paper's Fig. 8 noise level
 
 
-# ----------------------------------------------------------------------------- measures
+def config_name(config: str) -> str:
+    return f"configs/kemmerling/{config}.toml"
 
 
-def final(v: Variant) -> list[float]:
-    return [x for r in v.finished if (x := r.probe("original", "loss")) is not None]
+def produce_command(config: str) -> str:
+    return (f"loopnets run {config_name(config)} --workers 2 && python docs/reproductions/collect.py runs "
+            f"kemmerling-{config}")
 
 
-def early(v: Variant) -> list[float]:
-    out = []
-    for r in v.finished:
-        losses = r.metrics["val_loss"]
-        n = max(1, len(losses) // 4)
-        out.append(float(np.mean(losses[:n])))
+# --- per-seed measures ------------------------------------------------------------------------------
+
+def final(exp: Exp, variant: str) -> dict[int, float]:
+    return exp.values(variant, "original", "loss")
+
+
+def early(exp: Exp, variant: str) -> dict[int, float]:
+    out = {}
+    for seed, curve in (exp.curves.get(variant) or {}).items():
+        losses = [x for x in curve.get("val_loss") or [] if x is not None]
+        if losses and int(seed) in final(exp, variant):
+            out[int(seed)] = statistics.mean(losses[:max(1, len(losses) // 4)])
     return out
 
 
-def noise_at(v: Variant, sigma: float) -> list[float]:
-    out = []
-    for r in v.finished:
-        noise = (r.summary.get("extra") or {}).get("noise") or {}
-        if sigma in noise.get("sigmas", []):
-            out.append(float(noise["loss"][noise["sigmas"].index(sigma)]))
-    return out
+def extra(exp: Exp, variant: str, analysis: str) -> dict[int, dict]:
+    return {seed: e for seed, s in exp.runs.get(variant, {}).items()
+            if s.get("status") == "finished" and (e := (s.get("extra") or {}).get(analysis))}
 
 
-def extra_values(v: Variant, analysis: str, key: str) -> list[float]:
-    return [float(e[key]) for r in v.finished if (e := (r.summary.get("extra") or {}).get(analysis)) and e.get(key) is not None]
+def noise_at(exp: Exp, variant: str, sigma: float) -> dict[int, float]:
+    return {seed: float(n["loss"][n["sigmas"].index(sigma)]) for seed, n in extra(exp, variant, "noise").items()
+            if sigma in n.get("sigmas", [])}
 
 
-def m(values: list[float]) -> float:
-    return statistics.mean(values) if values else float("nan")
+def noise_rise(exp: Exp, variant: str, sigma: float) -> dict[int, float]:
+    clean, noisy = noise_at(exp, variant, 0.0), noise_at(exp, variant, sigma)
+    return {s: noisy[s] - clean[s] for s in clean.keys() & noisy.keys()}
 
 
-def ms(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "n/a"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m(values):.{digits}f} ± {sd:.{digits}f}"
+def hist_values(exp: Exp, variant: str, key: str) -> dict[int, float]:
+    return {seed: float(h[key]) for seed, h in extra(exp, variant, "histograms").items() if h.get(key) is not None}
 
 
-def rel(a: float, b: float) -> float:
-    """Relative change of a against b."""
-    return (a - b) / b
+def floor(exp: Exp, variant: str) -> tuple[dict[int, float], float, bool] | None:
+    """A reconstruction no better than the mean training image (beyond noise) is at chance."""
+    chance = exp.data.get("mean_input_mse")
+    return None if chance is None else (final(exp, variant), chance, False)
 
 
-# ----------------------------------------------------------------------------- claims
+def fmt(values: dict[int, float], digits: int = 4) -> str:
+    return cell(stat_of(values), digits)
 
 
-def _get(experiments: dict[str, Experiment], config: str, variant: str) -> Variant | None:
-    exp = experiments.get(config)
-    return next((v for v in exp.variants if v.name == variant), None) if exp else None
+def lower(claim: str, exp: Exp, a: str, b: str, measure=final, exp_b: Exp | None = None) -> V.Verdict:
+    """"b's measure is lower than a's", floored on b's final loss."""
+    exp_b = exp_b or exp
+    return V.compare(claim, measure(exp, a), measure(exp_b, b), "lower", floor=floor(exp_b, b), digits=4)
 
 
-def claim_1(x):
-    none, partial = _get(x, "feedback", "none-t1"), _get(x, "feedback", "partial-t2")
-    if not (none and partial):
-        return None
-    lower, faster = m(final(partial)) < m(final(none)), m(early(partial)) < m(early(none))
-    ours = (f"final: partial {ms(final(partial))} vs standard {ms(final(none))}; early: partial "
-            f"{ms(early(partial))} vs standard {ms(early(none))}")
-    verdict = "agrees" if lower and faster else "partly" if lower or faster else "disagrees"
-    return ours, verdict, "partial final < standard final and/or partial early < standard early"
+# --- the findings ---------------------------------------------------------------------------------------
+# Each takes {config: Exp} and returns (our numbers, verdict), or None when a config it needs is missing.
+
+def finding_1(x):
+    e = x["feedback"]
+    ours = (f"final: partial {fmt(final(e, 'partial-t2'))} vs standard {fmt(final(e, 'none-t1'))}; early: partial "
+            f"{fmt(early(e, 'partial-t2'))} vs standard {fmt(early(e, 'none-t1'))}")
+    return ours, V.any_of("partial feedback lowers the final loss and/or the early loss", [
+        lower("final: partial below standard", e, "none-t1", "partial-t2"),
+        lower("early: partial below standard", e, "none-t1", "partial-t2", early)])
 
 
-def claim_2(x):
-    exp = x.get("timesteps")
-    if not exp:
-        return None
-    by_t = {v.unroll: v for v in exp.variants}
+def finding_2(x):
+    e = x["timesteps"]
+    by_t = {v["unroll"]: v["variant"] for v in e.results["variants"]}
     if 2 not in by_t:
         return None
-    base = final(by_t[2])
-    parts = [f"T={t}: {ms(final(v))}" for t, v in sorted(by_t.items())]
-    better = {t: _clearly_lower(final(v), base) for t, v in by_t.items() if t > 2}
-    gains = {t: -rel(m(final(v)), m(base)) for t, v in by_t.items() if t > 2}
-    best = max(gains, key=gains.get) if gains else None
-    note = f"; the best T > 2 (T={best}) is {100 * gains[best]:.1f} % below T=2" if best else ""
-    verdict = "agrees" if better and not any(better.values()) else "disagrees"
-    return ("final: " + ", ".join(parts) + note, verdict,
-            "no T > 2 has a final loss below T=2's by more than 2 % and by more than two standard errors of the difference")
+    base = final(e, by_t[2])
+    bound = NEGLIGIBLE * statistics.mean(base.values()) if base else 0.0
+    ours = "final: " + ", ".join(f"T={t}: {fmt(final(e, v))}" for t, v in sorted(by_t.items()))
+    parts = [V.at_most(f"T={t} improves on T=2 by less than {NEGLIGIBLE:.0%} of T=2's loss", base, final(e, v), bound,
+                     two_sided=False, floor=floor(e, v)) for t, v in sorted(by_t.items()) if t > 2]
+    return ours, V.all_of("no T > 2 improves on T = 2 by more than a negligible amount", parts)
 
 
-def _clearly_lower(a: list[float], b: list[float]) -> bool:
-    """mean(a) below mean(b) by more than NEGLIGIBLE relative and by more than 2 standard errors (Welch)."""
-    if len(a) < 2 or len(b) < 2:
-        return m(a) < m(b) * (1 - NEGLIGIBLE)
-    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
-    return m(a) < m(b) * (1 - NEGLIGIBLE) and m(b) - m(a) > 2 * se
+def finding_3(x):
+    e = x["feedback"]
+    ours = (f"early: comprehensive {fmt(early(e, 'comprehensive-t2'))} vs standard {fmt(early(e, 'none-t1'))}; final: "
+            f"comprehensive {fmt(final(e, 'comprehensive-t2'))} vs partial {fmt(final(e, 'partial-t2'))}")
+    return ours, V.all_of("comprehensive converges faster than standard and settles below partial", [
+        lower("early: comprehensive below standard", e, "none-t1", "comprehensive-t2", early),
+        lower("final: comprehensive below partial", e, "partial-t2", "comprehensive-t2")])
 
 
-def claim_3(x):
-    none, partial, comp = (_get(x, "feedback", n) for n in ("none-t1", "partial-t2", "comprehensive-t2"))
-    if not (none and partial and comp):
-        return None
-    faster, better = m(early(comp)) < m(early(none)), m(final(comp)) < m(final(partial))
-    ours = (f"early: comprehensive {ms(early(comp))} vs standard {ms(early(none))}; final: comprehensive "
-            f"{ms(final(comp))} vs partial {ms(final(partial))}")
-    verdict = "agrees" if faster and better else "partly" if faster or better else "disagrees"
-    return ours, verdict, "comprehensive early < standard early and comprehensive final < partial final"
-
-
-def claim_4(x):
-    partial = _get(x, "feedback", "partial-t2")
-    fractions = extra_values(partial, "histograms", "fraction_max_gain") if partial else []
+def finding_4(x):
+    e = x["feedback"]
+    fractions = hist_values(e, "partial-t2", "fraction_max_gain")
     if not fractions:
         return None
-    gains = extra_values(partial, "histograms", "mean_gain")
-    max_gain = extra_values(partial, "histograms", "max_gain")[0]
-    ours = (f"fraction of E1 gains at the maximum {max_gain:.0f} (mu_D >= eta): {ms(fractions, 3)}; mean gain "
-            f"{ms(gains, 2)}")
-    return ours, "agrees" if m(fractions) > 0.5 else "disagrees", "more than half of the gains at the maximum"
+    max_gain = next(iter(hist_values(e, "partial-t2", "max_gain").values()), float("nan"))
+    ours = (f"fraction of E1 gains at the maximum {max_gain:g} (mu_D >= eta): {fmt(fractions, 3)}; mean gain "
+            f"{fmt(hist_values(e, 'partial-t2', 'mean_gain'), 2)}")
+    half = {s: 0.5 for s in fractions}
+    return ours, V.compare("more than half of the gains are at the maximum", half, fractions, "higher")
 
 
-def claim_5(x):
-    names = ("none-t1", "partial-t2", "comprehensive-t2", "partial-t1-constant", "comprehensive-t1-constant")
-    none, partial, comp, cp, cc = (_get(x, "constant-gain", n) for n in names)
-    if not all((none, partial, comp, cp, cc)):
+def finding_5(x):
+    e = x["constant-gain"]
+    ours = (f"one connection: early learned {fmt(early(e, 'partial-t2'))} / constant {fmt(early(e, 'partial-t1-constant'))}"
+            f" / standard {fmt(early(e, 'none-t1'))}, final constant {fmt(final(e, 'partial-t1-constant'))} vs standard "
+            f"{fmt(final(e, 'none-t1'))}; several connections: early constant {fmt(early(e, 'comprehensive-t1-constant'))} "
+            f"vs learned {fmt(early(e, 'comprehensive-t2'))}, final constant {fmt(final(e, 'comprehensive-t1-constant'))} "
+            f"vs standard {fmt(final(e, 'none-t1'))}")
+    standard = final(e, "none-t1")
+    return ours, V.all_of("a constant gain: steeper than standard and less steep than learned, ending worse (one "
+                          "connection); faster than learned, ending on par (several)", [
+        lower("(a) one connection, early: constant below standard", e, "none-t1", "partial-t1-constant", early),
+        lower("(a) one connection, early: learned below constant", e, "partial-t1-constant", "partial-t2", early),
+        V.compare("(b) one connection, final: constant above standard", standard, final(e, "partial-t1-constant"),
+                  "higher", floor=floor(e, "none-t1"), digits=4),
+        lower("(c) several connections, early: constant below learned", e, "comprehensive-t2",
+              "comprehensive-t1-constant", early),
+        V.at_most(f"(d) several connections, final: constant within {ON_PAR:.0%} of standard", standard,
+                final(e, "comprehensive-t1-constant"),
+                ON_PAR * statistics.mean(standard.values()) if standard else 0.0, two_sided=True,
+                floor=floor(e, "comprehensive-t1-constant"))])
+
+
+def finding_6(x):
+    e = x["feedback"]
+    sigmas = sorted({s for n in extra(e, "none-t1", "noise").values() for s in n.get("sigmas", []) if s > 0})
+    if SIGMA not in sigmas:
         return None
-    checks = {
-        "(a) one connection, early: learned < constant < standard": m(early(partial)) < m(early(cp)) < m(early(none)),
-        "(b) one connection, final: constant worse than standard": m(final(cp)) > m(final(none)),
-        "(c) several connections, early: constant < learned": m(early(cc)) < m(early(comp)),
-        f"(d) several connections, final: constant within {100 * ON_PAR:.0f} % of standard":
-            abs(rel(m(final(cc)), m(final(none)))) < ON_PAR,
-    }
-    ours = (f"one connection: early learned {ms(early(partial))} / constant {ms(early(cp))} / standard "
-            f"{ms(early(none))}, final constant {ms(final(cp))} vs standard {ms(final(none))}; several connections: "
-            f"early constant {ms(early(cc))} vs learned {ms(early(comp))}, final constant {ms(final(cc))} vs standard "
-            f"{ms(final(none))}")
-    held = sum(checks.values())
-    verdict = "agrees" if held == len(checks) else "partly" if held else "disagrees"
-    return ours, verdict, "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items())
+    ours = (f"loss at sigma {SIGMA:g}: partial {fmt(noise_at(e, 'partial-t2', SIGMA))} vs standard "
+            f"{fmt(noise_at(e, 'none-t1', SIGMA))}; rise over the clean loss: partial "
+            f"{fmt(noise_rise(e, 'partial-t2', SIGMA))}, standard {fmt(noise_rise(e, 'none-t1', SIGMA))}")
+    parts = [V.compare(f"sigma {s:g}: partial's noisy loss below standard's", noise_at(e, "none-t1", s),
+                       noise_at(e, "partial-t2", s), "lower", floor=floor(e, "partial-t2"), digits=4) for s in sigmas]
+    parts.append(V.compare(f"partial's loss rises less than standard's by sigma {SIGMA:g}", noise_rise(e, "none-t1", SIGMA),
+                           noise_rise(e, "partial-t2", SIGMA), "lower", floor=floor(e, "partial-t2"), digits=4))
+    return ours, V.all_of("with feedback the noisy loss is lower at every sigma and rises less", parts)
 
 
-def claim_6(x):
-    none, partial = _get(x, "feedback", "none-t1"), _get(x, "feedback", "partial-t2")
-    if not (none and partial and noise_at(none, 2.0) and noise_at(partial, 2.0)):
-        return None
-    sigmas = sorted({s for r in none.finished for s in ((r.summary.get("extra") or {}).get("noise") or {}).get("sigmas", [])})
-    noisy = [s for s in sigmas if s > 0]
-    lower = [s for s in noisy if m(noise_at(partial, s)) < m(noise_at(none, s))]
-    rise = {name: m(noise_at(v, 2.0)) - m(noise_at(v, 0.0)) for name, v in (("partial", partial), ("standard", none))}
-    ours = (f"loss at sigma 2: partial {ms(noise_at(partial, 2.0))} vs standard {ms(noise_at(none, 2.0))}; rise over "
-            f"the clean loss: partial {rise['partial']:+.4f}, standard {rise['standard']:+.4f}; partial lower at sigma "
-            f"{', '.join(f'{s:g}' for s in lower) or 'none'} of {', '.join(f'{s:g}' for s in noisy)}")
-    robust = len(lower) == len(noisy) and rise["partial"] < rise["standard"]
-    verdict = "agrees" if robust else "partly" if lower else "disagrees"
-    return ours, verdict, ("agrees: with feedback the noisy loss is lower at every sigma and rises less by sigma 2; "
-                           "partly: lower at some sigmas")
+def finding_7(x):
+    e = x["conv-feedback"]
+    ours = (f"conv autoencoder on MNIST (not CIFAR-10): final partial {fmt(final(e, 'partial-t2'))} vs standard "
+            f"{fmt(final(e, 'none-t1'))}")
+    on_mnist = lower("on MNIST: partial's final loss below standard's", e, "none-t1", "partial-t2")
+    return ours, V.Verdict("not tested: CIFAR-10 is not shipped", "not tested", on_mnist.markdown().replace("**", ""))
 
 
-def claim_7(x):
-    none, partial = _get(x, "conv-feedback", "none-t1"), _get(x, "conv-feedback", "partial-t2")
-    if not (none and partial):
-        return None
-    ours = f"conv autoencoder on MNIST (not CIFAR-10): final partial {ms(final(partial))} vs standard {ms(final(none))}"
-    return ours, "not tested", "CIFAR-10 is not shipped; the MNIST conv run shows only the direction on other data"
+def finding_8(x):
+    e = x["conv-feedback"]
+    ours = (f"conv autoencoder on MNIST: rise of the loss at sigma {SIGMA:g} over the clean loss: partial "
+            f"{fmt(noise_rise(e, 'partial-t2', SIGMA))}, standard {fmt(noise_rise(e, 'none-t1', SIGMA))}")
+    on_mnist = V.compare(f"on MNIST: partial's loss rises more than standard's by sigma {SIGMA:g}",
+                         noise_rise(e, "none-t1", SIGMA), noise_rise(e, "partial-t2", SIGMA), "higher",
+                         floor=floor(e, "partial-t2"), digits=4)
+    return ours, V.Verdict("not tested: CIFAR-10 is not shipped", "not tested", on_mnist.markdown().replace("**", ""))
 
 
-def claim_8(x):
-    none, partial = _get(x, "conv-feedback", "none-t1"), _get(x, "conv-feedback", "partial-t2")
-    if not (none and partial and noise_at(none, 2.0)):
-        return None
-    rise_none = m(noise_at(none, 2.0)) - m(noise_at(none, 0.0))
-    rise_partial = m(noise_at(partial, 2.0)) - m(noise_at(partial, 0.0))
-    ours = (f"conv autoencoder on MNIST: rise of the loss at sigma 2 over the clean loss: partial {rise_partial:+.4f}, "
-            f"standard {rise_none:+.4f}")
-    return ours, "not tested", "CIFAR-10 is not shipped; direction on MNIST-conv only"
+def finding_10(x):
+    e = x["grid"]
+    names = {(float(v["variant"].split("-b")[1].split("-eta")[0]), float(v["variant"].split("-eta")[1])): v["variant"]
+             for v in e.results["variants"] if "-b" in v["variant"] and "-eta" in v["variant"]}
+    betas, etas = sorted({b for b, _ in names}), sorted({t for _, t in names})
+    means = {k: statistics.mean(f.values()) for k, n in names.items() if (f := final(e, n))}
+    rows = ", ".join(f"beta {b:g}: " + "/".join(f"{means[(b, t)]:.4f}" if (b, t) in means else "—" for t in etas)
+                     for b in betas)
+    ours = f"final loss (mean over seeds) by beta_max for eta = {'/'.join(f'{t:g}' for t in etas)}: {rows}"
+    parts = []
+    for t in (t for t in etas if t >= 5):
+        for b in (b for b in betas if b < 0.8):
+            if (0.8, t) in names and (b, t) in names:
+                parts.append(lower(f"(a) eta {t:g}: beta 0.8 below beta {b:g}", e, names[(b, t)], names[(0.8, t)]))
+    big = [t for t in etas if t >= 5 and (0.8, t) in names]
+    for a, b in zip(big, big[1:]):
+        parts.append(lower(f"(b) beta 0.8: eta {a:g} below eta {b:g}", e, names[(0.8, b)], names[(0.8, a)]))
+    for b in (0.8, 0.9):
+        if (b, 5.0) in names and (0.95, 5.0) in names:
+            parts.append(lower(f"(c) eta 5: beta 0.95 below beta {b:g}", e, names[(b, 5.0)], names[(0.95, 5.0)]))
+    if (0.95, 5.0) in names:
+        base = final(e, names[(0.95, 5.0)])
+        for t in (t for t in etas if t < 5 and (0.95, t) in names):
+            parts.append(V.at_most(f"(d) beta 0.95: eta {t:g} improves on eta 5 by less than {NEGLIGIBLE:.0%}", base,
+                                 final(e, names[(0.95, t)]), NEGLIGIBLE * statistics.mean(base.values()),
+                                 two_sided=False, floor=floor(e, names[(0.95, t)])))
+    return ours, V.all_of("beta 0.8 best of beta <= 0.8 at eta >= 5, lower eta better there; beta 0.95 better still "
+                          "at eta 5, eta below 5 no help", parts)
 
 
-def claim_9(x):
-    return None  # the CIFAR-10 classifier is not part of configs/kemmerling (no CIFAR-10 here)
+def finding_11(x):
+    e = x["threshold"]
+    ours = (f"final: gain {fmt(final(e, 'partial-t2-gain'))}, threshold {fmt(final(e, 'partial-t2-threshold'))}, both "
+            f"{fmt(final(e, 'partial-t2-both'))}, standard {fmt(final(e, 'none-t1'))}")
+    return ours, V.all_of("threshold and both beat the standard AE; gain only is best", [
+        lower("threshold below standard", e, "none-t1", "partial-t2-threshold"),
+        lower("both below standard", e, "none-t1", "partial-t2-both"),
+        lower("gain only below threshold", e, "partial-t2-threshold", "partial-t2-gain"),
+        lower("gain only below both", e, "partial-t2-both", "partial-t2-gain")])
 
 
-def claim_10(x):
-    exp = x.get("grid")
-    if not exp:
-        return None
-    loss = {(v.name.split("-b")[1].split("-eta")[0], v.name.split("-eta")[1]): m(final(v)) for v in exp.variants}
-    betas = sorted({float(b) for b, _ in loss})
-    etas = sorted({float(e) for _, e in loss})
-    key = lambda b, e: (f"{b:g}", f"{e:g}")
-    needed = [key(b, e) for b in (0.2, 0.5, 0.8, 0.9, 0.95) for e in (1, 3, 5, 15, 50)]
-    if any(k not in loss or not np.isfinite(loss[k]) for k in needed):
-        done = sum(k in loss and np.isfinite(loss[k]) for k in needed)
-        return (f"incomplete: {done} of {len(needed)} settings have finished runs", "not tested",
-                "needs every beta_max x eta setting of configs/kemmerling/grid.toml")
-    grid1_betas = [b for b in betas if b <= 0.8]
-    best_08 = all(min(grid1_betas, key=lambda b: loss[key(b, e)]) == 0.8 for e in etas if e >= 5)
-    lower_eta = all(loss[key(0.8, a)] <= loss[key(0.8, b)] for a, b in zip(etas, etas[1:]) if a >= 5)
-    grid2 = loss[key(0.95, 5)] < min(loss[key(0.8, 5)], loss[key(0.9, 5)])
-    below5 = min(loss[key(0.95, e)] for e in etas if e < 5) >= loss[key(0.95, 5)] * (1 - NEGLIGIBLE)
-    rows = ", ".join(f"beta {b:g}: " + "/".join(f"{loss[key(b, e)]:.4f}" for e in etas) for b in betas)
-    ours = f"final loss by beta_max for eta = {'/'.join(f'{e:g}' for e in etas)}: {rows}"
-    checks = [best_08, lower_eta, grid2, below5]
-    verdict = "agrees" if all(checks) else "partly" if any(checks) else "disagrees"
-    rule = (f"(a) beta 0.8 best of beta <= 0.8 at every eta >= 5: {best_08}; (b) lower eta better at beta 0.8: "
-            f"{lower_eta}; (c) beta 0.95 beats 0.8 and 0.9 at eta 5: {grid2}; (d) eta < 5 no better at beta 0.95: {below5}")
-    return ours, verdict, rule
+FINDINGS = {  # finding -> (the configs it needs, its rule); None: no config (CIFAR-10 classifier)
+    1: (("feedback",), finding_1), 2: (("timesteps",), finding_2), 3: (("feedback",), finding_3),
+    4: (("feedback",), finding_4), 5: (("constant-gain",), finding_5), 6: (("feedback",), finding_6),
+    7: (("conv-feedback",), finding_7), 8: (("conv-feedback",), finding_8), 9: ((), None),
+    10: (("grid",), finding_10), 11: (("threshold",), finding_11),
+}
 
 
-def claim_11(x):
-    names = ("none-t1", "partial-t2-gain", "partial-t2-threshold", "partial-t2-both")
-    none, gain, threshold, both = (_get(x, "threshold", n) for n in names)
-    if not all((none, gain, threshold, both)):
-        return None
-    beat = m(final(threshold)) < m(final(none)) and m(final(both)) < m(final(none))
-    gain_best = m(final(gain)) < min(m(final(threshold)), m(final(both)))
-    ours = (f"final: gain {ms(final(gain))}, threshold {ms(final(threshold))}, both {ms(final(both))}, standard "
-            f"{ms(final(none))}")
-    verdict = "agrees" if beat and gain_best else "partly" if beat or gain_best else "disagrees"
-    return ours, verdict, "threshold and both beat the standard AE, and gain-only has the lowest final loss"
+# --- the page ---------------------------------------------------------------------------------------
 
-
-CLAIMS = [claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7, claim_8, claim_9, claim_10, claim_11]
-
-
-# ----------------------------------------------------------------------------- page
-
-
-def contrast_section(experiments: dict[str, Experiment]) -> list[str]:
-    """App 7.5 (not among the 11 findings): reconstructions of inputs at contrast 0.5, first vs last pass."""
-    exp = experiments.get("feedback")
+def contrast_rows(e: Exp, factor: float) -> list[tuple[str, str, str, str]]:
+    """App. 7.5: pass-1 and last-pass MSE and the mean pixel gap of inputs scaled by `factor`."""
     rows = []
-    for v in exp.variants if exp else []:
-        at = [(c["first"][5], c["last"][5], c["mean_pixel_gap"][5]) for r in v.finished
-              if (c := (r.summary.get("extra") or {}).get("contrast")) and c["factors"][5] == 0.5]
+    for v in e.results["variants"]:
+        at = {s: c for s, c in extra(e, v["variant"], "contrast").items() if factor in c["factors"]}
         if at:
-            rows.append(f"| {v.name} | {ms([a[0] for a in at])} | {ms([a[1] for a in at])} | {ms([a[2] for a in at])} |")
-    if not rows:
-        return []
-    return ["## Beyond the 11 findings: reduced contrast (App 7.5)", "",
-            "Inputs scaled by c = 0.5 (x' = c x, Fig 21), reconstruction MSE against the original images, pass 1 and the "
-            "last pass, and Fig 20's gap |mean pixel of the last pass - of pass 1| (configs/kemmerling/feedback.toml, "
-            "validation set, mean ± sd over seeds). The paper asks whether the second pass restores a regular-contrast "
-            "image; `runs/kemmerling-feedback/report/partial-t2-strip_contrast.png` shows it.", "",
-            "| Model | Pass 1 MSE | Last pass MSE | Mean pixel gap |", "|:---|---:|---:|---:|", *rows, ""]
+            pick = lambda key: {s: c[key][c["factors"].index(factor)] for s, c in at.items()}  # noqa: E731
+            rows.append((v["variant"], fmt(pick("first")), fmt(pick("last")), fmt(pick("mean_pixel_gap"))))
+    return rows
 
 
-def load_runs(runs_dir: Path) -> dict[str, Experiment]:
-    out = {}
-    for config in CONFIGS:
-        folder = runs_dir / f"kemmerling-{config}"
-        if (folder / "experiment.toml").is_file():
-            try:
-                out[config] = load_experiment(folder)
-            except FileNotFoundError:
-                pass
-    return out
+def settings(e: Exp) -> tuple[str, str]:
+    """(epochs, seeds) of an experiment, from its runs."""
+    epochs = sorted({s.get("epochs_run") for seeds in e.runs.values() for s in seeds.values() if s.get("epochs_run")})
+    seeds = sorted({s for seeds in e.runs.values() for s in seeds})
+    return "/".join(str(x) for x in epochs) or "—", str(len(seeds))
 
 
-def build(runs_dir: Path, out: Path) -> str:
-    claims = tomllib.loads((HERE / "kemmerling-claims.toml").read_text())
-    experiments = load_runs(runs_dir)
-    lines = [claims["intro"].rstrip(), "", "## The 11 findings", "",
-             "| # | The paper | Our runs | Verdict |", "|---:|:---|:---|:---|"]
-    for i, (claim, text) in enumerate(zip(CLAIMS, claims["claim"]), start=1):
-        result = claim(experiments)
-        if result is None:
-            ours, verdict = f"not run (`{text['command']}`)" if text.get("command") else "not run", "not tested"
-        else:
-            ours, verdict, rule = result
-            ours += f". Rule: {rule}"
-        lines.append(f"| {i} | {text['paper']} | {ours} | **{verdict}** |")
-    lines += ["", "## Why, claim by claim", ""]
-    for i, text in enumerate(claims["claim"], start=1):
-        lines += [f"**{i}.** {text['why'].strip()}", ""]
-    lines += contrast_section(experiments)
-    lines += ["## The runs", "", "| Config | Runs | Training time (summed over runs) | Report |", "|:---|:---|---:|:---|"]
-    for config in CONFIGS:
-        exp = experiments.get(config)
-        if exp is None:
-            lines.append(f"| `configs/kemmerling/{config}.toml` | not run | — | — |")
+def context(exps: dict[str, Exp], paper: dict) -> dict:
+    c: dict = {"paper": paper["paper"], "level": f"{V.LEVEL:.0%}", "negligible": f"{NEGLIGIBLE:.0%}",
+               "on_par": f"{ON_PAR:.0%}", "sigma": f"{SIGMA:g}",
+               "feedback": None, "constant": None, "conv": None, "contrast": None,
+               "missing": [(f"kemmerling-{k}", produce_command(k)) for k in CONFIGS if k not in exps]}
+    findings = []
+    for i, text in enumerate(paper["claim"], start=1):
+        needs, rule = FINDINGS[i]
+        row = {"i": str(i), "paper": text["paper"], "ours": None, "outcome": "not tested", "verdict": None,
+               "not_run": [produce_command(k) for k in needs if k not in exps]}
+        result = rule(exps) if rule is not None and not row["not_run"] else None
+        if result is not None:
+            row["ours"], verdict = result
+            row["outcome"], row["verdict"] = verdict.outcome, verdict.markdown().replace("\n", "\n  ")
+        elif rule is not None and not row["not_run"]:
+            row["ours"] = "the runs hold no measurement for this rule"
+        findings.append(row)
+    c["findings"] = findings
+    c["data"] = next(({"n_train": f"{e.data['n_train']:,}", "n_val": f"{e.data['n_val']:,}",
+                       "floor": f"{e.data['mean_input_mse']:.4f}"} for e in exps.values() if "mean_input_mse" in e.data),
+                     None)
+    c["runs"] = []
+    for k in CONFIGS:
+        e = exps.get(k)
+        if e is None:
+            c["runs"].append((config_name(k), None))
             continue
-        wall = sum(r.summary["timing"]["wall_seconds"] for r in exp.runs)
-        lines.append(f"| `configs/kemmerling/{config}.toml` | {exp.status_line()} | {wall / 60:.1f} min "
-                     f"| `runs/kemmerling-{config}/report/report.html` |")
-    lines += ["", claims["outro"].rstrip(), ""]
-    text = "\n".join(lines)
-    out.write_text(text)
+        epochs, seeds = settings(e)
+        n = sum(len(s) for s in e.runs.values())
+        done = sum(s.get("status") == "finished" for seeds_ in e.runs.values() for s in seeds_.values())
+        c["runs"].append((config_name(k), {"runs": f"{done} of {n}", "minutes": f"{e.wall_minutes():.1f}", "epochs": epochs,
+                                           "seeds": seeds, "threads": e.threads(),
+                 "load": f"{max(e.loads(), default=0.0):.1f}"}))
+    if "feedback" in exps:
+        e = exps["feedback"]
+        c["contrast"] = {"factor": "0.5", "rows": contrast_rows(e, 0.5)}
+        fb = {"partial_off": fmt(e.values("partial-t2", "feedback_off", "loss")), "partial": fmt(final(e, "partial-t2")),
+              "standard": fmt(final(e, "none-t1"))}
+        fb["off_worse"] = V.compare("one pass of the trained partial network is worse than the standard autoencoder",
+                                    final(e, "none-t1"), e.values("partial-t2", "feedback_off", "loss"), "higher",
+                                    digits=4).markdown()
+        fractions = hist_values(e, "partial-t2", "fraction_max_gain")
+        fb["fraction"] = fmt(fractions, 3) if fractions else None
+        c["feedback"] = fb
+    if "constant-gain" in exps:
+        e = exps["constant-gain"]
+        cc = final(e, "comprehensive-t1-constant")
+        c["constant"] = {"several": fmt(cc), "at_floor": V.above_chance(cc, e.data["mean_input_mse"], False)[1]
+                         if cc and "mean_input_mse" in e.data else "—",
+                         "degenerate": bool(cc) and "mean_input_mse" in e.data
+                         and not V.above_chance(cc, e.data["mean_input_mse"], False)[0]}
+    if "conv-feedback" in exps:
+        e = exps["conv-feedback"]
+        fractions = hist_values(e, "partial-t2", "fraction_max_gain")
+        c["conv"] = {"fraction": fmt(fractions, 3) if fractions else None, "partial": fmt(final(e, "partial-t2")),
+                     "standard": fmt(final(e, "none-t1")),
+                     "floor": f"{e.data['mean_input_mse']:.4f}" if "mean_input_mse" in e.data else "—"}
+    return c
+
+
+def load_all(results_dir: Path) -> dict[str, Exp]:
+    return load_experiments(results_dir, {k: f"kemmerling-{k}" for k in CONFIGS})
+
+
+def render(results_dir: Path) -> tuple[str, set[str]]:
+    """(the page, the numbers the template printed through its fields)."""
+    paper = tomllib.loads((HERE / "kemmerling-claims.toml").read_text())
+    return render_template("kemmerling.md.j2", context(load_all(results_dir), paper))
+
+
+def build(results_dir: Path, out: Path) -> str:
+    text, _ = render(Path(results_dir))
+    Path(out).write_text(text)
     return text
 
 
 def main(argv: list[str] | None = None) -> None:
-    page_cli(build, __doc__, HERE / "kemmerling.md", argv)
+    builder_main(render, __doc__, HERE / "kemmerling.md", argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ For each experiment folder RUNS_DIR/<experiment>/ that has a report (report/resu
   `loopnets.report.results.load_experiment` reads the folder like a run folder;
 - data.json: the training and validation sets' sizes and the chance levels the verdicts need (classes, 1/classes and
   the majority class's share for classification; the sd of the validation targets, the RMSE of predicting their
-  mean, for regression), read from the experiment's data at collect time;
+  mean, for regression; the MSE of reconstructing every validation input as the mean training input, for
+  autoencoding), read from the experiment's data at collect time;
 - curves.json: per variant and seed, the validation loss (and accuracy) per epoch and the mean
   training seconds per epoch, rounded to 5 significant digits (the time-weighted convergence).
 Kilobytes per experiment; the page builders read these instead of the run folders, so the pages
@@ -87,6 +88,8 @@ def data_facts(experiment_toml: Path) -> dict:
                   "majority_accuracy": float(split.y_val.bincount().max()) / facts["n_val"]}
     elif split.task == "regression":
         facts["mean_predictor_rmse"] = float(split.y_val.double().std(unbiased=False))
+    elif split.task == "autoencoding":  # the floor: reconstruct every validation input as the mean training input
+        facts["mean_input_mse"] = float(((split.y_val.double() - split.x_train.double().mean(0)) ** 2).mean())
     return facts
 
 

@@ -10,7 +10,10 @@ evidence prints the numbers it was judged on. The floor:
   chance beyond noise (accuracy: 1/classes or the majority class's share, whichever is higher;
   regression: the RMSE of predicting the validation targets' mean), judged by the same interval;
 - compound claims: `all_of` judges each half on its own; the whole agrees only when every half
-  does, disagrees when any half disagrees, and is inconclusive otherwise.
+  does, disagrees when any half disagrees, and is inconclusive otherwise; `any_of` ("and/or")
+  agrees when a part agrees and none disagrees;
+- bounded claims ("no more than a negligible change", "on par"): `at_most` judges the whole paired
+  interval against the bound.
 """
 
 from __future__ import annotations
@@ -111,3 +114,33 @@ def timing_measurable(claim: str, independent: Sequence[int]) -> Verdict | None:
         return None
     return Verdict(claim, INCONCLUSIVE, f"timed together: {min(independent, default=0)} independent measurement(s) "
                                         "per variant, so no per-model time and no noise estimate")
+
+
+def any_of(claim: str, parts: Sequence[Verdict]) -> Verdict:
+    """An "and/or" claim: agrees when some part agrees and none disagrees; disagrees when every part does."""
+    outcomes = [p.outcome for p in parts]
+    outcome = (AGREES if AGREES in outcomes and DISAGREES not in outcomes
+               else DISAGREES if outcomes and all(o == DISAGREES for o in outcomes) else INCONCLUSIVE)
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (AGREES, DISAGREES, INCONCLUSIVE) if o in outcomes)
+    return Verdict(claim, outcome, f"either part suffices; {len(parts)} parts: {counts}", tuple(parts))
+
+
+def at_most(claim: str, a: SeedValues, b: SeedValues, bound: float, two_sided: bool = False,
+            floor: tuple[SeedValues, float, bool] | None = None, digits: int = 4) -> Verdict:
+    """"a - b stays below `bound`" (b's loss improves on a's, or b's accuracy falls below a's, by no
+    more than `bound`); two_sided: "a and b differ by no more than `bound`". Judged on the paired
+    interval of a - b: agrees when the whole interval lies within the bound, disagrees when it lies
+    wholly beyond it, inconclusive otherwise; `floor` as in `compare`."""
+    if floor is not None:
+        ok, text = above_chance(*floor)
+        if not ok:
+            return Verdict(claim, INCONCLUSIVE, f"at chance: {text}")
+    iv = paired(b, a)  # a - b
+    if iv is None:
+        return Verdict(claim, INCONCLUSIVE, f"{len(a.keys() & b.keys())} shared seed(s): no noise estimate")
+    if two_sided:
+        inside, outside = -bound < iv.low and iv.high < bound, iv.low > bound or iv.high < -bound
+    else:
+        inside, outside = iv.high < bound, iv.low > bound
+    outcome = AGREES if inside else DISAGREES if outside else INCONCLUSIVE
+    return Verdict(claim, outcome, f"paired difference {iv.text(digits)}, bound {'±' if two_sided else ''}{bound:.{digits}f}")
