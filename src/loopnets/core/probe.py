@@ -29,28 +29,27 @@ from loopnets.core.protocol import SkipHolder, loops_in
 def unrolled(model: nn.Module, k: int) -> Iterator[nn.Module]:
     """Within the block, every loop in `model` runs `k` passes."""
     check_unroll(k)
-    loops = loops_in(model)
-    before = [loop.probe_unroll for loop in loops]
-    for loop in loops:
-        loop.probe_unroll = k
-    try:
+    with _set_all(loops_in(model), "probe_unroll", k):
         yield model
-    finally:
-        for loop, value in zip(loops, before):
-            loop.probe_unroll = value
 
 
 @contextmanager
 def _skips_off(model: nn.Module) -> Iterator[nn.Module]:
-    holders = [m for m in model.modules() if isinstance(m, SkipHolder)]
-    before = [m.skips_enabled for m in holders]
-    for m in holders:
-        m.skips_enabled = False
-    try:
+    with _set_all([m for m in model.modules() if isinstance(m, SkipHolder)], "skips_enabled", False):
         yield model
+
+
+@contextmanager
+def _set_all(objects: list, name: str, value: object) -> Iterator[None]:
+    """Within the block, attribute `name` of every object is `value`; each gets its own value back after."""
+    before = [getattr(o, name) for o in objects]
+    for o in objects:
+        setattr(o, name, value)
+    try:
+        yield
     finally:
-        for m, value in zip(holders, before):
-            m.skips_enabled = value
+        for o, old in zip(objects, before):
+            setattr(o, name, old)
 
 
 @contextmanager
