@@ -39,7 +39,7 @@ FAST = {
 }
 # Loaders of data a user provides (CIFAR-10 from a directory): no seed (the split is the files'),
 # tested with fabricated files in test_data_cifar.py.
-USER_DATA = ("cifar10",)
+USER_DATA = ("cifar10", "fashion_mnist", "mnist_files")
 GENERATED = [name for name in DATASETS if name not in USER_DATA]
 
 
@@ -61,7 +61,7 @@ def _counts(y: torch.Tensor, classes: int) -> list[int]:
 
 def test_registry_names_every_loader():
     assert list(DATASETS) == ["iris", "meats", "spectra", "mnist", "digits", "bike", "cifar10", "synthetic_cifar",
-                              "caswell_mnist", "hershey_mnist"]
+                              "caswell_mnist", "hershey_mnist", "fashion_mnist", "mnist_files"]
 
 
 @pytest.mark.parametrize("name", GENERATED)
@@ -100,7 +100,8 @@ def test_every_loader_documents_source_split_and_normalisation(name):
 
 
 def test_unknown_dataset_lists_the_names_and_suggests_the_nearest():
-    names = "iris, meats, spectra, mnist, digits, bike, cifar10, synthetic_cifar, caswell_mnist, hershey_mnist"
+    names = ("iris, meats, spectra, mnist, digits, bike, cifar10, synthetic_cifar, caswell_mnist, hershey_mnist, "
+             "fashion_mnist, mnist_files")
     with pytest.raises(ValueError, match=rf"unknown data set 'meat' \(did you mean 'meats'\?\).*{names}"):
         load_dataset("meat")
     with pytest.raises(ValueError, match="unknown data set"):

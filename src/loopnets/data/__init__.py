@@ -13,6 +13,7 @@ from loopnets.data.hershey import (
     hershey_uniform_anomaly,
     load_hershey,
 )
+from loopnets.data.idx import load_fashion_mnist, load_mnist_files
 from loopnets.data.iris import load_iris
 from loopnets.data.meats import load_meats
 from loopnets.data.mnist import load_mnist
@@ -49,9 +50,11 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_digits",
+    "load_fashion_mnist",
     "load_iris",
     "load_meats",
     "load_mnist",
+    "load_mnist_files",
     "load_spectra",
     "synthetic_cifar",
 ]

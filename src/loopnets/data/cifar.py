@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loopnets.data.split import Split
+from loopnets.data.split import Split, first_n
 from loopnets.faults import FileFault
 
 __all__ = ["CLASSES", "TRAIN_FILES", "TEST_FILE", "BatchFileError", "load_cifar10", "synthetic_cifar", "caswell_mnist"]
@@ -165,7 +165,7 @@ def load_cifar10(
     train = [_read_batch(folder / name) for name in TRAIN_FILES]
     x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     x_val, y_val = _read_batch(folder / TEST_FILE)
-    n_train, n_val = _size(train_size, len(x_train), "train_size"), _size(val_size, len(x_val), "val_size")
+    n_train, n_val = first_n(train_size, len(x_train), "train_size"), first_n(val_size, len(x_val), "val_size")
     x_train, y_train, x_val, y_val = x_train[:n_train], y_train[:n_train], x_val[:n_val], y_val[:n_val]
     to_x = lambda a: torch.as_tensor(a, dtype=dtype) / 255.0
     x_train, x_val = to_x(x_train), to_x(x_val)
@@ -174,14 +174,6 @@ def load_cifar10(
         x_train, x_val = x_train - mean, x_val - mean
     to_y = lambda a: torch.as_tensor(a, dtype=torch.long)
     return Split(x_train, to_y(y_train), x_val, to_y(y_val), CLASSES, "classification")
-
-
-def _size(size: int | None, available: int, name: str) -> int:
-    if size is None:
-        return available
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
-        raise ValueError(f"{name} must be an integer in 1..{available} (the images in the files) or None; got {size!r}")
-    return size
 
 
 # ----------------------------------------------------------------------------- synthetic stand-in

@@ -18,6 +18,7 @@ from loopnets.data.bike import load_bike
 from loopnets.data.cifar import caswell_mnist, load_cifar10, synthetic_cifar
 from loopnets.data.digits import load_digits
 from loopnets.data.hershey import hershey_classification
+from loopnets.data.idx import load_fashion_mnist, load_mnist_files
 from loopnets.data.iris import load_iris
 from loopnets.data.meats import load_meats
 from loopnets.data.mnist import load_mnist
@@ -35,6 +36,8 @@ DATASETS: dict[str, Callable[..., Split]] = {
     "synthetic_cifar": synthetic_cifar,
     "caswell_mnist": caswell_mnist,
     "hershey_mnist": hershey_classification,
+    "fashion_mnist": load_fashion_mnist,
+    "mnist_files": load_mnist_files,
 }
 # Import name -> name to pip-install, where the two differ.
 _PIP_NAMES = {"sklearn": "scikit-learn"}

@@ -77,3 +77,12 @@ def image_classification_split(
     to_x = lambda a: torch.as_tensor(a, dtype=dtype).reshape(shape)
     to_y = lambda a: torch.as_tensor(a, dtype=torch.long)
     return Split(to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), classes, "classification")
+
+
+def first_n(size: int | None, available: int, name: str) -> int:
+    """How many of `available` items a loader keeps when asked for the first `size` (None: all)."""
+    if size is None:
+        return available
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
+        raise ValueError(f"{name} must be an integer in 1..{available} (the images in the files) or None; got {size!r}")
+    return size

@@ -1,4 +1,4 @@
-"""Data sets read from the user's own files (CIFAR-10): checked before they are there.
+"""Data sets read from the user's own files (CIFAR-10, Fashion-MNIST, the full MNIST): checked before they are there.
 
 `placeholder_split` is the data a config is validated on when the data set is read from the user's
 files: its shape without loading anything, so `loopnets check` works before the data is
@@ -16,8 +16,13 @@ from loopnets.data.split import Split
 from loopnets.experiments.config import Experiment
 from loopnets.experiments.schema import ConfigError
 
-# Data sets read from the user's files: the shape and classes they give, so configs validate without them.
-USER_DATA_SHAPES = {"cifar10": ((3, 32, 32), 10)}
+# Data sets read from the user's files: the shape (per layout, where the loader has one) and the number of
+# classes they give, so configs validate without them.
+USER_DATA_SHAPES = {
+    "cifar10": ({None: (3, 32, 32)}, 10),
+    "fashion_mnist": ({"dense": (784,), "image": (1, 28, 28)}, 10),
+    "mnist_files": ({"dense": (784,), "image": (1, 28, 28)}, 10),
+}
 
 
 def placeholder_split(exp: Experiment) -> Split | None:
@@ -31,7 +36,12 @@ def placeholder_split(exp: Experiment) -> Split | None:
         check_dataset_options(name, options)
     except ValueError as err:
         raise ConfigError(f"config key data: {err}") from None
-    shape, classes = USER_DATA_SHAPES[name]
+    shapes, classes = USER_DATA_SHAPES[name]
+    layout = options.get("layout", dataset_options(name).get("layout", None))
+    key = layout if layout in shapes else None
+    if key not in shapes:
+        raise ConfigError(f"config key data.options.layout: {name} has the layouts {', '.join(shapes)}; got {layout!r}")
+    shape = shapes[key]
     x, y = torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long)
     return Split(x, y, x, y, tuple(str(i) for i in range(classes)), "classification")
 
