@@ -210,6 +210,23 @@ def test_a_state_dict_saved_with_passloop_keys_loads(family):
     torch.testing.assert_close(new(x), ref(x), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("family", ["loopy", "times_layer"])
+def test_a_checkpoint_saved_with_passloop_keys_loads_through_ln_load(family, tmp_path):
+    """ln.load(path, model=...) checks the file's names before loading: the model's key-upgrade hook counts."""
+    build_ref, build_new, channels, size = CASES[family]
+    x = torch.rand(2, channels, size, size)
+    torch.manual_seed(5)
+    ref = build_ref(3).eval()
+    ln.save(ref, tmp_path / "old.lnet")
+    new = build_new(3).eval()
+    assert not torch.allclose(new(x), ref(x), atol=1e-3)
+    assert ln.load(tmp_path / "old.lnet", model=new) is new
+    torch.testing.assert_close(new(x), ref(x), rtol=0, atol=1e-12)
+    other = CASES["times_layer" if family == "loopy" else "loopy"][1](3)  # another family: still refused
+    with pytest.raises(ln.CheckpointError, match="architecture mismatch"):
+        ln.load(tmp_path / "old.lnet", model=other)
+
+
 def test_passloop_keeps_its_constructor_and_loads_its_old_keys():
     bodies = [nn.Sequential(nn.Linear(3, 3), nn.Tanh()), nn.Sequential(nn.Linear(3, 3), nn.Tanh())]
     feedbacks = [nn.Linear(3, 3)]

@@ -4,9 +4,11 @@ rebuild done on the meta device under the build guard (`loopnets.checkpoint.guar
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,9 @@ def load(
         _materialize_(model, target or torch.device("cpu"))
         model.train(bool(_json_field(path, meta, "training")))
     else:
-        problems = mismatches(_meta_fingerprint(path, meta), model.state_dict())
-        if problems:
+        fingerprint = _meta_fingerprint(path, meta)
+        problems = mismatches(fingerprint, model.state_dict())
+        if problems and not fits_after_key_upgrade(fingerprint, model):
             raise CheckpointError(
                 f"{path} does not fit this {type(model).__name__} (architecture mismatch); "
                 f"pass a model built like the saved one:\n" + listing(problems)
@@ -83,6 +86,24 @@ def load(
 
     model.load_state_dict(state, strict=True)
     return model
+
+
+def fits_after_key_upgrade(fingerprint: list[list], model: nn.Module) -> bool:
+    """Whether `model`'s own load-state-dict hooks turn the saved names into its own, as the loopy
+    family's hook renames a former PassLoop's keys (`upgrade_pass_loop_keys`): the fingerprint, as
+    shape-only tensors, loads strictly into a meta-device twin of the model (the twin holds no
+    memory; the deep copy it starts from is the model's size, and only a mismatching file pays it)."""
+    twin = copy.deepcopy(model).to("meta")
+    state = {name: torch.empty(shape, dtype=getattr(torch, dtype), device="meta") for name, shape, dtype in fingerprint}
+    try:
+        with warnings.catch_warnings():  # a hook's own default tensors are real, the twin's meta: no copy happens
+            warnings.simplefilter("ignore", UserWarning)
+            twin.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, KeyError, ValueError):
+        return False
+    have, want = twin.state_dict(), model.state_dict()  # the twin now holds the file's tensors under today's names
+    return have.keys() == want.keys() and all(
+        have[n].shape == want[n].shape and have[n].dtype == want[n].dtype for n in want)
 
 
 def _target(path: Path, device: str | torch.device | None, model: nn.Module | None) -> torch.device | None:
