@@ -78,9 +78,14 @@ def collect_one(src: Path, dst: Path) -> None:
 def data_facts(experiment_toml: Path) -> dict:
     """The validation set's size and chance levels of the experiment's data (loads the data)."""
     from loopnets.experiments import load_config
+    from loopnets.experiments.config import family_of
     from loopnets.experiments.runner import load_split
 
-    split = load_split(load_config(experiment_toml))
+    exp = load_config(experiment_toml)
+    own = family_of(exp).data_facts(exp)  # a family's own data (Hershey's anomaly sequences)
+    if own is not None:
+        return own
+    split = load_split(exp)
     facts = {"task": split.task, "n_train": int(split.x_train.shape[0]), "n_val": int(split.x_val.shape[0])}
     if split.task == "classification":
         facts |= {"classes": len(split.classes), "chance_accuracy": 1 / len(split.classes),

@@ -116,6 +116,11 @@ class Family:
         runner loads the experiment's data set itself."""
         return False
 
+    def data_facts(self, exp: Any) -> dict | None:
+        """The validation set's size and chance levels when the family's own data is not a Split
+        (keys as `docs/reproductions/collect.py` writes them); None: computed from the loaded Split."""
+        return None
+
     def memory_estimates(self, exp: Any) -> list | None:
         """[(variant, `budget.Estimate`)] without building anything; None: the runner builds each
         variant on the meta device to estimate it."""

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from loopnets.checkpoint import save
-from loopnets.data.hershey import load_hershey
+from loopnets.data.hershey import AnomalySplit, load_hershey
 from loopnets.experiments.config import Experiment, dumps
 from loopnets.experiments.provenance import environment
 from loopnets.experiments.schema import ConfigError
@@ -83,6 +83,18 @@ def load_data(exp: Experiment):
         return _load(exp.data.name, exp.data.split_seed, json.dumps(exp.data.options, sort_keys=True))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config key data: {err}") from None
+
+
+def data_facts(exp: Experiment) -> dict | None:
+    """For anomaly sequences: the sizes and the chance levels of ACC_end (the anomaly's step among
+    L, chance 1 / L; the majority: the commonest validation step). None for Hershey's MNIST (a Split)."""
+    data = load_data(exp)
+    if not isinstance(data, AnomalySplit):
+        return None
+    n_val, steps = int(data.val.index.shape[0]), data.length
+    return {"task": "classification", "n_train": int(data.train.index.shape[0]), "n_val": n_val,
+            "classes": steps, "chance_accuracy": 1 / steps, "one_sample_accuracy": 1 / n_val,
+            "majority_accuracy": float(data.val.index.bincount(minlength=steps).max()) / n_val}
 
 
 def expected_trainable(exp: Experiment, variant: INNVariant, outputs: int) -> int:

@@ -35,6 +35,10 @@ class IterativeNetworks(Family):
         experiments.load_data(exp)  # generate the data now: a bad data option is a ConfigError before any folder
         return True
 
+    def data_facts(self, exp) -> dict | None:
+        """Anomaly sequences: ACC_end picks the anomaly's step among L, so chance is 1 / L."""
+        return experiments.data_facts(exp)
+
     def memory_estimates(self, exp) -> list:
         """A weight space of n rows over the inputs and itself (the IterativeNetwork's masked dense
         weights, or the LSTM's four gates), its activations n per step."""
