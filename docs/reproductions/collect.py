@@ -9,7 +9,8 @@ For each experiment folder RUNS_DIR/<experiment>/ that has a report (report/resu
 - <variant>/seed=<n>/summary.json: each run's summary (no checkpoint, no metrics.csv), so
   `loopnets.report.results.load_experiment` reads the folder like a run folder;
 - data.json: the training and validation sets' sizes and the chance levels the verdicts need (classes, 1/classes and
-  the majority class's share for classification; the sd of the validation targets, the RMSE of predicting their
+  the majority class's share for classification; for Hershey's anomaly sequences the same for the anomaly's
+  position (ACC_end) and the floor of ACC_seq; the sd of the validation targets, the RMSE of predicting their
   mean, for regression; the MSE of reconstructing every validation input as the mean training input, for
   autoencoding), read from the experiment's data at collect time;
 - curves.json: per variant and seed, the validation loss (and accuracy) per epoch and the mean
@@ -79,8 +80,15 @@ def data_facts(experiment_toml: Path) -> dict:
     """The validation set's size and chance levels of the experiment's data (loads the data)."""
     from loopnets.experiments import load_config
     from loopnets.experiments.runner import load_split
+    from loopnets.models.inn.schema import SEQUENCE_DATA
 
-    split = load_split(load_config(experiment_toml))
+    exp = load_config(experiment_toml)
+    if exp.data.name in SEQUENCE_DATA:  # Hershey's anomaly sequences: the inn family's own data
+        from loopnets.models.inn.experiments import load_data
+
+        split = load_data(exp)
+        return anomaly_facts(split.val, len(split.train))
+    split = load_split(exp)
     facts = {"task": split.task, "n_train": int(split.x_train.shape[0]), "n_val": int(split.x_val.shape[0])}
     if split.task == "classification":
         facts |= {"classes": len(split.classes), "chance_accuracy": 1 / len(split.classes),
@@ -91,6 +99,21 @@ def data_facts(experiment_toml: Path) -> dict:
     elif split.task == "autoencoding":  # the floor: reconstruct every validation input as the mean training input
         facts["mean_input_mse"] = float(((split.y_val.double() - split.x_train.double().mean(0)) ** 2).mean())
     return facts
+
+
+def anomaly_facts(val, n_train: int) -> dict:
+    """The floors of Hershey's anomaly task (thesis eqs 2.19, 2.20) on its validation sequences.
+
+    ACC_end picks the anomaly's position among L: chance is 1/L, or the most frequent position's share.
+    ACC_seq also counts the L interim flag steps: saying "no anomaly" at every one of them scores L - 1
+    of them, plus the last step at ACC_end's chance, over L + 1 steps.
+    """
+    length, n_val = val.length, len(val)
+    chance_end = max(1 / length, float(val.index.bincount(minlength=length).max()) / n_val)
+    return {"task": "anomaly_detection", "n_train": n_train, "n_val": n_val, "length": length,
+            "classes": length, "outputs": val.outputs, "chance_accuracy": 1 / length,
+            "majority_accuracy": float(val.index.bincount(minlength=length).max()) / n_val,
+            "one_sample_accuracy": 1 / n_val, "acc_seq_floor": (length - 1 + chance_end) / (length + 1)}
 
 
 def curve_of(metrics: Path) -> dict | None:

@@ -18,10 +18,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def render_template(template: str, fields: dict) -> tuple[str, set[str]]:
-    """(the rendered page, the numbers the template printed through its fields)."""
+def render_template(template: str, fields: dict, folder: Path = HERE) -> tuple[str, set[str]]:
+    """(the rendered page, the numbers the template printed through its fields); the template is read
+    from `folder` (this one by default)."""
     recorder = Recorder()
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), finalize=recorder, undefined=jinja2.StrictUndefined,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), finalize=recorder, undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     return env.get_template(template).render(**fields), recorder.numbers
 
