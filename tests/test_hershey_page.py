@@ -170,3 +170,34 @@ def test_e5_counts_a_diverged_run_as_failing_to_train():
     _, verdict = build_hershey.rule_lr_stability({"lr-stability": grid(runs)}, e5)
     assert verdict.outcome == V.DISAGREES
     assert [p.outcome for p in verdict.parts if p.claim.startswith("lr 0.04, R = 1 ")] == [V.DISAGREES]
+
+
+def sweep_exp(per_seed: dict[int, list[float]], chance: float = 0.1) -> Exp:
+    """One variant whose runs hold a test accuracy for each of 1..10 iterations."""
+    runs = {"inn": {seed: {"status": "finished", "model": "inn", "probes": {"original": {"accuracy": acc[4]}},
+                           "extra": {"accuracy_by_iterations": {"iterations": list(range(1, 11)), "test": acc}}}
+                    for seed, acc in per_seed.items()}}
+    results = {"task": "classification", "loss": "per_iteration_cross_entropy", "variants": [{"variant": "inn"}]}
+    return Exp("fake", results, {"chance_accuracy": chance, "majority_accuracy": chance}, runs, {})
+
+
+def test_the_fixed_point_rules():
+    mlp = claim("fixed_point") | {"config": "fixed-point-mlp", "layers": 4}
+    holds = {s: [0.1 + 0.005 * s] * 3 + [0.7 + 0.01 * s] * 7 for s in range(3)}  # random below 4, flat from 4 on
+    _, verdict = build_hershey.rule_fixed_point({"fixed-point-mlp": sweep_exp(holds)}, mlp)
+    assert verdict.outcome == V.AGREES and len(verdict.parts) == 5 + 3
+    drifts = {s: [0.1 + 0.005 * s] * 3 + [0.7 + 0.01 * s] * 2 + [0.5 + 0.01 * s] * 5 for s in range(3)}
+    _, verdict = build_hershey.rule_fixed_point({"fixed-point-mlp": sweep_exp(drifts)}, mlp)
+    assert verdict.outcome == V.DISAGREES  # beyond the trained 5 iterations the accuracy falls 20 points
+
+
+def test_the_iterations_rule():
+    runs = {}
+    for t, acc in ((1, 0.3), (2, 0.6), (3, 0.61), (4, 0.6)):
+        runs[f"inn-t{t}"] = {s: (acc + 0.01 * s, None, "finished") for s in range(3)}
+    keys = {f"inn-t{t}": {"iterations": t} for t in (1, 2, 3, 4)}
+    _, verdict = build_hershey.rule_iterations({"iterations": fake(runs, 0.1, keys)}, claim("iterations"))
+    assert verdict.outcome == V.AGREES and len(verdict.parts) == 3 + 2
+    runs["inn-t1"] = runs["inn-t2"]  # one iteration no longer lags
+    _, verdict = build_hershey.rule_iterations({"iterations": fake(runs, 0.1, keys)}, claim("iterations"))
+    assert verdict.parts[0].outcome != V.AGREES and verdict.outcome != V.AGREES

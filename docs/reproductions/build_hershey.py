@@ -363,11 +363,66 @@ def rule_lr_stability(x, claim):
                           f"{' and '.join(f'{d:g}' for d in claim['only_train'])} train", parts)
 
 
+def rule_difficulty(x, claim):
+    e = x[claim["config"]]
+    by_w = {key(e, v["variant"], "trainable"): v["variant"] for v in variants(e)}
+    means = {w: statistics.mean(val(e, v).values()) for w, v in sorted(by_w.items()) if val(e, v)}
+    if claim["budget"] not in by_w or not means:
+        return None
+    reached = [w for w, a in means.items() if a >= claim["target"]]
+    ours = (f"mean val accuracy by budget: {', '.join(f'{w:,}: {100 * a:.1f} %' for w, a in means.items())}; the smallest "
+            f"budget whose mean reaches {claim['target']:.0%}: {f'{reached[0]:,}' if reached else 'none of the grid'}; "
+            f"chance {e.chance:.3f}")
+    return ours, reaches(f"at {claim['budget']:,} weights the INN reaches about {claim['target']:.0%}",
+                         val(e, by_w[claim["budget"]]), claim["target"])
+
+
+def rule_iterations(x, claim):
+    e = x[claim["config"]]
+    by_t = {key(e, v["variant"], "iterations"): v["variant"] for v in variants(e)}
+    if 1 not in by_t or 2 not in by_t:
+        return None
+    ours = "; ".join(f"T = {t}: {pct(val(e, v))}" for t, v in sorted(by_t.items())) + f" (chance {e.chance:.3f})"
+    parts = [above(f"T = {t} above T = 1", e, val(e, by_t[1]), val(e, v)) for t, v in sorted(by_t.items()) if t > 1]
+    parts += [near(f"T = {t} on par with T = 2 (within ±{NEAR:.2f})", e, val(e, v), val(e, by_t[2]), val(e, v))
+              for t, v in sorted(by_t.items()) if t > 2]
+    return ours, V.all_of("one iteration lags; from two on, similar", parts)
+
+
+def by_iterations(e: Exp, variant: str) -> dict[int, dict[int, float]]:
+    """iterations -> seed -> test accuracy when run that many iterations (summary extra.accuracy_by_iterations)."""
+    out: dict[int, dict[int, float]] = {}
+    for seed, s in e.runs.get(variant, {}).items():
+        swept = (s.get("extra") or {}).get("accuracy_by_iterations") if s.get("status") == "finished" else None
+        for t, a in zip((swept or {}).get("iterations", []), (swept or {}).get("test", [])):
+            out.setdefault(int(t), {})[seed] = float(a)
+    return out
+
+
+def rule_fixed_point(x, claim):
+    e = x[claim["config"]]
+    per_t = by_iterations(e, variants(e)[0]["variant"])
+    trained = claim["trained"]
+    if trained not in per_t:
+        return None
+    ours = "test accuracy by iterations: " + ", ".join(f"{t}: {mean_pct(a)} %" for t, a in sorted(per_t.items()))
+    ours += f" (chance {e.chance:.3f})"
+    parts = [near(f"T = {t} within ±{NEAR:.2f} of the trained T = {trained}", e, a, per_t[trained], per_t[trained])
+             for t, a in sorted(per_t.items()) if t > trained]
+    text = f"the fixed point holds beyond {trained} iterations"
+    if "layers" in claim:
+        parts += [V.at_most(f"T = {t}, fewer iterations than its {claim['layers']} layers: within {NEAR:.2f} of chance",
+                            a, chance_of(e, a), NEAR, digits=3) for t, a in sorted(per_t.items()) if t < claim["layers"]]
+        text += "; at chance below one iteration per layer"
+    return ours, V.all_of(text, parts)
+
+
 RULES = {"structure": rule_structure, "structure_level": rule_structure_level, "inn_above_lstm": rule_inn_above_lstm,
          "inn_above_lstm_and_positions": rule_inn_above_lstm_and_positions,
          "random_below_uniform": rule_random_below_uniform, "random_19": rule_random_19,
          "fixed_dims": rule_fixed_dims, "fixed_dims_level": rule_fixed_dims_level, "fixed_weights": rule_fixed_weights,
-         "fixed_weights_level": rule_fixed_weights_level, "lr_stability": rule_lr_stability}
+         "fixed_weights_level": rule_fixed_weights_level, "lr_stability": rule_lr_stability,
+         "difficulty": rule_difficulty, "iterations": rule_iterations, "fixed_point": rule_fixed_point}
 
 
 # --- the page -----------------------------------------------------------------------------------------
