@@ -352,6 +352,8 @@ def rule_lr_stability(x, claim):
     parts = [trains(f"lr {lr:g}, R = {d:g} fails to train", e, val(e, v, diverged_at_chance=True), expect=False)
              for (d, lr), v in sorted(grid.items(), reverse=True) if lr == rate and d > limit]
     for high in claim["high_rates"]:
+        parts += [V.Verdict(f"lr {high:g}, R = {d:g} trains", V.INCONCLUSIVE, "no run of this variant")
+                  for d in claim["only_train"] if (d, high) not in grid]
         for (d, lr), v in sorted(grid.items()):
             if lr == high:
                 expect = d in claim["only_train"]
