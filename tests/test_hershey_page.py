@@ -94,10 +94,6 @@ def test_hershey_template_writes_no_number_in_its_fields():
     assert not literals_in_tags((REPRO / "hershey.md.j2").read_text())
 
 
-def test_hershey_notes_are_folded_into_the_template():
-    assert not (REPRO / "hershey-notes.md").exists()  # its hand-typed numbers are gone with it
-
-
 def test_an_at_chance_result_is_inconclusive(hershey_tiny):
     _, out = hershey_tiny
     exp = build_hershey.load_all(out)["anomaly-uniform-19"]
