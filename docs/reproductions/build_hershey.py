@@ -490,6 +490,12 @@ def earlier_rows(exps: dict[str, Exp], earlier: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def fewer_threads_than_cores(e: Exp) -> bool:
+    """Whether a run of `e` used fewer torch threads than the machine's cores (it shared them with another run)."""
+    return any((env := s.get("environment") or {}).get("torch_threads") and env.get("cpu_count")
+               and env["torch_threads"] < env["cpu_count"] for seeds in e.runs.values() for s in seeds.values())
+
+
 def run_row(e: Exp) -> dict:
     epochs, seeds = settings(e)
     n = sum(len(s) for s in e.runs.values())
@@ -531,7 +537,7 @@ def context(exps: dict[str, Exp], thesis: dict) -> dict:
     c["earlier_epochs"] = [(config_name(k), str(thesis["earlier"][k]["epochs"]), configured_epochs(k))
                            for k in CONFIGS if k in thesis["earlier"]]
     c["runs"] = [(config_name(k), run_row(exps[k]) if k in exps else None) for k in CONFIGS]
-    c["shared"] = any("1 / 2" in e.threads() for e in exps.values())
+    c["shared"] = [config_name(k) for k, e in exps.items() if fewer_threads_than_cores(e)]
     outputs = sorted({e.data["outputs"] for e in exps.values() if "outputs" in e.data})
     c["smallest_lstm"] = f"{lstm_parameters(outputs[0] + 1, INPUTS, outputs[0]):,}" if outputs else "more than a hundred thousand"
     return c
