@@ -22,7 +22,6 @@ Measures (mean ± sample sd over the finished seeds; n/a for one seed):
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -33,11 +32,10 @@ REPRO = HERE / "reproductions"
 sys.path.insert(0, str(REPRO))
 import verdicts as V  # noqa: E402  (docs/reproductions)
 from lavik_results import load  # noqa: E402
-from page_tools import render_template  # noqa: E402
+from page_tools import builder_main, render_template  # noqa: E402
 
 from loopnets.report.results import Experiment, Variant, load_experiment  # noqa: E402
 
-RESULTS = REPRO / "results"
 TASKS = (("iris", "Iris"), ("meats", "NIR meat spectra"), ("mnist-cnn", "MNIST tiny CNN"), ("hershey", "Hershey MNIST"))
 UNROLLED = ("tied", "truncated", "couple", "combine")  # modes swept over the unrolls below
 UNROLLS = (2, 4, 8)
@@ -278,13 +276,7 @@ def build(results_dir: Path, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", "--results-dir", dest="results_dir", type=Path, default=RESULTS,
-                        help="committed results (default docs/reproductions/results) or a runs folder")
-    parser.add_argument("--out", type=Path, default=HERE / "modes.md")
-    args = parser.parse_args(argv)
-    build(args.results_dir, args.out)
-    print(f"wrote {args.out}")
+    builder_main(render, __doc__, HERE / "modes.md", argv, build=build)
 
 
 if __name__ == "__main__":

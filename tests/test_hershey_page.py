@@ -22,7 +22,7 @@ import build_lavik  # noqa: E402
 import collect  # noqa: E402
 import verdicts as V  # noqa: E402
 from lavik_results import Exp  # noqa: E402
-from test_pages import literals_in_tags, unexplained_numbers  # noqa: E402
+from test_pages import collected_page_equals_run_folders, literals_in_tags, unexplained_numbers  # noqa: E402
 
 # configs/hershey/anomaly-uniform-19.toml shrunk to seconds: 64 training sequences, a small INN and LSTM
 TINY_U19 = ["train.epochs=2", "train.seeds=[0,1,2]",
@@ -66,11 +66,7 @@ def test_collect_writes_the_anomaly_tasks_chance_levels(hershey_tiny):
 
 def test_hershey_page_from_collected_results_equals_the_run_folders(hershey_tiny, tmp_path):
     runs, out = hershey_tiny
-    from_runs = build_hershey.build(runs, tmp_path / "a.md")
-    from_results = build_hershey.build(out, tmp_path / "b.md")
-    assert from_runs == from_results
-    page, computed = build_hershey.render(out)
-    assert not unexplained_numbers(page, computed, transcribed())
+    page = collected_page_equals_run_folders(build_hershey, runs, out, tmp_path, transcribed())
     for config in build_hershey.CONFIGS:
         if config != "anomaly-uniform-19":
             assert f"not run yet: `{build_hershey.produce_command(config)}`" in page

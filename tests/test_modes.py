@@ -191,17 +191,14 @@ def test_step_memory_counts_the_batch_not_the_whole_data_set():
 def test_modes_page_from_collected_results_equals_the_run_folders(small_runs, tmp_path):
     import shutil
 
-    from test_pages import unexplained_numbers
+    from test_pages import collected_page_equals_run_folders
 
     runs, out = tmp_path / "runs", tmp_path / "results"
     shutil.copytree(small_runs / "modes-iris", runs / "modes-iris")  # the shared fixture stays as it is
     assert main(["report", str(runs / "modes-iris")]) == 0
     collect = load_page_builder("docs/reproductions/collect.py")
     assert collect.main([str(runs), "--out", str(out)]) == 0
-    builder = load_page_builder("docs/build_modes.py")
-    assert builder.build(runs, tmp_path / "a.md") == builder.build(out, tmp_path / "b.md")
-    page, computed = builder.render(out)
-    assert not unexplained_numbers(page, computed, set())
+    page = collected_page_equals_run_folders(load_page_builder("docs/build_modes.py"), runs, out, tmp_path, set())
     assert "Validation set: 30 samples (one sample = 0.033 accuracy); chance 0.333." in page
     assert "- `modes-meats`: `loopnets run configs/modes/meats.toml" in page  # listed with its command
     assert "within noise of it:" in page and "n = 2" in page  # the accuracy finding is paired over the 2 seeds

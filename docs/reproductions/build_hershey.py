@@ -36,7 +36,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import verdicts as V  # noqa: E402  (beside this script)
 from lavik_results import Exp, stat_of  # noqa: E402
-from page_tools import builder_main, load_experiments, render_template  # noqa: E402
+from page_tools import builder_main, load_experiments, render_template, write_page  # noqa: E402
 
 from loopnets.models.inn import lstm_parameters  # noqa: E402
 from loopnets.models.inn.schema import INPUTS  # noqa: E402
@@ -554,9 +554,7 @@ def render(results_dir: Path) -> tuple[str, set[str]]:
 
 
 def build(results_dir: Path, out: Path) -> str:
-    text, _ = render(Path(results_dir))
-    Path(out).write_text(text)
-    return text
+    return write_page(render, results_dir, out)
 
 
 def main(argv: list[str] | None = None) -> None:
