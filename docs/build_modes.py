@@ -1,16 +1,18 @@
 """Build docs/modes.md: every backprop mode on the same tasks, and which to pick when.
 
-    make modes          # runs configs/modes/*.toml into runs/, then this script
-    .venv/bin/python docs/build_modes.py --runs-dir runs [--out docs/modes.md]
+    python docs/reproductions/collect.py runs modes-<task>   # after `loopnets run configs/modes/<task>.toml`
+    python docs/build_modes.py                               # or `make pages`: every page, offline
 
-Reads the run folders runs/modes-<task>/ through the report's own reader
-(`loopnets.report.results.load_experiment`) and writes modes.md with its figures beside it
-(modes-<task>.png). Every number on the page is computed here from the run folders' summary.json
-files; every finding states the rule that decides it. Tasks not run show the command that fills them.
+Reads the committed results (docs/reproductions/results/modes-*/, written by collect.py) or, with
+--runs-dir, run folders, through the report's own reader (`loopnets.report.results.load_experiment`),
+and writes modes.md from modes.md.j2 with its figures beside it (modes-<task>.png). Every number the
+template prints passes through a template field (build_lavik's Recorder), so tests/test_modes_page.py can
+tell computed numbers from typed ones. Each finding states the rule that decides it; the accuracy
+finding is paired over seeds (verdicts.py). A task not committed yet shows the command that produces it.
 
-Measures (mean ± sample sd over the finished seeds):
+Measures (mean ± sample sd over the finished seeds; n/a for one seed):
   acc    = validation accuracy after training (the "original" probe);
-  ms     = training milliseconds per epoch (summary timing);
+  ms     = training milliseconds per epoch (summary timing; the runs shared the machine, see the page);
   saved  = KiB autograd keeps for backward in one training step (summary loop_training.memory,
            exact; the step uses the run's deep supervision);
   peak   = KiB of the malloc peak of that step above the level before it;
@@ -22,27 +24,31 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from pathlib import Path
 
-from loopnets.report.results import Experiment, Variant, load_experiment, page_cli
-
 HERE = Path(__file__).resolve().parent
-TASKS = (("iris", "Iris"), ("meats", "NIR meat spectra"), ("mnist-cnn", "MNIST tiny CNN"), ("hershey", "Hershey MNIST"))
-UNROLLED = ("tied", "truncated", "couple", "combine")  # modes swept over unroll 2, 4, 8
-FIXED = ("implicit-ift", "implicit-phantom", "onestep", "tied-x4-deep", "tied-random", "ffn")  # one variant each
-CLOSE = 0.02  # "as accurate as": a mean within 2 accuracy points of the reference's
+REPRO = HERE / "reproductions"
+sys.path.insert(0, str(REPRO))
+import verdicts as V  # noqa: E402  (docs/reproductions)
+from lavik_results import load  # noqa: E402
+from page_tools import builder_main, render_template  # noqa: E402
 
-MODES_TABLE = """\
-| mode | gradient it computes | memory vs unroll k | time per step | needs | deep supervision / random passes |
-|---|---|---|---|---|---|
-| `Tied()` | exact (backprop through all k passes, tied weights) | grows with k | k passes + k backward | nothing | yes / yes |
-| `Truncated(grad_passes=g)` | exact for the last g passes; earlier passes are constants | grows with g, not k | k passes + g backward | nothing | yes (no-grad passes add no gradient) / yes |
-| `Couple()` | exact for k untied copies, averaged after each step (Lavik) | grows with k (and k copies of the weights and optimizer state) | k passes + k backward + a re-tie | unroll fixed at build | yes / up to k |
-| `Combine()` | Lavik's approximation: one backward at the combined values | flat | k graph-free passes + 1 backward | a body of affine layers and element-wise activations | no / yes |
-| `Implicit(backward="ift")` | exact at the fixed point (implicit function theorem) | flat | solver passes + a backward solve | a contractive loop (a fixed point to find) | fixed-point correction / no |
-| `Implicit(backward="phantom")` | approximate: a few damped steps from the fixed point | grows with the steps, not the solve | solver passes + steps backward | a contractive loop | fixed-point correction / no |
-| `OneStep()` | Jacobian-free: one pass from the detached fixed point | flat | solver passes + 1 backward | a contractive loop | fixed-point correction / no |
-"""
+from loopnets.report.results import Experiment, Variant, load_experiment  # noqa: E402
+
+TASKS = (("iris", "Iris"), ("meats", "NIR meat spectra"), ("mnist-cnn", "MNIST tiny CNN"), ("hershey", "Hershey MNIST"))
+UNROLLED = ("tied", "truncated", "couple", "combine")  # modes swept over the unrolls below
+UNROLLS = (2, 4, 8)
+FIXED = ("implicit-ift", "implicit-phantom", "onestep", "tied-x4-deep", "tied-random", "ffn")  # one variant each
+SOLVERS = ("implicit-ift", "implicit-phantom", "onestep")
+
+
+def config_name(task: str) -> str:
+    return f"configs/modes/{task}.toml"
+
+
+def produce_command(task: str) -> str:
+    return f"loopnets run {config_name(task)} --workers 1 && python docs/reproductions/collect.py runs modes-{task}"
 
 
 # ----------------------------------------------------------------------------- measures
@@ -50,6 +56,10 @@ MODES_TABLE = """\
 
 def acc(v: Variant) -> list[float]:
     return [x for r in v.finished if (x := r.probe("original", "accuracy")) is not None]
+
+
+def acc_by_seed(v: Variant) -> dict[int, float]:
+    return {r.seed: x for r in v.finished if (x := r.probe("original", "accuracy")) is not None}
 
 
 def ms(v: Variant) -> list[float]:
@@ -108,17 +118,13 @@ def unrolled(exp: Experiment, mode: str) -> list[Variant]:
 # ----------------------------------------------------------------------------- page parts
 
 
-def task_table(exp: Experiment) -> list[str]:
-    lines = ["| variant | acc (%) | ms / epoch | saved KiB | peak KiB | solver passes (eval) | converged |",
-             "|---|---|---|---|---|---|---|"]
+def task_rows(exp: Experiment) -> list[tuple[str, ...]]:
+    rows = []
     for v in exp.variants:
         passes, converged = solver(v)
-        lines.append(
-            f"| {v.name} | {fmt(acc(v), 100)} | {fmt(ms(v))} | {fmt(memory(v, 'saved_bytes'))} | "
-            f"{fmt(memory(v, 'peak_bytes'))} | {fmt(passes) if passes else '–'} | "
-            f"{f'{sum(converged)} / {len(converged)}' if converged else '–'} |"
-        )
-    return lines
+        rows.append((v.name, fmt(acc(v), 100), fmt(ms(v)), fmt(memory(v, "saved_bytes")), fmt(memory(v, "peak_bytes")),
+                     fmt(passes) if passes else "–", f"{sum(converged)} / {len(converged)}" if converged else "–"))
+    return rows
 
 
 def figure(exp: Experiment, path: Path, title: str) -> None:
@@ -141,7 +147,7 @@ def figure(exp: Experiment, path: Path, title: str) -> None:
             if name in names and measure(names[name]):
                 ax.axhline(m(measure(names[name])), ls=(0, (4, 2 + i)), lw=1, color=f"C{4 + i}", label=name)
         ax.set_xscale("log", base=2)
-        ax.set_xticks([2, 4, 8], ["2", "4", "8"])
+        ax.set_xticks(list(UNROLLS), [str(u) for u in UNROLLS])
         ax.set_xlabel("training unroll k")
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=7, ncol=2)
@@ -151,37 +157,53 @@ def figure(exp: Experiment, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def accuracy_parts(exp: Experiment) -> list[str]:
-    best = max((v for v in exp.variants if acc(v)), key=lambda v: m(acc(v)), default=None)
-    if best is None:
+def accuracy_parts(exp: Experiment, chance: float | None) -> list[str]:
+    """The best variant by mean, and the variants within noise of it: the paired interval of
+    (best - variant) over shared seeds reaches zero."""
+    scored = [v for v in exp.variants if acc(v)]
+    if not scored:
         return []
-    close = [v.name for v in exp.variants if acc(v) and m(acc(v)) >= m(acc(best)) - CLOSE]
-    return [f"best {best.name} {100 * m(acc(best)):.1f} %", f"within {100 * CLOSE:.0f} points: {len(close)} of "
-            f"{len(exp.variants)} variants ({', '.join(close)})"]
+    best = max(scored, key=lambda v: m(acc(v)))
+    within, behind = [], []
+    for v in scored:
+        if v is best:
+            continue
+        iv = V.paired(acc_by_seed(v), acc_by_seed(best))
+        (within if iv is None or iv.low <= 0 else behind).append(v.name)
+    n = len(acc(best))
+    floor = ""
+    if chance is not None:
+        ok, text = V.above_chance(acc_by_seed(best), chance)
+        floor = f" ({'above' if ok else 'not above'} chance: {text})"
+    return [f"best {best.name} {100 * m(acc(best)):.1f} % over {n} seeds{floor}",
+            f"within noise of it: {len(within)} of {len(scored) - 1} others ({', '.join(within) or 'none'})",
+            f"behind it beyond noise: {', '.join(behind) or 'none'}"]
 
 
 def memory_parts(exp: Experiment) -> list[str]:
     parts = []
+    low, high = UNROLLS[0], UNROLLS[-1]
     for mode in UNROLLED:
         vs = {v.unroll: memory(v, "saved_bytes") for v in unrolled(exp, mode)}
-        if vs.get(2) and vs.get(8):
-            parts.append(f"{mode} {m(vs[8]) / m(vs[2]):.2f}")
+        if vs.get(low) and vs.get(high):
+            parts.append(f"{mode} {m(vs[high]) / m(vs[low]):.2f}")
     return parts
 
 
 def time_parts(exp: Experiment) -> list[str]:
     names = by_name(exp)
-    ref = names.get("tied-x8")
+    high = UNROLLS[-1]
+    ref = names.get(f"tied-x{high}")
     if ref is None or not ms(ref):
         return []
     return [f"{n} {m(ms(names[n])) / m(ms(ref)):.2f}" for n in
-            ("truncated-x8", "couple-x8", "combine-x8", "implicit-ift", "implicit-phantom", "onestep")
+            (f"truncated-x{high}", f"couple-x{high}", f"combine-x{high}", *SOLVERS)
             if n in names and ms(names[n])]
 
 
 def convergence_parts(exp: Experiment) -> list[str]:
     parts = []
-    for n in ("implicit-ift", "implicit-phantom", "onestep"):
+    for n in SOLVERS:
         passes, converged = solver(by_name(exp)[n]) if n in by_name(exp) else ([], [])
         if converged:
             parts.append(f"{n} {sum(converged)} / {len(converged)} seeds converged, {m(passes):.1f} passes")
@@ -190,86 +212,71 @@ def convergence_parts(exp: Experiment) -> list[str]:
 
 def depth_parts(exp: Experiment) -> list[str]:
     names = by_name(exp)
-    if "tied-x4" not in names or "tied-random" not in names:
+    trained, beyond = UNROLLS[1], UNROLLS[-1]
+    plain_name = f"tied-x{trained}"
+    if plain_name not in names or "tied-random" not in names:
         return []
-    plain, rand, deep = names["tied-x4"], names["tied-random"], names.get("tied-x4-deep")
-    parts = [f"tied-x4 {100 * sweep_at(plain, 4):.1f} % at 4 passes → {100 * sweep_at(plain, 8):.1f} % at 8",
-             f"tied-random {100 * sweep_at(rand, 4):.1f} % → {100 * sweep_at(rand, 8):.1f} %"]
+    plain, rand, deep = names[plain_name], names["tied-random"], names.get(f"{plain_name}-deep")
+    parts = [f"{plain_name} {100 * sweep_at(plain, trained):.1f} % at {trained} passes → "
+             f"{100 * sweep_at(plain, beyond):.1f} % at {beyond}",
+             f"tied-random {100 * sweep_at(rand, trained):.1f} % → {100 * sweep_at(rand, beyond):.1f} %"]
     if deep is not None and acc(deep):
-        parts.append(f"tied-x4-deep {100 * m(acc(deep)):.1f} % vs tied-x4 {100 * m(acc(plain)):.1f} %")
+        parts.append(f"{plain_name}-deep {100 * m(acc(deep)):.1f} % vs {plain_name} {100 * m(acc(plain)):.1f} %")
     return parts
 
 
-FINDINGS = (
-    (f"**Accuracy.** Rule: the variants whose mean is within {100 * CLOSE:.0f} points of the best mean.", accuracy_parts),
-    ("**Memory versus unroll.** Rule: saved bytes of one training step at unroll 8 divided by unroll 2 "
-     "(1.00 = flat).", memory_parts),
-    ("**Time per epoch relative to Tied x8** (below 1: faster).", time_parts),
-    ("**Do the implicit modes find their fixed point?** Rule: the eval-mode solve over the validation split "
-     "after training reached tol (per seed), and the passes it used.", convergence_parts),
-    ("**Random pass counts and deep supervision.** Rule: validation accuracy from the test-time unroll sweep "
-     "at 4 passes (the training unroll) and at 8 (beyond it); a drop means the model learned one depth.", depth_parts),
-)
-
-
-def findings(exps: dict[str, Experiment]) -> list[str]:
+def findings(exps: dict[str, tuple[Experiment, float | None]]) -> list[dict]:
     """Cross-task statements, each under the rule that decides it, one line per task."""
-    out = []
-    for heading, parts_of in FINDINGS:
-        out.append(f"- {heading}")
-        out.extend(f"  - {task}: " + "; ".join(parts) for task, exp in exps.items() if (parts := parts_of(exp)))
-    return out
+    rules = (("accuracy", lambda e, c: accuracy_parts(e, c)), ("memory", lambda e, c: memory_parts(e)),
+             ("time", lambda e, c: time_parts(e)), ("convergence", lambda e, c: convergence_parts(e)),
+             ("depth", lambda e, c: depth_parts(e)))
+    return [{"rule": rule, "tasks": [(task, "; ".join(parts)) for task, (exp, chance) in exps.items()
+                                     if (parts := parts_of(exp, chance))]} for rule, parts_of in rules]
 
 
-def build(runs_dir: Path, out: Path) -> str:
-    exps: dict[str, Experiment] = {}
-    lines = ["# Which backprop mode? Every mode on the same tasks", "",
-             "_Generated by `docs/build_modes.py` from the run folders of `configs/modes/`; do not edit by hand. "
-             "Reproduce with `make modes`._", "",
-             "loopnets trains a loop in seven ways. This page runs all of them, with the same model, data, "
-             "optimizer and seeds, on four tasks, and measures accuracy, time per epoch and the memory one "
-             "training step keeps for backward, at unroll 2, 4 and 8. Every loop re-injects its input in every "
-             "pass (`merge = \"add\"`), so that the implicit modes have an input-dependent fixed point.", "",
-             "## The modes", "", MODES_TABLE]
+def context(results_dir: Path, figures: Path | None) -> dict:
+    tasks, exps = [], {}
     for task, title in TASKS:
-        folder = runs_dir / f"modes-{task}"
-        lines += [f"## {title}", ""]
+        folder = Path(results_dir) / f"modes-{task}"
+        row = {"task": task, "title": title, "config": config_name(task), "command": produce_command(task), "rows": None}
         if not any(folder.glob("*/seed=*/summary.json")):
-            lines += [f"Not run yet: `loopnets run configs/modes/{task}.toml`.", ""]
+            tasks.append(row)
             continue
-        exp = load_experiment(folder)
-        exps[task] = exp
-        lines += [exp.config.get("description", ""), "", *task_table(exp), ""]
-        png = out.with_name(f"modes-{task}.png")
-        figure(exp, png, f"{title}: accuracy, time and memory vs unroll")
-        lines += [f"![{title}]({png.name})", ""]
-    if exps:
-        lines += ["## Findings across tasks", "", *findings(exps), ""]
-    lines += ["## Which to pick when", "",
-              "- **Start with `Tied()`**: the exact gradient, no assumptions. Its memory grows linearly with the "
-              "unroll (the memory finding above), which is the reason to leave it.",
-              "- **`Truncated(grad_passes=1..2)`** when memory or time per step limits the unroll: the saved "
-              "bytes stop growing with k (the memory finding above), and the accuracy finding shows whether the lost "
-              "early-pass gradient matters on your task.",
-              "- **`Combine()`** for Lavik's reproduction and flat memory with plain layers; it is an approximation "
-              "(not the gradient of the forward function), cannot use deep supervision, and needs a body of affine "
-              "layers and element-wise activations.",
-              "- **`Couple()`** when you want the untied-copies training of the thesis; it costs k copies of the "
-              "weights and of the optimizer state.",
-              "- **`Implicit()` / `OneStep()`** when the loop is contractive and you want the passes chosen by a "
-              "tolerance rather than fixed: check the convergence finding (`loop.solver_stats`, "
-              "`ln.NotConvergedWarning`) before trusting the result; `OneStep` is the cheapest backward, "
-              "`backward=\"ift\"` the exact one.",
-              "- **`pass_weights` / `random_passes`** (any mode with a graph per pass) when the model must work "
-              "at other pass counts than it was trained with: compare the sweep numbers of tied-random and "
-              "tied-x4 above, and `ln.early_exit` to stop per sample at inference.", ""]
-    text = "\n".join(lines)
-    out.write_text(text)
+        exp, facts = load_experiment(folder), load(Path(results_dir), f"modes-{task}")
+        data = facts.data if facts is not None else {}
+        chance = facts.chance if facts is not None else None
+        exps[task] = (exp, chance)
+        seeds = sorted({r.seed for v in exp.variants for r in v.runs})
+        row |= {"description": exp.config.get("description", ""), "rows": task_rows(exp), "png": f"modes-{task}.png",
+                "n_val": f"{data['n_val']:,}" if "n_val" in data else "—",
+                "one_sample": f"{data['one_sample_accuracy']:.3f}" if "one_sample_accuracy" in data else "—",
+                "chance": f"{chance:.3f}" if chance is not None else "—",
+                "runs": sum(len(v.runs) for v in exp.variants), "seeds": str(len(seeds)),
+                "epochs": "/".join(str(x) for x in sorted({r.summary.get("epochs_run") for v in exp.variants
+                                                           for r in v.runs if r.summary.get("epochs_run")})),
+                "minutes": f"{facts.wall_minutes():.1f}" if facts else "—", "threads": facts.threads() if facts else "—",
+                "load": f"{max(facts.loads(), default=0.0):.1f}" if facts else "—"}
+        if figures is not None:
+            figure(exp, figures / row["png"], f"{title}: accuracy, time and memory vs unroll")
+        tasks.append(row)
+    return {"tasks": tasks, "findings": findings(exps) if exps else [], "level": f"{V.LEVEL:.0%}",
+            "unrolls": [str(u) for u in UNROLLS], "low": str(UNROLLS[0]), "high": str(UNROLLS[-1]),
+            "trained": str(UNROLLS[1]), "missing": [(f"modes-{t['task']}", t["command"]) for t in tasks if t["rows"] is None]}
+
+
+def render(results_dir: Path, figures: Path | None = None) -> tuple[str, set[str]]:
+    """(the page, the numbers the template printed through its fields); figures written to `figures` if given."""
+    return render_template("modes.md.j2", context(results_dir, figures), folder=HERE)
+
+
+def build(results_dir: Path, out: Path) -> str:
+    text, _ = render(Path(results_dir), Path(out).parent)
+    Path(out).write_text(text)
     return text
 
 
 def main(argv: list[str] | None = None) -> None:
-    page_cli(build, __doc__, HERE / "modes.md", argv)
+    builder_main(render, __doc__, HERE / "modes.md", argv, build=build)
 
 
 if __name__ == "__main__":

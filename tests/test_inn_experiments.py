@@ -177,8 +177,7 @@ def test_reproduction_page_lists_every_config_and_how_to_run_it(tmp_path):
         import build_hershey
     finally:
         sys.path.pop(0)
-    page = build_hershey.build(tmp_path)  # no runs: every claim "not run yet", with its command
-    configs = {config for _, config, _, _ in build_hershey.CLAIMS}
-    assert configs == {p.stem for p in HERSHEY}
-    for config in configs:
-        assert f"`.venv/bin/loopnets run configs/hershey/{config}.toml --workers 1`" in page
+    page = build_hershey.build(tmp_path, tmp_path / "hershey.md")  # no runs: every claim "not run yet", with its command
+    assert set(build_hershey.CONFIGS) == {p.stem for p in HERSHEY}
+    for config in build_hershey.CONFIGS:
+        assert f"not run yet: `{build_hershey.produce_command(config)}`" in page

@@ -57,6 +57,15 @@ def literals_in_tags(template: str) -> list[str]:
     return found
 
 
+def collected_page_equals_run_folders(builder, runs: Path, out: Path, tmp_path: Path, transcribed: set[str]) -> str:
+    """The builder's page from the run folders equals the one from their collected results, and holds no
+    typed number; the page."""
+    assert builder.build(runs, tmp_path / "from-runs.md") == builder.build(out, tmp_path / "from-results.md")
+    page, computed = builder.render(out)
+    assert not unexplained_numbers(page, computed, transcribed)
+    return page
+
+
 @pytest.fixture(scope="module")
 def rendered() -> tuple[str, set[str]]:
     """The Lavik page rendered from the committed results and the numbers its fields printed."""
@@ -269,11 +278,8 @@ def test_kemmerling_page_from_collected_results_equals_the_run_folders_and_names
     runs, out = kemmerling_tiny
     data = json.loads((out / "kemmerling-feedback" / "data.json").read_text())
     assert data["task"] == "autoencoding" and 0.05 < data["mean_input_mse"] < 0.09  # the mean image's MSE on MNIST
-    from_runs = build_kemmerling.build(runs, tmp_path / "a.md")
-    from_results = build_kemmerling.build(out, tmp_path / "b.md")
-    assert from_runs == from_results
-    page, computed = build_kemmerling.render(out)
-    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(kemmerling_paper()))
+    page = collected_page_equals_run_folders(build_kemmerling, runs, out, tmp_path,
+                                             build_lavik.thesis_numbers(kemmerling_paper()))
     for config in ("timesteps", "constant-gain", "threshold", "grid", "conv-feedback"):
         assert f"not run yet: `{build_kemmerling.produce_command(config)}`" in page
     # the feedback experiment's findings are judged with seeds stated, part by part
@@ -354,11 +360,7 @@ def test_caswell_template_writes_no_number_in_its_fields():
 
 def test_caswell_page_from_collected_results_equals_the_run_folders(caswell_tiny, tmp_path):
     runs, out = caswell_tiny
-    from_runs = build_caswell.build(runs, tmp_path / "a.md")
-    from_results = build_caswell.build(out, tmp_path / "b.md")
-    assert from_runs == from_results
-    page, computed = build_caswell.render(out)
-    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(caswell_paper()))
+    page = collected_page_equals_run_folders(build_caswell, runs, out, tmp_path, build_lavik.thesis_numbers(caswell_paper()))
     assert f"Not run yet: `{build_caswell.produce_command('mnist')}`" in page
     # the stand-in's claims: paired over its 2 seeds, with the chance floor, the compound ones part by part
     assert "Loopy beats Vanilla (batch 32)" in page and "the loop-layer models overfit" in page

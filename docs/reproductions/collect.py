@@ -9,7 +9,8 @@ For each experiment folder RUNS_DIR/<experiment>/ that has a report (report/resu
 - <variant>/seed=<n>/summary.json: each run's summary (no checkpoint, no metrics.csv), so
   `loopnets.report.results.load_experiment` reads the folder like a run folder;
 - data.json: the training and validation sets' sizes and the chance levels the verdicts need (classes, 1/classes and
-  the majority class's share for classification; the sd of the validation targets, the RMSE of predicting their
+  the majority class's share for classification; for Hershey's anomaly sequences the same for the anomaly's
+  position (ACC_end) and the floor of ACC_seq; the sd of the validation targets, the RMSE of predicting their
   mean, for regression; the MSE of reconstructing every validation input as the mean training input, for
   autoencoding), read from the experiment's data at collect time;
 - curves.json: per variant and seed, the validation loss (and accuracy) per epoch and the mean

@@ -86,15 +86,23 @@ def load_data(exp: Experiment):
 
 
 def data_facts(exp: Experiment) -> dict | None:
-    """For anomaly sequences: the sizes and the chance levels of ACC_end (the anomaly's step among
-    L, chance 1 / L; the majority: the commonest validation step). None for Hershey's MNIST (a Split)."""
+    """The floors of Hershey's anomaly task (thesis eqs 2.19, 2.20) on its validation sequences; None
+    for Hershey's MNIST (a Split, whose facts the caller computes).
+
+    ACC_end picks the anomaly's position among L: chance is 1/L, or the most frequent position's share.
+    ACC_seq also counts the L interim flag steps: saying "no anomaly" at every one of them scores L - 1
+    of them, plus the last step at ACC_end's chance, over L + 1 steps.
+    """
     data = load_data(exp)
     if not isinstance(data, AnomalySplit):
         return None
-    n_val, steps = int(data.val.index.shape[0]), data.length
-    return {"task": "classification", "n_train": int(data.train.index.shape[0]), "n_val": n_val,
-            "classes": steps, "chance_accuracy": 1 / steps, "one_sample_accuracy": 1 / n_val,
-            "majority_accuracy": float(data.val.index.bincount(minlength=steps).max()) / n_val}
+    val, length = data.val, data.length
+    n_val = int(val.index.shape[0])
+    majority = float(val.index.bincount(minlength=length).max()) / n_val
+    return {"task": "anomaly_detection", "n_train": int(data.train.index.shape[0]), "n_val": n_val,
+            "length": length, "classes": length, "outputs": val.outputs, "chance_accuracy": 1 / length,
+            "majority_accuracy": majority, "one_sample_accuracy": 1 / n_val,
+            "acc_seq_floor": (length - 1 + max(1 / length, majority)) / (length + 1)}
 
 
 def expected_trainable(exp: Experiment, variant: INNVariant, outputs: int) -> int:
