@@ -197,3 +197,99 @@ def test_configs_dir_holds_the_issue_configs():
     target = load_config(ROOT / "configs" / "thinking" / "prefix-sums-recall-progressive.toml")
     assert len(target.train.seeds) >= 2
     assert {512, 1024} <= set(target.model.thinking.test_sizes)
+
+
+# --- docs/thinking-longer.md (docs/build_thinking.py) ------------------------------------------------
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "docs"))
+sys.path.insert(0, str(ROOT / "docs" / "reproductions"))
+import build_lavik  # noqa: E402
+import build_thinking as BT  # noqa: E402
+from lavik_results import Exp  # noqa: E402
+from test_pages import literals_in_tags, unexplained_numbers  # noqa: E402
+
+
+def fake(accuracy: dict[int, list[list[float]]], halting: dict | None = None, sizes=(32, 512, 1024),
+         passes=(10, 100, 1000)) -> Exp:
+    """An experiment whose seeds have the given accuracy grids (sizes x passes)."""
+    runs = {}
+    for seed, grid in accuracy.items():
+        extra = {"test": {"sizes": list(sizes), "passes": list(passes), "examples": [10] * len(sizes),
+                          "accuracy": grid, "fixed_depth": False}, "halting": halting, "train_seconds": 60.0}
+        runs[seed] = {"status": "finished", "extra": extra, "timing": {"wall_seconds": 90.0}}
+    return Exp("x", {}, {}, {"v": runs}, {})
+
+
+def test_accuracy_verdicts_follow_the_seeds_mean_at_the_best_pass_count():
+    good = fake({0: [[1, 1, 1], [0.2, 0.99, 1.0], [0, 0.5, 0.96]], 1: [[1, 1, 1], [0.1, 0.9, 0.99], [0, 0.4, 0.94]]})
+    v = BT.verdict_accuracy({"target": good}, "target", 512, 0.99)
+    assert v["status"] == "hit" and "99.5 % at 1000 passes" in v["text"] and "2 seeds (0, 1)" in v["text"]
+    assert BT.verdict_accuracy({"target": good}, "target", 1024, 0.96)["status"] == "missed"  # mean 0.95
+    assert BT.verdict_accuracy({}, "target", 512, 0.99)["status"] == "not run yet"
+    with pytest.raises(ValueError, match="no run tested size 2048"):
+        BT.verdict_accuracy({"target": good}, "target", 2048, 0.99)
+
+
+def test_the_baselines_fail_visibly_only_when_both_stay_low():
+    low = fake({0: [[0.3, 0.2, 0.1], [0.0, 0.0, 0.0], [0, 0, 0]]})
+    high = fake({0: [[1, 1, 1], [0.0, 0.7, 0.2], [0, 0, 0]]})
+    assert BT.verdict_fails({"feedforward": low, "no_recall": low}, 512, 0.5)["status"] == "hit"
+    assert BT.verdict_fails({"feedforward": low, "no_recall": high}, 512, 0.5)["status"] == "missed"
+    assert BT.verdict_fails({"feedforward": low}, 512, 0.5)["status"] == "not run yet"
+
+
+def test_the_halting_verdict_needs_growing_passes_equal_accuracy_and_half_the_budget():
+    def record(passes, acc, fixed):
+        return {"sizes": [32, 512, 1024], "max_passes": 1000, "threshold": 0.5, "mean_passes": passes,
+                "accuracy": acc, "fixed_accuracy": fixed,
+                "early_exit": {"criterion": "residual", "threshold": 1e-3, "mean_passes": [1000] * 3,
+                               "accuracy": [0, 0, 0]}}
+    grid = {0: [[1, 1, 1]] * 3}
+    ok = fake(grid, record([20, 300, 480], [1, 0.99, 0.9], [1, 0.995, 0.95]))
+    assert BT.verdict_halting({"halting": ok}, 512, 0.01, 0.5)["status"] == "hit"
+    flat = fake(grid, record([300, 300, 300], [1, 0.99, 0.9], [1, 0.995, 0.95]))
+    assert BT.verdict_halting({"halting": flat}, 512, 0.01, 0.5)["status"] == "missed"
+    costly = fake(grid, record([20, 600, 700], [1, 0.99, 0.9], [1, 0.995, 0.95]))
+    assert BT.verdict_halting({"halting": costly}, 512, 0.01, 0.5)["status"] == "missed"
+    worse = fake(grid, record([20, 300, 480], [1, 0.9, 0.9], [1, 0.995, 0.95]))
+    assert "-9.5 points" in BT.verdict_halting({"halting": worse}, 512, 0.01, 0.5)["text"]
+
+
+def test_the_thinking_page_holds_no_typed_number(tmp_path):
+    transcribed = build_lavik.thesis_numbers(BT.papers())
+    page, computed = BT.render(BT.RESULTS, tmp_path / "page.md")
+    assert not unexplained_numbers(page, computed, transcribed)
+    typed = page.replace("## Runs", "## Runs\n\nThe target reached 97.25 %.")
+    assert unexplained_numbers(typed, computed, transcribed) == ["97.25"]
+    assert not literals_in_tags((ROOT / "docs" / "thinking-longer.md.j2").read_text())
+
+
+def test_the_thinking_page_builds_from_run_folders(tmp_path):
+    """A tiny run of the target and the halting configs, as run folders: their rows and verdicts appear."""
+    import tomli_w
+
+    runs = tmp_path / "runs"
+    for key in ("target", "halting"):
+        config = load_config(ROOT / BT.config_path(key), [
+            "model.thinking.train_size=8", "model.thinking.train_examples=64", "model.thinking.val_examples=16",
+            "model.thinking.test_sizes=[8, 512, 1024]", "model.thinking.test_examples=4",
+            "model.thinking.test_passes=[2, 4]", "model.thinking.width=4", "model.thinking.max_iters=3",
+            "train.epochs=1", "train.seeds=[0]", "train.clip=[\"norm\", 1.0]"])
+        from loopnets.experiments.config import to_dict
+
+        data = to_dict(config)
+        data["variants"] = [{k: v for k, v in variant.items() if v is not None} for variant in data["variants"]]
+        if key == "halting":
+            data["variants"][0]["halting_max_passes"] = 3
+        path = tmp_path / f"{key}.toml"
+        path.write_text(tomli_w.dumps(data))
+        assert main(["run", str(path), "--runs-dir", str(runs), "--workers", "1"]) == 0
+    page, computed = BT.render(runs, tmp_path / "page.md")
+    assert "| recall + progressive | 512 | 1 | 4 |" in page
+    assert "fail visibly at 512 bits**: not run yet" in page  # the baselines are missing
+    assert "`thinking-prefix-sums-no-recall`: `nice -n 15 loopnets run" in page
+    assert "least 99.0 %**: missed. 0.0 % at" in page  # one epoch of a width-4 net solves no 512-bit string
+    assert (tmp_path / "thinking-longer-accuracy.png").is_file() and (tmp_path / "thinking-longer-halting.png").is_file()
+    assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(BT.papers()))

@@ -40,6 +40,7 @@ from loopnets.core.modes import Backprop, Progressive, Tied, Truncated
 from loopnets.core.halting import Halting, halting_head
 from loopnets.core.passes import early_exit, split_at_loop
 from loopnets.data.algorithmic import mazes, prefix_sums
+from loopnets.data.split import Split
 from loopnets.experiments.budget import Estimate
 from loopnets.experiments.config import Experiment, dumps
 from loopnets.experiments.provenance import environment
@@ -72,6 +73,12 @@ def training_data(exp: Experiment) -> tuple[tuple, tuple]:
     g, seed = exp.model.thinking, exp.data.split_seed
     return (_generate(g.task, g.train_examples, g.train_size, seed),
             _generate(g.task, g.val_examples, g.train_size, seed + 1))
+
+
+def split_of(exp: Experiment) -> Split:
+    """`training_data` as a `Split` (per-position class targets, classes "0" / "1")."""
+    (x, y), (xv, yv) = training_data(exp)
+    return Split(x, y, xv, yv, classes=("0", "1"))
 
 
 def test_set(exp: Experiment, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

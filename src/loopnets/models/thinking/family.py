@@ -37,6 +37,11 @@ class Thinking(Family):
         experiments.training_data(exp)  # generate the training data now, before any run folder
         return True
 
+    def load_split(self, exp, split):
+        """The generated training and validation data (data.name is not used), for readers of the
+        experiment's data such as docs/reproductions/collect.py."""
+        return experiments.split_of(exp)
+
     def memory_estimates(self, exp) -> list:
         return experiments.memory_estimates(exp)
 
