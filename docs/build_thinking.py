@@ -2,9 +2,10 @@
 
     loopnets run configs/thinking/<name>.toml --workers 1 --runs-dir runs
     python docs/reproductions/collect.py runs thinking-<name>    # copy the compact results into results/
-    python docs/build_thinking.py                                  # or `make pages`: every page, offline
+    python docs/build_thinking.py --runs-dir docs/reproductions/results   # or `make pages`: every page, offline
 
-Reads docs/reproductions/results/thinking-*/ (collect.py; or run folders with --runs-dir), the
+Reads the committed results docs/reproductions/results/thinking-*/ (collect.py) or run folders
+(--runs-dir, default runs), the
 DeepThinking papers' settings and claims from docs/thinking-papers.toml (transcribed, with the file or
 section each comes from) and the prose from docs/thinking-longer.md.j2. Every number the page prints
 passes through a template field (build_lavik's Recorder), so tests can tell computed numbers from typed
@@ -39,6 +40,8 @@ sys.path.insert(0, str(REPRO))
 from build_lavik import Recorder  # noqa: E402  (docs/reproductions)
 from page_tools import load_experiments  # noqa: E402
 from lavik_results import Exp  # noqa: E402
+
+from loopnets.report.results import page_cli  # noqa: E402
 
 RESULTS = REPRO / "results"
 PAPERS = HERE / "thinking-papers.toml"
@@ -340,16 +343,5 @@ def build(results_dir: Path, out: Path) -> str:
     return page
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", "--results-dir", dest="results_dir", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=HERE / "thinking-longer.md")
-    args = parser.parse_args(argv)
-    build(args.results_dir, args.out)
-    print(f"wrote {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    page_cli(build, __doc__, HERE / "thinking-longer.md")

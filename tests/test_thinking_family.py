@@ -20,7 +20,7 @@ from loopnets.experiments import ConfigError, families, load_config, validate
 from loopnets.experiments.config import from_dict
 from loopnets.models.thinking import experiments as X
 from loopnets.models.thinking.recurrent import ResidualBlock, recurrent_conv
-from loopnets.models.thinking.report import accuracy_at, results_grid
+from loopnets.models.thinking.report import accuracy_at
 
 CONFIGS = sorted((ROOT / "configs" / "thinking").glob("*.toml"))
 

@@ -26,15 +26,11 @@ Accuracy is per instance (exact): a string / maze counts only when every positio
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from loopnets.checkpoint import save
 from loopnets.core.loop import Loop
 from loopnets.core.modes import Backprop, Progressive, Tied, Truncated
 from loopnets.core.halting import Halting, halting_head
@@ -42,9 +38,8 @@ from loopnets.core.passes import early_exit, split_at_loop
 from loopnets.data.algorithmic import mazes, prefix_sums
 from loopnets.data.split import Split
 from loopnets.experiments.budget import Estimate
-from loopnets.experiments.config import Experiment, dumps
-from loopnets.experiments.provenance import environment
-from loopnets.experiments.runs import mean_ms, metrics_csv
+from loopnets.experiments.config import Experiment
+from loopnets.experiments.runs import own_run_files, own_run_record
 from loopnets.experiments.schema import ConfigError
 from loopnets.models.thinking.recurrent import feedforward_conv, recurrent_conv
 from loopnets.models.thinking.schema import DIMS, IN_CHANNELS, ThinkingVariant, expand, test_examples
@@ -274,25 +269,12 @@ def train_run(exp: Experiment, variant: ThinkingVariant, seed: int, experiment: 
         "experiment": exp.name, "variant": variant.name, "seed": seed, **variant.described(),
         "status": status, "task": "classification", "loss": "ponder(cross_entropy)" if variant.halting else "cross_entropy",
         "val_samples": int(len(val[0])), "classes": 2,
-        "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
-        "error": error, "probes": probes,
-        "timing": {"train_ms_per_epoch": mean_ms(history["train_seconds"]),
-                   "val_ms_per_epoch": mean_ms(history["val_seconds"]),
-                   "wall_seconds": time.perf_counter() - started},
-        "training": {"path": "single", "seeds_together": [seed]},
-        "environment": environment(started, model),
+        "error": error, "probes": probes, **own_run_record(history, seed, started, model),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if extra is not None:
         summary["extra"] = extra
-    run_config = {**experiment, "train": {**experiment["train"], "seeds": [seed]}, "variants": [variant.table()]}
-    files = {"config.toml": dumps(run_config).encode(), "metrics.csv": metrics_csv(history).encode(),
-             "summary.json": json.dumps(summary, indent=2).encode()}
-    if status == "finished":
-        with tempfile.TemporaryDirectory() as tmp:
-            save(model, Path(tmp) / "model.lnet", architecture=False)  # weights: load into build_model's net
-            files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
-    return files
+    return own_run_files(experiment, variant, seed, summary, history, model if status == "finished" else None)
 
 
 __all__ = ["build_model", "exact_accuracy", "extra_results", "memory_estimates", "test_seed", "test_set",
