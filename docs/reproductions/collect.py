@@ -91,7 +91,8 @@ def data_facts(experiment_toml: Path) -> dict:
     if split.task == "classification":
         facts |= {"classes": len(split.classes), "chance_accuracy": 1 / len(split.classes),
                   "one_sample_accuracy": 1 / facts["n_val"],
-                  "majority_accuracy": float(split.y_val.bincount().max()) / facts["n_val"]}
+                  # per element: targets (N,) or per-position (N, L) (the thinking family's strings and mazes)
+                  "majority_accuracy": float(split.y_val.flatten().bincount().max()) / split.y_val.numel()}
     elif split.task == "regression":
         facts["mean_predictor_rmse"] = float(split.y_val.double().std(unbiased=False))
     elif split.task == "autoencoding":  # the floor: reconstruct every validation input as the mean training input

@@ -50,6 +50,8 @@ PAGES = (
     Page("docs/reproductions/kemmerling.md", "docs/reproductions/build_kemmerling.py", "configs/kemmerling",
          partial=True),
     Page("docs/modes.md", "docs/build_modes.py", "configs/modes", partial=True),
+    Page("docs/thinking-longer.md", "docs/build_thinking.py", "configs/thinking", partial=True,
+         optional=("thinking-prefix-sums-gpu",), why_optional="DeepThinking's full scale is a GPU config, not run here"),
 )
 
 

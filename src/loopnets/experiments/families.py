@@ -40,6 +40,7 @@ BUILTIN = {  # family name -> "module:attribute" of its Family object
     "gated_autoencoder": "loopnets.models.gated.family:FAMILY",
     "loopy_cnn": "loopnets.models.loopy.family:FAMILY",
     "inn": "loopnets.models.inn.family:FAMILY",
+    "thinking": "loopnets.models.thinking.family:FAMILY",
 }
 
 

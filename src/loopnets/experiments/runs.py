@@ -343,3 +343,30 @@ def metrics_csv(history: History) -> str:
         writer.writerow(["" if getattr(record, c) is None else getattr(record, c) for c in METRIC_COLUMNS])
     return out.getvalue()
 
+
+def own_run_files(experiment: dict, variant: Any, seed: int, summary: dict, history: History,
+                  model: torch.nn.Module | None) -> dict[str, bytes]:
+    """The folder files of a run a family trained its own way (`Family.train_run`): config.toml (this
+    run alone, so `loopnets run <run folder>/config.toml` reproduces it), metrics.csv, summary.json
+    and, for a finished run (`model` not None), model.lnet with its weights only (load them into the
+    family's built network with `ln.load(path, model=...)`)."""
+    run_config = {**experiment, "train": {**experiment["train"], "seeds": [seed]}, "variants": [variant.table()]}
+    files = {"config.toml": dumps(run_config).encode(), "metrics.csv": metrics_csv(history).encode(),
+             "summary.json": json.dumps(summary, indent=2).encode()}
+    if model is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            save(model, Path(tmp) / "model.lnet", architecture=False)
+            files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
+    return files
+
+
+def own_run_record(history: History, seed: int, started: float, model: torch.nn.Module) -> dict:
+    """summary.json's keys on how a run a family trained its own way went: epochs_run, best_epoch,
+    stopped_early, timing (per-epoch means, wall seconds since `started`), training (one seed alone)
+    and environment."""
+    return {"epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
+            "timing": {"train_ms_per_epoch": mean_ms(history["train_seconds"]),
+                       "val_ms_per_epoch": mean_ms(history["val_seconds"]),
+                       "wall_seconds": time.perf_counter() - started},
+            "training": {"path": "single", "seeds_together": [seed]},
+            "environment": environment(started, model)}

@@ -49,19 +49,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import tempfile
-import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from loopnets.checkpoint import save
 from loopnets.data.hershey import AnomalySplit, load_hershey
-from loopnets.experiments.config import Experiment, dumps
-from loopnets.experiments.provenance import environment
+from loopnets.experiments.config import Experiment
 from loopnets.experiments.schema import ConfigError
-from loopnets.experiments.runs import mean_ms, metrics_csv, sweep_passes
+from loopnets.experiments.runs import own_run_files, own_run_record, sweep_passes
 from loopnets.models import inn
 from loopnets.models.inn.schema import INPUTS, SEQUENCE_DATA, INNVariant, data_shape, expand
 from loopnets.training.fit import EVAL_BATCH_SIZE, History, TrainingDiverged
@@ -261,27 +256,14 @@ def train_run(exp: Experiment, variant: INNVariant, seed: int, experiment: dict,
         "unroll": data.train.steps if sequences else variant.iterations,
         "status": status, "task": "classification",
         "loss": "multitask" if sequences else ("cross_entropy" if weights is not None else "per_iteration_cross_entropy"),
-        "epochs_run": len(history), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
-        "error": error, "probes": probes,
-        "timing": {"train_ms_per_epoch": mean_ms(history["train_seconds"]),
-                   "val_ms_per_epoch": mean_ms(history["val_seconds"]),
-                   "wall_seconds": time.perf_counter() - started},
-        "training": {"path": "single", "seeds_together": [seed]},
-        "environment": environment(started, model),
+        "error": error, "probes": probes, **own_run_record(history, seed, started, model),
         "parameters": trainable,
         "extra": extra,
     }
     if sweep is not None:
         summary["unroll_sweep"] = sweep
-    run_config = {**experiment, "train": {**experiment["train"], "seeds": [seed]}, "variants": [variant.table()]}
-    files = {"config.toml": dumps(run_config).encode(), "metrics.csv": metrics_csv(history).encode(),
-             "summary.json": json.dumps(summary, indent=2).encode()}
-    if status == "finished":
-        with tempfile.TemporaryDirectory() as tmp:
-            # weights only (IterativeNetwork / LSTMBaseline have no config()): load into build_model's network
-            save(model, Path(tmp) / "model.lnet", architecture=False)
-            files["model.lnet"] = (Path(tmp) / "model.lnet").read_bytes()
-    return files
+    # weights only (IterativeNetwork / LSTMBaseline have no config()): load into build_model's network
+    return own_run_files(experiment, variant, seed, summary, history, model if status == "finished" else None)
 
 
 @torch.no_grad()

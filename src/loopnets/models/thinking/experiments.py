@@ -1,0 +1,281 @@
+"""The thinking family in the runner: generate the task, build and train a variant, test it larger and longer.
+
+Data (`loopnets.data.algorithmic`, generated, never downloaded): training instances of
+`train_size` from data.split_seed, validation instances of the same size from split_seed + 1, and
+one test set per test size from split_seed and the size alone (`test_seed`), so every run and
+every variant of every config sees the same test instances.
+
+Training: `loopnets.fit` with cross-entropy per position (`ln.Progressive(alpha)` / `ln.Tied()` /
+`ln.Truncated(grad_passes)` as the loop's mode), or for a halting variant `ln.fit_halting`
+(PonderNet's expected loss over `halting_max_passes` passes + beta KL to the geometric prior).
+
+summary.json `extra` (docs/contract-runs.md, family "thinking"):
+
+    {"task": ..., "train_size": ..., "max_iters": ...,
+     "test": {"sizes": [...], "passes": [...], "examples": [...],
+              "accuracy": [[per-instance accuracy at each test pass count] for each size],
+              "fixed_depth": false},          # feedforward: true, its one depth in every column
+     "halting": null | {"threshold", "max_passes", "sizes": [...],
+              "mean_passes": [...], "accuracy": [...],          # stopping by halting probability
+              "fixed_accuracy": [...],                          # max(test_passes) passes for all
+              "early_exit": {"criterion", "threshold", "mean_passes": [...], "accuracy": [...]}}}
+
+Accuracy is per instance (exact): a string / maze counts only when every position is right.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+from torch import nn
+
+from loopnets.core.loop import Loop
+from loopnets.core.modes import Backprop, Progressive, Tied, Truncated
+from loopnets.core.halting import Halting, halting_head
+from loopnets.core.passes import early_exit, split_at_loop
+from loopnets.data.algorithmic import mazes, prefix_sums
+from loopnets.data.split import Split
+from loopnets.experiments.budget import Estimate
+from loopnets.experiments.config import Experiment
+from loopnets.experiments.runs import own_run_files, own_run_record
+from loopnets.experiments.schema import ConfigError
+from loopnets.models.thinking.recurrent import feedforward_conv, recurrent_conv
+from loopnets.models.thinking.schema import DIMS, IN_CHANNELS, ThinkingVariant, expand, test_examples
+from loopnets.models.thinking.transformer import looped_transformer
+from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
+from loopnets.training.device import resolve_device
+from loopnets.training.halting import fit_halting
+from loopnets.training.optim import make_optimizer
+
+GENERATORS = {"prefix_sums": prefix_sums, "mazes": mazes}
+TEST_SEED_OFFSET = 1_000  # test sets: split_seed + 1000 + size, apart from training (+0) and validation (+1)
+
+
+def test_seed(split_seed: int, size: int) -> int:
+    """The seed of the test set of `size`: the same for every run, variant and config of a split seed."""
+    return split_seed + TEST_SEED_OFFSET + size
+
+
+@functools.lru_cache(maxsize=4)
+def _generate(task: str, n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return GENERATORS[task](n, size, seed=seed)
+
+
+def training_data(exp: Experiment) -> tuple[tuple, tuple]:
+    """((x, y) training, (x, y) validation) at model.thinking.train_size (cached per process)."""
+    g, seed = exp.model.thinking, exp.data.split_seed
+    return (_generate(g.task, g.train_examples, g.train_size, seed),
+            _generate(g.task, g.val_examples, g.train_size, seed + 1))
+
+
+def split_of(exp: Experiment) -> Split:
+    """`training_data` as a `Split` (per-position class targets, classes "0" / "1")."""
+    (x, y), (xv, yv) = training_data(exp)
+    return Split(x, y, xv, yv, classes=("0", "1"))
+
+
+def test_set(exp: Experiment, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` fresh test instances of `size` (seeded by data.split_seed and the size)."""
+    g = exp.model.thinking
+    return GENERATORS[g.task](n, size, seed=test_seed(exp.data.split_seed, size))
+
+
+# --------------------------------------------------------------------------- models
+
+
+def backprop_of(variant: ThinkingVariant) -> Backprop:
+    if variant.backprop == "progressive":
+        return Progressive(variant.alpha)
+    if variant.backprop == "truncated":
+        return Truncated(variant.grad_passes)
+    return Tied()
+
+
+def build_model(exp: Experiment, variant: ThinkingVariant) -> nn.Module:
+    """The variant's network (a `Halting` around the recurrent net for a halting variant)."""
+    g = exp.model.thinking
+    dim, channels = DIMS[g.task], IN_CHANNELS[g.task]
+    where = f"variant {variant.name!r} (model = {variant.model!r})"
+    try:
+        if variant.model == "feedforward":
+            return feedforward_conv(dim, channels, width=variant.width, blocks=variant.blocks, depth=variant.max_iters)
+        if variant.model == "transformer":
+            return looped_transformer(channels, d_model=variant.width, nhead=variant.heads, ff=2 * variant.width,
+                                      unroll=variant.max_iters, backprop=backprop_of(variant))
+        recall = None if variant.recall == "none" else variant.recall
+        net = recurrent_conv(dim, channels, width=variant.width, blocks=variant.blocks, recall=recall,
+                             unroll=variant.max_iters, backprop=backprop_of(variant))
+        if variant.halting:
+            return Halting(net, halting_head(variant.width, dim), max_passes=variant.halting_max_passes,
+                           threshold=g.halting_threshold)
+        return net
+    except ValueError as err:
+        raise ConfigError(f"{where} cannot be built: {err} (check [model.thinking] and the variant's keys)") from None
+
+
+def _optimizer_args(exp: Experiment) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in exp.train.optimizer_args.items()}
+
+
+def validate(exp: Experiment) -> list[ThinkingVariant]:
+    """Every variant expanded, built (small: no data generated) and given its optimizer."""
+    variants = expand(exp)
+    for variant in variants:
+        net = build_model(exp, variant)
+        try:
+            make_optimizer((exp.train.optimizer, _optimizer_args(exp)), net.parameters())
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"config keys train.optimizer / train.optimizer_args: {err}") from None
+    return variants
+
+
+def memory_estimates(exp: Experiment) -> list:
+    """Parameters of the built net; activations: batch x width x positions per conv, 2 per block, every pass."""
+    g = exp.model.thinking
+    positions = g.train_size ** DIMS[g.task]
+    out = []
+    for variant in expand(exp):
+        params = sum(p.numel() for p in build_model(exp, variant).parameters())
+        passes = variant.unroll
+        acts = exp.train.batch_size * variant.width * positions * (2 * variant.blocks + 2) * passes
+        out.append((variant, Estimate(params, acts, 4, passes, exp.train.batch_size)))
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _loop_of(model: nn.Module):
+    """The net's looped part (None: a feedforward net)."""
+    net = model.model if isinstance(model, Halting) else model
+    return None if not any(isinstance(m, Loop) for m in net.modules()) else net
+
+
+@torch.no_grad()
+def exact_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: list[int],
+                   batch: int = 100) -> list[float]:
+    """Per-instance accuracy (every position right) after each of `passes` passes, in one run of
+    max(passes) passes per batch; a feedforward net's one output counts for every pass count."""
+    net = model.model if isinstance(model, Halting) else model
+    was = net.training
+    net.eval()
+    right = dict.fromkeys(passes, 0)
+    wanted, last = set(passes), max(passes)
+    try:
+        for xb, yb in zip(x.split(batch), y.split(batch)):
+            if _loop_of(net) is None:
+                ok = _exact(net(xb), yb)
+                right = {k: right[k] + ok for k in passes}
+                continue
+            loop, loop_input, after = split_at_loop(net, xb, logits=False)
+            stream = loop.iterate(loop_input)
+            for t in range(1, last + 1):
+                h = next(stream)
+                if t in wanted:
+                    out = loop.output_after([h])
+                    right[t] += _exact(out if after is None else after(out), yb)
+            stream.close()
+    finally:
+        net.train(was)
+    return [right[k] / len(x) for k in passes]
+
+
+def _exact(scores: torch.Tensor, y: torch.Tensor) -> int:
+    """How many instances have every position's argmax class right."""
+    return int((scores.argmax(1) == y).reshape(len(y), -1).all(1).sum())
+
+
+@torch.no_grad()
+def halting_results(exp: Experiment, model: Halting, sets: dict, fixed: dict) -> dict:
+    """Stopping by halting probability vs the fixed budget (max(test_passes)) and `ln.early_exit`."""
+    g = exp.model.thinking
+    budget = max(g.test_passes)
+    out = {"threshold": g.halting_threshold, "max_passes": budget, "sizes": [], "mean_passes": [], "accuracy": [],
+           "fixed_accuracy": [], "early_exit": {"criterion": g.early_exit_criterion,
+                                                "threshold": g.early_exit_threshold, "mean_passes": [], "accuracy": []}}
+    model.eval()
+    for size, (x, y) in sets.items():
+        halt = exit_ = passes_h = passes_e = 0
+        for xb, yb in zip(x.split(g.eval_batch), y.split(g.eval_batch)):
+            stop = model.stop(xb, max_passes=budget)
+            halt += _exact(stop.output, yb)
+            passes_h += int(stop.passes.sum())
+            ee = early_exit(model.model, xb, criterion=g.early_exit_criterion, threshold=g.early_exit_threshold,
+                            max_passes=budget)
+            exit_ += _exact(ee.output, yb)
+            passes_e += int(ee.passes.sum())
+        out["sizes"].append(size)
+        out["mean_passes"].append(passes_h / len(x))
+        out["accuracy"].append(halt / len(x))
+        out["fixed_accuracy"].append(fixed[size])
+        out["early_exit"]["mean_passes"].append(passes_e / len(x))
+        out["early_exit"]["accuracy"].append(exit_ / len(x))
+    return out
+
+
+def extra_results(exp: Experiment, variant: ThinkingVariant, model: nn.Module) -> dict:
+    """summary.json's `extra` (see the module docstring)."""
+    g = exp.model.thinking
+    device = next(model.parameters()).device
+    sets = {size: tuple(t.to(device) for t in test_set(exp, size, n)) for size, n in zip(g.test_sizes, test_examples(g))}
+    grid = [exact_accuracy(model, x, y, list(g.test_passes), g.eval_batch) for x, y in sets.values()]
+    extra = {"task": g.task, "train_size": g.train_size, "max_iters": variant.max_iters,
+             "test": {"sizes": list(g.test_sizes), "passes": list(g.test_passes), "examples": test_examples(g),
+                      "seeds": [test_seed(exp.data.split_seed, s) for s in g.test_sizes],
+                      "accuracy": grid, "fixed_depth": not variant.has_loop},
+             "halting": None}
+    if variant.halting:
+        fixed = {size: row[-1] for size, row in zip(g.test_sizes, grid)}
+        extra["halting"] = halting_results(exp, model, sets, fixed)
+    return extra
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def train_run(exp: Experiment, variant: ThinkingVariant, seed: int, experiment: dict, started: float,
+              engine: dict | None = None) -> dict[str, bytes]:
+    """Train one (variant, seed); return its run folder's files (the runner's contract)."""
+    train, val = training_data(exp)
+    torch.manual_seed(seed)
+    model = build_model(exp, variant)
+    engine = dict(engine or {})
+    optimizer = (exp.train.optimizer, _optimizer_args(exp))
+    status, error = "finished", None
+    try:
+        if variant.halting:  # fit_halting trains where the model is: move it to train.device first
+            model.to(resolve_device(engine.get("device"), model))
+            history = fit_halting(model, train, val, loss="cross_entropy", prior=variant.halting_prior,
+                                  beta=variant.halting_beta, optimizer=optimizer, epochs=exp.train.epochs,
+                                  batch_size=exp.train.batch_size, seed=seed, progress=False, clip=engine.get("clip"))
+        else:
+            history = fit(model, train, val, loss="cross_entropy", optimizer=optimizer, epochs=exp.train.epochs,
+                          batch_size=exp.train.batch_size, seed=seed, progress=False,
+                          early_stopping=exp.train.early_stopping, **engine)
+    except TrainingDiverged as err:
+        history, status, error = err.history or History(), "diverged", str(err)
+    probes = extra = None
+    train_seconds = time.perf_counter() - started
+    if status == "finished":
+        net = model.model if isinstance(model, Halting) else model
+        original = evaluate(net, val, loss="cross_entropy")
+        probes = {"original": original, "skip_off": None, "feedback_off": None}
+        extra = extra_results(exp, variant, model)  # on the training device (a GPU config tests there too)
+        extra["train_seconds"] = train_seconds
+    model = model.cpu()
+    summary = {
+        "experiment": exp.name, "variant": variant.name, "seed": seed, **variant.described(),
+        "status": status, "task": "classification", "loss": "ponder(cross_entropy)" if variant.halting else "cross_entropy",
+        "val_samples": int(len(val[0])), "classes": 2,
+        "error": error, "probes": probes, **own_run_record(history, seed, started, model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if extra is not None:
+        summary["extra"] = extra
+    return own_run_files(experiment, variant, seed, summary, history, model if status == "finished" else None)
+
+
+__all__ = ["build_model", "exact_accuracy", "extra_results", "memory_estimates", "test_seed", "test_set",
+           "train_run", "training_data", "validate"]
