@@ -61,25 +61,31 @@ def split_at_loop(model: nn.Sequential) -> tuple[nn.Module, ln.Loop | None, nn.M
 
 
 @torch.no_grad()
-def exact_accuracy(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, passes: list[int],
-                   batch: int = 100) -> dict[int, float]:
-    """{passes: fraction of samples with every position right} after each test-time pass count.
+def accuracies(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, passes: list[int],
+               batch: int = 100) -> tuple[dict[int, float], dict[int, float]]:
+    """({passes: fraction of samples with every position right}, {passes: fraction of positions right})
+    after each test-time pass count.
 
     One run of max(passes) passes per batch, read by the part after the loop at each count in
     `passes`. A model without a loop (feedforward) has one depth: the same number for every count.
     """
     model.eval()
     before, loop, after = split_at_loop(model)
-    right = dict.fromkeys(passes, 0)
+    right, bits = dict.fromkeys(passes, 0), dict.fromkeys(passes, 0)
     for xb, yb in zip(x.split(batch), y.split(batch)):
-        if loop is None:
-            ok = (model(xb).argmax(1) == yb).flatten(1).all(1).sum().item()
-            right = {k: right[k] + ok for k in passes}
-            continue
-        for t, h in enumerate(islice(loop.iterate(before(xb)), max(passes)), start=1):
-            if t in right:
-                right[t] += (after(h).argmax(1) == yb).flatten(1).all(1).sum().item()
-    return {k: right[k] / len(x) for k in passes}
+        outputs = [(k, model(xb)) for k in passes] if loop is None else \
+            ((t, after(h)) for t, h in enumerate(islice(loop.iterate(before(xb)), max(passes)), start=1) if t in right)
+        for t, out in outputs:
+            hit = (out.argmax(1) == yb).flatten(1)
+            right[t] += hit.all(1).sum().item()
+            bits[t] += hit.float().mean(1).sum().item()
+    return {k: right[k] / len(x) for k in passes}, {k: bits[k] / len(x) for k in passes}
+
+
+def exact_accuracy(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, passes: list[int],
+                   batch: int = 100) -> dict[int, float]:
+    """{passes: fraction of samples with every position right} (see `accuracies`)."""
+    return accuracies(model, x, y, passes, batch)[0]
 
 
 class Progress:
@@ -190,11 +196,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results = []
         for size, (xt, yt) in tests.items():
             start = time.perf_counter()
-            acc = exact_accuracy(model, xt, yt, args.passes)
+            acc, per_position = accuracies(model, xt, yt, args.passes)
             results.append({"size": size, "n": len(xt), "accuracy": {str(k): a for k, a in acc.items()},
+                            "position_accuracy": {str(k): round(a, 5) for k, a in per_position.items()},
                             "test_s": round(time.perf_counter() - start, 1)})
-            print(f"{variant:20s} size {size:4d}  " + "  ".join(f"{k:4d}: {100 * a:5.1f}%" for k, a in acc.items()),
-                  flush=True)
+            print(f"{variant:20s} size {size:4d}  " + "  ".join(f"{k:4d}: {100 * a:5.1f}%" for k, a in acc.items())
+                  + "   per position: " + " ".join(f"{100 * a:.1f}" for a in per_position.values()), flush=True)
         row = {"variant": variant, "settings": settings(args), "passes": args.passes, "results": results,
                "train_s": None if trained is None else round(trained, 1), "epochs_log": progress.epochs,
                "load_at_start": round(load, 2), "load_at_end": round(os.getloadavg()[0], 2), "torch_threads": 1,
