@@ -71,7 +71,19 @@ def test_mazes_are_seeded_and_any_size():
     assert split.input_shape == (3, 9, 9) and split.x_val.shape == (2, 3, 25, 25)
 
 
+def test_mazes_drawn_with_pixels_per_cell_are_the_same_mazes_upsampled():
+    x1, y1 = mazes(4, 9, seed=7)
+    x2, y2 = mazes(4, 9, seed=7, pixels=2)
+    assert x2.shape == (4, 3, 18, 18) and y2.shape == (4, 18, 18)
+    for dr in (0, 1):  # every position of a 2 x 2 square is its cell
+        for dc in (0, 1):
+            assert torch.equal(x2[..., dr::2, dc::2], x1) and torch.equal(y2[:, dr::2, dc::2], y1)
+    assert int(x2[:, 1].sum()) == 4 * 4 and int(y2.sum()) == 4 * int(y1.sum())  # start: 4 pixels per maze
+    assert mazes_split(n_train=2, n_val=2, size=5, val_size=7, pixels=2).x_val.shape == (2, 3, 14, 14)
+
+
 @pytest.mark.parametrize("call, message", [
+    (lambda: mazes(2, 9, pixels=0), "pixels must be an integer >= 1"),
     (lambda: prefix_sums(4, 1), "bits must be an integer >= 2"),
     (lambda: prefix_sums(0, 8), "number of samples"),
     (lambda: prefix_sums_split(n_train=2, n_val=2, bits=8, val_bits=1), "val_bits must be"),

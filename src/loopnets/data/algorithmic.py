@@ -10,6 +10,10 @@ classification: the target has one class index per input position.
   them) carved by a randomised depth-first search, so exactly one path joins any two rooms; a
   random start and end room. x: (n, 3, size, size) float, channels open cells / start / end;
   y: (n, size, size) long, 1 on the cells of the path from start to end (both included).
+  One grid position per cell by default. `pixels=2` draws each cell as 2 x 2 positions, as
+  DeepThinking's data do (easy-to-hard-data: a "9x9" maze is our size 9, drawn 2 x 2 per cell with a
+  3-pixel wall border, 24 x 24 pixels); it carries no more information, costs 4x per conv pass and
+  about 2x the passes (a path is twice as long in positions), so the CPU configs use 1.
 
 `Split` pairs a training size with a validation size (`prefix_sums_split`, `mazes_split`), so
 that a model trained on 32-bit strings is validated on, say, 64-bit ones.
@@ -109,10 +113,15 @@ def path_between(open_: np.ndarray, start: tuple[int, int], end: tuple[int, int]
         cell = parent[cell]
 
 
-def mazes(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` mazes of side `size` and their solutions: x (n, 3, size, size) float, y (n, size, size) long."""
+def mazes(n: int, size: int, seed: int = 0, pixels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` mazes of side `size` and their solutions: x (n, 3, size * pixels, size * pixels) float,
+    y (n, size * pixels, size * pixels) long; each cell is `pixels` x `pixels` positions (the same
+    mazes, from the same seed, for every `pixels`)."""
     _check_count(n)
     check_maze_size(size)
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise ValueError(f"pixels must be an integer >= 1 (positions per cell side; DeepThinking's images: 2); "
+                         f"got {pixels!r}")
     rng = np.random.default_rng(seed)
     rooms = (size - 1) // 2
     x = np.zeros((n, 3, size, size), dtype=np.float32)
@@ -126,6 +135,9 @@ def mazes(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
         x[i, 1][start] = 1.0
         x[i, 2][end] = 1.0
         y[i] = path_between(open_, start, end)
+    if pixels > 1:  # each cell -> a pixels x pixels square
+        x = x.repeat(pixels, axis=-2).repeat(pixels, axis=-1)
+        y = y.repeat(pixels, axis=-2).repeat(pixels, axis=-1)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -138,8 +150,10 @@ def prefix_sums_split(n_train: int = 10_000, n_val: int = 1_000, bits: int = 32,
 
 
 def mazes_split(n_train: int = 5_000, n_val: int = 500, size: int = 9, val_size: int | None = None,
-                seed: int = 0) -> Split:
-    """Train on `size` x `size` mazes, validate on `val_size` ones (default: the same size)."""
-    x_train, y_train = mazes(n_train, size, seed=seed)
-    x_val, y_val = mazes(n_val, size if val_size is None else check_maze_size(val_size, "val_size"), seed=seed + 1)
+                seed: int = 0, pixels: int = 1) -> Split:
+    """Train on `size` x `size` mazes, validate on `val_size` ones (default: the same size); `pixels`
+    positions per cell side (see `mazes`)."""
+    x_train, y_train = mazes(n_train, size, seed=seed, pixels=pixels)
+    x_val, y_val = mazes(n_val, size if val_size is None else check_maze_size(val_size, "val_size"), seed=seed + 1,
+                         pixels=pixels)
     return Split(x_train, y_train, x_val, y_val, classes=("off path", "on path"))
