@@ -20,6 +20,7 @@ Means are over the finished seeds; the seeds are printed with every verdict.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -59,6 +60,52 @@ LABELS = {"target": "recall + progressive", "no_recall": "no recall (progressive
 OVERTHINKING = ("target", "no_recall", "no_progressive")
 ISSUE = 18
 KERNEL = 3  # the convolutions' kernel size (loopnets.models.thinking.recurrent.conv)
+
+
+BENCH = ROOT / "benchmarks" / "results" / "thinking"
+BENCH_RUNS = (  # measured by benchmarks/thinking.py, not (yet) as configs: (key, JSON file stem, title)
+    ("maze", "mazes-recall-progressive-w32", "Mazes, recall + progressive loss"),
+    ("maze_no_recall", "mazes-no-recall-w32", "Mazes, no recall (progressive loss)"),
+    ("transformer", "prefix_sums-transformer-bits16-eval", "Prefix sums, looped transformer (random passes, truncated backprop)"),
+)
+
+
+def benchmark_runs() -> list[dict]:
+    """The committed benchmarks/thinking.py measurements, as tables: exact (and per-position) accuracy
+    per (size, test passes), one seed each."""
+    runs = []
+    for key, stem, title in BENCH_RUNS:
+        path = BENCH / f"{stem}.json"
+        if not path.is_file():
+            continue
+        d = json.loads(path.read_text())
+        trained = d  # a re-test from a checkpoint (<stem>-eval) takes its training time from the training run's file
+        if d["train_s"] is None and (BENCH / f"{stem.removesuffix('-eval')}.json").is_file():
+            trained = json.loads((BENCH / f"{stem.removesuffix('-eval')}.json").read_text())
+        s = d["settings"]
+        passes = [str(k) for k in d["passes"]]
+        rows = [{"size": r["size"], "n": r["n"], "exact": [pct(r["accuracy"][k]) for k in passes],
+                 "position": [pct(r["position_accuracy"][k]) for k in passes] if "position_accuracy" in r else None}
+                for r in d["results"]]
+        runs.append({"key": key, "title": title, "file": f"benchmarks/results/thinking/{stem}.json", "passes": passes,
+                     "rows": rows, "settings": s, "train_minutes": f"{trained['train_s'] / 60:.1f}",
+                     "load": f"{trained['load_at_start']:.1f} / {trained['load_at_end']:.1f}",
+                     "threads": trained["torch_threads"],
+                     "raw": d})
+    return runs
+
+
+def verdict_maze(runs: list[dict], size: int, goal: float) -> dict:
+    """Hit when the maze net's exact accuracy at `size`, at its best test pass count, reaches `goal` (one seed)."""
+    run = next((r for r in runs if r["key"] == "maze"), None)
+    result = None if run is None else next((r for r in run["raw"]["results"] if r["size"] == size), None)
+    if result is None:
+        return {"status": "not run yet", "text": f"no committed maze measurement at {size} x {size}"}
+    best = max(result["accuracy"], key=lambda k: (result["accuracy"][k], -int(k)))
+    value = result["accuracy"][best]
+    return {"status": "hit" if value >= goal else "missed",
+            "text": f"best {pct(value)} of {result['n']} mazes at {best} passes (one seed, benchmarks/thinking.py, "
+                    f"trained on {run['settings']['size']} x {run['settings']['size']})"}
 
 
 def experiment_name(key: str) -> str:
@@ -320,6 +367,11 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
         c["halting_rows"] = [{"size": s, "passes": f"{h['passes'][i]:.1f}", "accuracy": pct(h["accuracy"][i]),
                               "fixed": pct(h["fixed"][i]), "ee_passes": f"{h['ee_passes'][i]:.1f}",
                               "ee_accuracy": pct(h["ee_accuracy"][i])} for i, s in enumerate(h["sizes"])]
+    c["bench"] = bench = benchmark_runs()
+    c["maze_verdicts"] = [(f"Mazes, {t['maze_a']} x {t['maze_a']}: at least {pct(t['maze_accuracy_a'])} solved exactly",
+                           verdict_maze(bench, t["maze_a"], t["maze_accuracy_a"])),
+                          (f"Mazes, {t['maze_b']} x {t['maze_b']}: at least {pct(t['maze_accuracy_b'])} solved exactly",
+                           verdict_maze(bench, t["maze_b"], t["maze_accuracy_b"]))]
     c["walls"] = [{"config": config_path(k), "runs": len(finished(e)),
                    "train_minutes": f"{max(s['extra']['train_seconds'] for _, s in finished(e)) / 60:.1f}"
                    if finished(e) else "", "wall_minutes": f"{e.wall_minutes():.1f}", "threads": e.threads(),

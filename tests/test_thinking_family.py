@@ -293,3 +293,20 @@ def test_the_thinking_page_builds_from_run_folders(tmp_path):
     assert "least 99.0 %**: missed. 0.0 % at" in page  # one epoch of a width-4 net solves no 512-bit string
     assert (tmp_path / "thinking-longer-accuracy.png").is_file() and (tmp_path / "thinking-longer-halting.png").is_file()
     assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(BT.papers()))
+
+
+def test_the_maze_verdict_reads_the_benchmarks_best_pass_count_and_the_page_shows_its_tables(tmp_path):
+    runs = [{"key": "maze", "settings": {"size": 9},
+             "raw": {"results": [{"size": 25, "n": 100, "accuracy": {"10": 0.2, "50": 0.93, "100": 0.91}}]}}]
+    v = BT.verdict_maze(runs, 25, 0.9)
+    assert v["status"] == "hit" and "93.0 % of 100 mazes at 50 passes" in v["text"]
+    assert BT.verdict_maze(runs, 25, 0.95)["status"] == "missed"
+    assert BT.verdict_maze(runs, 33, 0.5)["status"] == "not run yet"
+    assert BT.verdict_maze([], 25, 0.9)["status"] == "not run yet"
+    committed = {r["key"]: r for r in BT.benchmark_runs()}
+    assert set(committed) == {"maze", "maze_no_recall", "transformer"}  # benchmarks/results/thinking/*.json
+    page, _ = BT.render(BT.RESULTS, tmp_path / "page.md")
+    for run in committed.values():
+        assert f"`{run['file']}`" in page
+    size_25 = next(r for r in committed["maze"]["raw"]["results"] if r["size"] == 25)
+    assert f"| 25 | {size_25['n']} | {BT.pct(size_25['accuracy']['10'])} |" in page
