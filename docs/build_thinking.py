@@ -137,6 +137,21 @@ def finished(exp: Exp) -> list[tuple[int, dict]]:
                   if s.get("status") == "finished" and (s.get("extra") or {}).get("test"))
 
 
+def unfinished(exp: Exp) -> list[tuple[int, str, str]]:
+    """(seed, status, the run's error) of every run that did not finish (e.g. diverged)."""
+    return sorted((seed, s.get("status", "?"), s.get("error") or "") for seeds in exp.runs.values()
+                  for seed, s in seeds.items() if s.get("status") != "finished")
+
+
+def no_result(exps: dict, key: str) -> dict:
+    """The verdict of a config with no finished run: not run yet, or run and not finished (with why)."""
+    failed = unfinished(exps[key]) if key in exps else []
+    if not failed:
+        return {"status": "not run yet", "text": f"`{produce_command(key)}`"}
+    why = "; ".join(f"seed {seed} {status}: {error.split('. ')[0]}" for seed, status, error in failed)
+    return {"status": "no finished run", "text": f"{why} (`{config_path(key)}`; its report has the full error)"}
+
+
 def grid(exp: Exp) -> dict | None:
     """{"sizes", "passes", "seeds": [...], "per_seed": {seed: rows}, "mean": rows (sizes x passes)}."""
     runs = finished(exp)
@@ -226,7 +241,7 @@ def verdict_fails(exps: dict, bits: int, limit: float) -> dict:
 
 def verdict_halting(exps: dict, bits: int, within: float, share: float) -> dict:
     if "halting" not in exps or (h := halting(exps["halting"])) is None:
-        return {"status": "not run yet", "text": f"`{produce_command('halting')}`"}
+        return no_result(exps, "halting")
     if bits not in h["sizes"]:
         raise ValueError(f"the halting runs did not test size {bits}; add it to model.thinking.test_sizes")
     i = h["sizes"].index(bits)

@@ -142,7 +142,7 @@ def test_bad_loopy_configs_name_the_key(change, message):
 def test_loopy_keys_refused_in_other_families():
     with pytest.raises(ConfigError, match=r"model\.loopy applies only to model.family = 'loopy_cnn'"):
         from_dict({"model": {"loopy": {"filters": 3}}})
-    with pytest.raises(ConfigError, match=r"variants\[0\]\.model applies only to model.family = 'loopy_cnn' or 'inn'; this experiment's family is 'gated_autoencoder'"):
+    with pytest.raises(ConfigError, match=r"variants\[0\]\.model applies only to model.family = 'loopy_cnn' or 'inn' or 'thinking'; this experiment's family is 'gated_autoencoder'"):
         from_dict({"model": {"family": "gated_autoencoder"}, "variants": [{"feedback": "none", "model": "loopy"}]})
     with pytest.raises(ConfigError, match=r"model.family = 'loopy_cnn' needs its own \[\[variants\]\]"):
         from_dict({"model": {"family": "loopy_cnn"}, "data": {"name": "synthetic_cifar"}})
@@ -232,7 +232,7 @@ def test_data_dir_missing_data_gives_the_loaders_message(tmp_path, capsys):
     assert "no folder was given: run with --data-dir DIR" in capsys.readouterr().err
     assert not runs.exists()  # nothing written before the data is there
     assert main(["run", str(write(tmp_path)), "--runs-dir", str(runs), "--data-dir", str(tmp_path)]) == 2
-    assert "--data-dir applies only to data sets read from files you give (cifar10)" in capsys.readouterr().err
+    assert "--data-dir applies only to data sets read from files you give (cifar10, fashion_mnist, mnist_files)" in capsys.readouterr().err
 
 
 def test_data_dir_reaches_the_cifar_loader(tmp_path):

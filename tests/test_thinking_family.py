@@ -310,3 +310,12 @@ def test_the_maze_verdict_reads_the_benchmarks_best_pass_count_and_the_page_show
         assert f"`{run['file']}`" in page
     size_25 = next(r for r in committed["maze"]["raw"]["results"] if r["size"] == 25)
     assert f"| 25 | {size_25['n']} | {BT.pct(size_25['accuracy']['10'])} |" in page
+
+
+def test_a_run_that_diverged_is_reported_as_such_not_as_not_run():
+    diverged = BT.Exp("thinking-prefix-sums-halting", {}, {}, {"recall-halting": {0: {
+        "status": "diverged", "error": "training diverged at epoch 10, batch 87 of 100: the ponder loss is nan. Try a lower rate"}}}, {})
+    v = BT.verdict_halting({"halting": diverged}, 512, 0.01, 0.5)
+    assert v["status"] == "no finished run"
+    assert "seed 0 diverged: training diverged at epoch 10, batch 87 of 100: the ponder loss is nan" in v["text"]
+    assert BT.verdict_halting({}, 512, 0.01, 0.5)["status"] == "not run yet"
