@@ -215,7 +215,7 @@ def seeds_text(seeds: list[int]) -> str:
 def verdict_accuracy(exps: dict, key: str, bits: int, goal: float) -> dict:
     """Hit when the seeds' mean accuracy at the best test pass count reaches `goal`."""
     if key not in exps or (g := grid(exps[key])) is None:
-        return {"status": "not run yet", "text": f"`{produce_command(key)}`"}
+        return no_result(exps, key)
     value = at(g, bits)
     passes = best_passes(g, bits)
     each = ", ".join(f"seed {s}: {pct(at(g, bits, passes, s))}" for s in g["seeds"])
@@ -233,7 +233,9 @@ def verdict_fails(exps: dict, bits: int, limit: float) -> dict:
             continue
         parts.append((key, at(g, bits), g["seeds"]))
     if missing:
-        return {"status": "not run yet", "text": "; ".join(f"`{produce_command(k)}`" for k in missing)}
+        absent = [no_result(exps, k) for k in missing]
+        status = next((v["status"] for v in absent if v["status"] != "not run yet"), "not run yet")
+        return {"status": status, "text": "; ".join(v["text"] for v in absent)}
     status = "hit" if all(v <= limit for _, v, _ in parts) else "missed"
     text = "; ".join(f"{LABELS[k]}: best {pct(v)} over the test pass counts ({seeds_text(s)})" for k, v, s in parts)
     return {"status": status, "text": f"{text}; a visible failure is at most {pct(limit)}"}

@@ -319,3 +319,8 @@ def test_a_run_that_diverged_is_reported_as_such_not_as_not_run():
     assert v["status"] == "no finished run"
     assert "seed 0 diverged: training diverged at epoch 10, batch 87 of 100: the ponder loss is nan" in v["text"]
     assert BT.verdict_halting({}, 512, 0.01, 0.5)["status"] == "not run yet"
+    target = BT.Exp("thinking-prefix-sums-recall-progressive", {}, {}, {"recall-progressive": {1: {
+        "status": "diverged", "error": "training diverged at epoch 3, batch 5 of 100: the loss is nan. Try"}}}, {})
+    assert BT.verdict_accuracy({"target": target}, "target", 512, 0.99)["status"] == "no finished run"
+    v = BT.verdict_fails({"no_recall": target}, 512, 0.5)
+    assert v["status"] == "no finished run" and "seed 1 diverged" in v["text"] and "feedforward" in v["text"]
