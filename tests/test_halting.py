@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import loopnets as ln
-from loopnets.core.halting import Halting, geometric_prior, halting_distribution, halting_head, ponder_loss
+from loopnets.core.halting import (Halting, geometric_prior, halting_distribution, halting_head,
+                                   halting_log_distribution, ponder_loss)
 
 pytestmark = pytest.mark.usefixtures("float64_and_seed")  # float64, seed 0 (conftest.py)
 
@@ -39,6 +40,30 @@ def test_ponder_loss_matches_the_formula():
         kl = sum(p[t, b].item() * math.log(p[t, b].item() / prior[t]) for t in range(T))
         want += (expected + beta * kl) / B
     assert ponder_loss(losses, p, lambda_p, beta).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_the_log_distribution_is_the_log_of_the_distribution():
+    logits = 3 * torch.randn(6, 4)
+    log_p = halting_log_distribution(logits)
+    torch.testing.assert_close(log_p.exp(), halting_distribution(torch.sigmoid(logits)), rtol=1e-12, atol=1e-15)
+    losses, p = torch.rand(6, 4), log_p.exp()
+    torch.testing.assert_close(ponder_loss(losses, p, 0.2, 0.5, log_p=log_p), ponder_loss(losses, p, 0.2, 0.5),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_a_saturated_halting_head_keeps_a_finite_gradient_in_float32():
+    """The divergence of the first halting run (NaN at epoch 10): once a pass's lambda rounds to 1
+    in float32, every later p_t is exactly 0 and p log p's gradient there is inf * 0 = NaN. The
+    log-space KL (`halting_log_distribution`) keeps it finite."""
+    logits = torch.tensor([[0.5], [40.0], [3.0], [2.0]], dtype=torch.float32, requires_grad=True)
+    losses = torch.rand(4, 1, dtype=torch.float32)
+    p = halting_distribution(torch.sigmoid(logits))
+    assert (p[2:] == 0).all()  # the underflow: sigmoid(40) == 1 in float32
+    old, = torch.autograd.grad(ponder_loss(losses, p, 0.1, 0.01), logits)
+    assert not torch.isfinite(old).all()  # the formula on p alone: NaN
+    log_p = halting_log_distribution(logits)
+    new, = torch.autograd.grad(ponder_loss(losses, log_p.exp(), 0.1, 0.01, log_p=log_p), logits)
+    assert torch.isfinite(new).all() and new.abs().sum() > 0
 
 
 def tiny_model(T=4):

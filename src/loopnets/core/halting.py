@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from loopnets.core.loop import check_unroll
 from loopnets.core.passes import EarlyExit, split_at_loop
@@ -62,6 +63,20 @@ def halting_distribution(lambdas: Tensor) -> Tensor:
     return survive * halt
 
 
+def halting_log_distribution(logits: Tensor) -> Tensor:
+    """log p (T, B) from the halting head's logits (T, B), lambda = sigmoid(logit), in log space:
+    log p_t = log lambda_t + sum_{s<t} log(1 - lambda_s), with log lambda = logsigmoid(z) and
+    log(1 - lambda) = logsigmoid(-z). Finite where `halting_distribution` underflows: once a pass's
+    lambda rounds to 1, every later p_t is 0 in float32 and the KL term's p log p has an infinite
+    gradient there (PonderNet training turns NaN); its log stays finite, about -sum of the logits."""
+    if logits.dim() < 1 or len(logits) < 1:
+        raise ValueError(f"halting logits need at least one pass, shape (passes, batch); got {tuple(logits.shape)}")
+    zeros = torch.zeros_like(logits[:1])
+    log_survive = torch.cumsum(torch.cat([zeros, F.logsigmoid(-logits[:-1])]), dim=0)
+    log_halt = torch.cat([F.logsigmoid(logits[:-1]), zeros])  # the last pass takes everything left
+    return log_survive + log_halt
+
+
 def geometric_prior(lambda_p: float, passes: int, dtype: torch.dtype | None = None,
                     device: torch.device | None = None) -> Tensor:
     """(passes,) the geometric prior truncated at `passes`, its tail on the last pass (sums to 1)."""
@@ -70,7 +85,7 @@ def geometric_prior(lambda_p: float, passes: int, dtype: torch.dtype | None = No
     return halting_distribution(torch.full((passes,), lambda_p, dtype=dtype, device=device))
 
 
-def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float) -> Tensor:
+def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float, log_p: Tensor | None = None) -> Tensor:
     """mean over the batch of sum_t p_t L_t + beta * KL(p || geometric prior), a scalar.
 
     Args:
@@ -78,6 +93,9 @@ def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float) -> Tens
         p: (T, B) the halting distribution (`halting_distribution`).
         lambda_p: the prior's halting probability per pass, in (0, 1).
         beta: weight of the KL term, >= 0 (PonderNet uses 0.01).
+        log_p: (T, B) log p from the logits (`halting_log_distribution`), for a KL term whose
+            gradient stays finite where p underflows to 0 (training uses it: `Halting.loss`);
+            None computes the KL from p alone, exact while no p_t is 0.
     """
     lambda_p = check_prior(lambda_p)
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
@@ -86,17 +104,24 @@ def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float) -> Tens
         raise ValueError(f"losses and halting probabilities need the same shape (passes, batch); "
                          f"got {tuple(losses.shape)} and {tuple(p.shape)}")
     prior = geometric_prior(lambda_p, len(p), p.dtype, p.device)[:, None]  # (T, 1)
-    kl = (torch.special.xlogy(p, p) - p * prior.log()).sum(0)  # (B,); 0 log 0 = 0
+    if log_p is None:
+        kl = (torch.special.xlogy(p, p) - p * prior.log()).sum(0)  # (B,); 0 log 0 = 0
+    else:
+        if log_p.shape != p.shape:
+            raise ValueError(f"log_p and p need the same shape (passes, batch); got {tuple(log_p.shape)} and "
+                             f"{tuple(p.shape)}")
+        kl = (p * (log_p - prior.log())).sum(0)  # p = exp(log_p): d/dlog_p -> 0 as p -> 0, never inf * 0
     return ((p * losses).sum(0) + beta * kl).mean()
 
 
 @dataclass
 class Pondered:
-    """`Halting.ponder`'s result: outputs T x (B, *out), lambdas (T, B), p (T, B)."""
+    """`Halting.ponder`'s result: outputs T x (B, *out), lambdas (T, B), p (T, B) and its log (T, B)."""
 
     outputs: list[Tensor]
     lambdas: Tensor
     p: Tensor
+    log_p: Tensor
 
 
 class Halting(nn.Module):
@@ -127,13 +152,17 @@ class Halting(nn.Module):
 
     def lambdas(self, h: Tensor) -> Tensor:
         """(B,) lambda = sigmoid(halt(h)) for the loop state h (B, *)."""
+        return torch.sigmoid(self.logits(h))
+
+    def logits(self, h: Tensor) -> Tensor:
+        """(B,) the halting head's logit for the loop state h (B, *)."""
         logit = self.halt(h)
         if logit.dim() == 2 and logit.shape[1] == 1:
             logit = logit[:, 0]
         if logit.shape != h.shape[:1]:
             raise ValueError(f"the halting head must give one logit per sample, shape ({len(h)},) or ({len(h)}, 1); "
                              f"got {tuple(logit.shape)}: end it in a layer with one output, e.g. nn.Linear(width, 1)")
-        return torch.sigmoid(logit)
+        return logit
 
     def ponder(self, x: Tensor, passes: int | None = None, logits: bool = False) -> Pondered:
         """Every pass's model output, lambdas and p, with the graph (for `ponder_loss`)."""
@@ -147,8 +176,9 @@ class Halting(nn.Module):
         outs = [loop.output_after(raw[:t]) for t in range(1, T + 1)]
         if after is not None:
             outs = list(after(torch.cat(outs)).split(len(loop_input)))
-        lambdas = torch.stack([self.lambdas(h) for h in raw])  # (T, B)
-        return Pondered(outs, lambdas, halting_distribution(lambdas))
+        logits = torch.stack([self.logits(h) for h in raw])  # (T, B)
+        log_p = halting_log_distribution(logits)
+        return Pondered(outs, torch.sigmoid(logits), log_p.exp(), log_p)
 
     def loss(self, x: Tensor, y: Tensor, per_sample: Callable[[Tensor, Tensor], Tensor], lambda_p: float,
              beta: float = 0.01, passes: int | None = None) -> Tensor:
@@ -156,7 +186,7 @@ class Halting(nn.Module):
         check_prior(lambda_p)
         run = self.ponder(x, passes)
         losses = torch.stack([per_sample(out, y) for out in run.outputs])  # (T, B)
-        return ponder_loss(losses, run.p, lambda_p, beta)
+        return ponder_loss(losses, run.p, lambda_p, beta, log_p=run.log_p)
 
     @torch.no_grad()
     def stop(self, x: Tensor, threshold: float | None = None, max_passes: int | None = None) -> EarlyExit:
