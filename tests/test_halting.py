@@ -66,6 +66,26 @@ def test_a_saturated_halting_head_keeps_a_finite_gradient_in_float32():
     assert torch.isfinite(new).all() and new.abs().sum() > 0
 
 
+def test_the_min_pool_head_is_the_least_ready_positions_logit():
+    head = halting_head(4, dim=1, pool="min")
+    h = torch.randn(3, 4, 7)
+    per_position = head[0](h)[:, 0]  # (B, L) the 1 x 1 conv's logits
+    torch.testing.assert_close(head(h), per_position.min(1).values)
+    # one unfinished position holds the sample back however long the input: the mean head's logit
+    # moves by 1 / length for it, the min head's by all of it
+    w = head[0]
+    with torch.no_grad():
+        w.weight.zero_(), w.bias.fill_(5.0), w.weight[0, 0, 0].fill_(-10.0)
+    for length in (8, 512):
+        h = torch.zeros(1, 4, length)
+        h[0, 0, length // 2] = 1.0  # logit 5 - 10 = -5 there, 5 elsewhere
+        assert head(h).item() == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="vector state"):
+        halting_head(4, dim=0, pool="min")
+    with pytest.raises(ValueError, match="pool must be one of mean, min"):
+        halting_head(4, dim=1, pool="max")
+
+
 def tiny_model(T=4):
     loop = ln.Loop(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), unroll=T, merge="add")
     return Halting(nn.Sequential(nn.Linear(2, 3), loop, nn.Linear(3, 2)), halting_head(3, dim=0))

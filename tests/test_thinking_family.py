@@ -6,11 +6,17 @@ against the fixed budget and early_exit), and the shipped configs (the GPU one i
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 from conftest import ROOT
 from torch import nn
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import loopnets as ln
 from loopnets.cli import main
@@ -85,10 +91,13 @@ def test_bad_settings_get_clear_errors(thinking, words):
 
 
 @pytest.mark.parametrize("variant, words", [
-    ({"halting": True, "backprop": "progressive"}, "set backprop = 'tied'"),
+    ({"halting": True, "backprop": "progressive"}, "or halting_pretrain = <epochs>"),
     ({"halting": True, "model": "feedforward"}, "needs a looped model"),
     ({"halting": True, "backprop": "tied", "halting_prior": 1.2}, r"variants\[0\].halting_prior must be in \(0, 1\)"),
     ({"model": "transformer", "width": 10, "heads": 4}, "must be divisible by heads = 4"),
+    ({"halting": True, "halting_pretrain": 1}, r"halting_pretrain = 1 must be >= 0 and below train.epochs = 1"),
+    ({"halting": True, "backprop": "tied", "halting_freeze": True}, "halting_pretrain = 0 leaves untrained"),
+    ({"halting": True, "backprop": "tied", "halting_pool": "max"}, "halting_pool"),
 ])
 def test_bad_variants_get_clear_errors(variant, words):
     config = {**raw(), "variants": [{"name": "v", **variant}]}
@@ -164,6 +173,53 @@ def test_a_tiny_config_trains_and_reports(tmp_path):
     assert "Accuracy vs test-time passes" in report and "Learned halting" in report
     results = json.loads((root / "report" / "results.json").read_text())
     assert set(results["thinking"]) == {"rp", "ff", "halt"}
+
+
+def test_halting_after_pretraining_trains_the_net_then_only_the_frozen_nets_head():
+    """halting_pretrain: the net's own epochs (progressive) first, then PonderNet's loss with the
+    net frozen (halting_freeze): the net's weights after the first phase are its final ones, the
+    head's are not, and the history numbers both phases' epochs in order."""
+    exp = from_dict({**raw(), "train": {"epochs": 3, "batch_size": 32, "seeds": [0]},
+                     "variants": [{"name": "h", "backprop": "progressive", "halting": True, "halting_pretrain": 2,
+                                   "halting_freeze": True, "halting_pool": "min"}]})
+    variant, = X.validate(exp)
+    train, val = X.training_data(exp)
+    torch.manual_seed(0)
+    model = X.build_model(exp, variant)
+    head_before = [p.detach().clone() for p in model.halt.parameters()]
+    net_after = {}
+    real_fit = X.fit
+
+    def fit_and_keep(net, *args, **kwargs):
+        history = real_fit(net, *args, **kwargs)
+        net_after.update({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return history
+
+    X.fit = fit_and_keep
+    try:
+        history = X.train_halting(model, variant, exp, train, val, seed=0, engine={})
+    finally:
+        X.fit = real_fit
+    assert [r.epoch for r in history.records] == [1, 2, 3]
+    assert history["val_passes"][:2] == [None, None] and history["val_passes"][2] is not None
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, net_after[key]), key  # frozen through the PonderNet epoch
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, model.halt.parameters()))
+    assert isinstance(model.model[1].backprop, ln.Progressive)  # its own mode is back after the halting phase
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_halting_without_freeze_trains_the_net_in_the_ponder_phase_too():
+    exp = from_dict({**raw(), "train": {"epochs": 2, "batch_size": 32, "seeds": [0]},
+                     "variants": [{"name": "h", "backprop": "progressive", "halting": True, "halting_pretrain": 1}]})
+    variant, = X.validate(exp)
+    train, val = X.training_data(exp)
+    torch.manual_seed(0)
+    model = X.build_model(exp, variant)
+    before = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+    history = X.train_halting(model, variant, exp, train, val, seed=0, engine={})
+    assert len(history) == 2
+    assert any(not torch.equal(v, before[k]) for k, v in model.model.state_dict().items())
 
 
 def test_halting_results_are_the_halting_models_own_stops():
@@ -272,17 +328,13 @@ def test_the_thinking_page_builds_from_run_folders(tmp_path):
 
     runs = tmp_path / "runs"
     for key in ("target", "halting"):
-        config = load_config(ROOT / BT.config_path(key), [
-            "model.thinking.train_size=8", "model.thinking.train_examples=64", "model.thinking.val_examples=16",
-            "model.thinking.test_sizes=[8, 512, 1024]", "model.thinking.test_examples=4",
-            "model.thinking.test_passes=[2, 4]", "model.thinking.width=4", "model.thinking.max_iters=3",
-            "train.epochs=1", "train.seeds=[0]", "train.clip=[\"norm\", 1.0]"])
-        from loopnets.experiments.config import to_dict
-
-        data = to_dict(config)
-        data["variants"] = [{k: v for k, v in variant.items() if v is not None} for variant in data["variants"]]
+        data = tomllib.loads((ROOT / BT.config_path(key)).read_text())
+        data["model"]["thinking"].update(train_size=8, train_examples=64, val_examples=16, test_sizes=[8, 512, 1024],
+                                         test_examples=4, test_passes=[2, 4], width=4, max_iters=3)
+        data["train"].update(epochs=2, seeds=[0])
+        data["train"].pop("scheduler", None)
         if key == "halting":
-            data["variants"][0]["halting_max_passes"] = 3
+            data["variants"][0].update(halting_max_passes=3, halting_pretrain=1)
         path = tmp_path / f"{key}.toml"
         path.write_text(tomli_w.dumps(data))
         assert main(["run", str(path), "--runs-dir", str(runs), "--workers", "1"]) == 0

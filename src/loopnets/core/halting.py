@@ -233,10 +233,32 @@ def check_threshold(threshold: object) -> float:
     return float(threshold)
 
 
-def halting_head(width: int, dim: int = 1) -> nn.Module:
-    """A halting head for a conv state (B, width, *S): global average pool, then one linear logit
-    (dim 0: a vector state (B, width))."""
-    pool = {0: [], 1: [nn.AdaptiveAvgPool1d(1), nn.Flatten()], 2: [nn.AdaptiveAvgPool2d(1), nn.Flatten()]}
-    if dim not in pool:
+POOLS = ("mean", "min")
+
+
+class PositionMin(nn.Module):
+    """(B, 1, *S) per-position logits -> (B,) their minimum: the sample halts only when its least
+    ready position would."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z.flatten(1).amin(1)
+
+
+def halting_head(width: int, dim: int = 1, pool: str = "mean") -> nn.Module:
+    """A halting head for a conv state (B, width, *S) (dim 0: a vector state (B, width)).
+
+    pool "mean": global average pool, then one linear logit. "min": one logit per position (a 1 x 1
+    convolution), the sample's logit their minimum, so it halts only once every position is ready;
+    a mean over positions dilutes one unfinished position by the size, so a head trained on short
+    inputs halts too early on long ones, and the minimum does not (conv states only)."""
+    if dim not in (0, 1, 2):
         raise ValueError(f"dim must be 0 (vector state), 1 or 2 (conv states); got {dim!r}")
-    return nn.Sequential(*pool[dim], nn.Linear(width, 1))
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+    if pool == "min":
+        if dim == 0:
+            raise ValueError("pool='min' takes the minimum over positions, which a vector state (dim 0) has none "
+                             "of: use pool='mean' (a linear logit of the state)")
+        return nn.Sequential((nn.Conv1d if dim == 1 else nn.Conv2d)(width, 1, 1), PositionMin())
+    avg = {0: [], 1: [nn.AdaptiveAvgPool1d(1), nn.Flatten()], 2: [nn.AdaptiveAvgPool2d(1), nn.Flatten()]}
+    return nn.Sequential(*avg[dim], nn.Linear(width, 1))

@@ -7,7 +7,10 @@ every variant of every config sees the same test instances.
 
 Training: `loopnets.fit` with cross-entropy per position (`ln.Progressive(alpha)` / `ln.Tied()` /
 `ln.Truncated(grad_passes)` as the loop's mode), or for a halting variant `ln.fit_halting`
-(PonderNet's expected loss over `halting_max_passes` passes + beta KL to the geometric prior).
+(PonderNet's expected loss over `halting_max_passes` passes + beta KL to the geometric prior),
+after `halting_pretrain` epochs of `fit` with the loop's own mode when it has any; the PonderNet
+epochs run the loop as `ln.Tied` (a graph at every pass) and, with `halting_freeze`, train the
+halting head alone. The run's history is both phases, one after the other.
 
 summary.json `extra` (docs/contract-runs.md, family "thinking"):
 
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import time
+from contextlib import contextmanager
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -46,7 +51,7 @@ from loopnets.models.thinking.schema import DIMS, IN_CHANNELS, ThinkingVariant, 
 from loopnets.models.thinking.transformer import looped_transformer
 from loopnets.training.fit import History, TrainingDiverged, evaluate, fit
 from loopnets.training.device import resolve_device
-from loopnets.training.halting import fit_halting
+from loopnets.training.halting import HaltingHistory, fit_halting
 from loopnets.training.optim import make_optimizer
 
 GENERATORS = {"prefix_sums": prefix_sums, "mazes": mazes}
@@ -108,7 +113,8 @@ def build_model(exp: Experiment, variant: ThinkingVariant) -> nn.Module:
         net = recurrent_conv(dim, channels, width=variant.width, blocks=variant.blocks, recall=recall,
                              unroll=variant.max_iters, backprop=backprop_of(variant))
         if variant.halting:
-            return Halting(net, halting_head(variant.width, dim), max_passes=variant.halting_max_passes,
+            return Halting(net, halting_head(variant.width, dim, variant.halting_pool),
+                           max_passes=variant.halting_max_passes,
                            threshold=g.halting_threshold)
         return net
     except ValueError as err:
@@ -235,6 +241,58 @@ def extra_results(exp: Experiment, variant: ThinkingVariant, model: nn.Module) -
 # --------------------------------------------------------------------------- one run
 
 
+@contextmanager
+def graph_at_every_pass(net: nn.Module):
+    """The net's loops run as `ln.Tied` inside (PonderNet's loss needs every pass's output with its
+    graph, which e.g. the progressive loss's passes lack); their own modes come back after."""
+    loops = [m for m in net.modules() if isinstance(m, Loop) and not m.backprop.pass_readout]
+    before = [loop.backprop for loop in loops]
+    try:
+        for loop in loops:
+            loop.backprop = Tied()
+            loop.backprop.attach(loop)
+        yield net
+    finally:
+        for loop, mode in zip(loops, before):
+            loop.backprop = mode
+
+
+def train_halting(model: Halting, variant: ThinkingVariant, exp: Experiment, train: tuple, val: tuple, seed: int,
+                  engine: dict) -> HaltingHistory:
+    """A halting variant's training: `halting_pretrain` epochs of the net alone with its own mode
+    (`fit`, with train.scheduler), then PonderNet's loss (`fit_halting`) for the rest, the net frozen
+    if `halting_freeze`. One history, the halting epochs numbered after the net's."""
+    model.to(resolve_device(engine.get("device"), model))  # fit_halting trains where the model is
+    first = HaltingHistory()
+    if variant.halting_pretrain:
+        done = fit(model.model, train, val, loss="cross_entropy", optimizer=(exp.train.optimizer, _optimizer_args(exp)),
+                   epochs=variant.halting_pretrain, batch_size=exp.train.batch_size, seed=seed, progress=False, **engine)
+        first = HaltingHistory(records=[HaltingHistory.RECORD(**asdict(r)) for r in done.records],
+                               best_epoch=done.best_epoch)
+    if variant.halting_freeze:
+        model.model.requires_grad_(False)
+    try:
+        with graph_at_every_pass(model.model):
+            second = fit_halting(model, train, val, loss="cross_entropy", prior=variant.halting_prior,
+                                 beta=variant.halting_beta, optimizer=(exp.train.optimizer, _optimizer_args(exp)),
+                                 epochs=exp.train.epochs - variant.halting_pretrain, batch_size=exp.train.batch_size,
+                                 seed=seed, progress=False, clip=engine.get("clip"))
+    except TrainingDiverged as err:
+        err.history = _joined(first, err.history or HaltingHistory())
+        raise
+    finally:
+        model.model.requires_grad_(True)
+    return _joined(first, second)
+
+
+def _joined(first: HaltingHistory, second: HaltingHistory) -> HaltingHistory:
+    offset = len(first)
+    records = first.records + [HaltingHistory.RECORD(**{**asdict(r), "epoch": r.epoch + offset}) for r in second.records]
+    best = second.best_epoch + offset if second.best_epoch is not None else first.best_epoch
+    return HaltingHistory(records=records, stopped_early=second.stopped_early, best_epoch=best,
+                          diverged=second.diverged)
+
+
 def train_run(exp: Experiment, variant: ThinkingVariant, seed: int, experiment: dict, started: float,
               engine: dict | None = None) -> dict[str, bytes]:
     """Train one (variant, seed); return its run folder's files (the runner's contract)."""
@@ -245,11 +303,8 @@ def train_run(exp: Experiment, variant: ThinkingVariant, seed: int, experiment: 
     optimizer = (exp.train.optimizer, _optimizer_args(exp))
     status, error = "finished", None
     try:
-        if variant.halting:  # fit_halting trains where the model is: move it to train.device first
-            model.to(resolve_device(engine.get("device"), model))
-            history = fit_halting(model, train, val, loss="cross_entropy", prior=variant.halting_prior,
-                                  beta=variant.halting_beta, optimizer=optimizer, epochs=exp.train.epochs,
-                                  batch_size=exp.train.batch_size, seed=seed, progress=False, clip=engine.get("clip"))
+        if variant.halting:
+            history = train_halting(model, variant, exp, train, val, seed, engine)
         else:
             history = fit(model, train, val, loss="cross_entropy", optimizer=optimizer, epochs=exp.train.epochs,
                           batch_size=exp.train.batch_size, seed=seed, progress=False,

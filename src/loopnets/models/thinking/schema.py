@@ -44,7 +44,9 @@ DIMS = {"prefix_sums": 1, "mazes": 2}  # conv dimension of each task
 IN_CHANNELS = {"prefix_sums": 1, "mazes": 3}
 # variant keys that override [model.thinking]'s setting of the same name
 VARIANT_KEYS = ("model", "recall", "backprop", "alpha", "grad_passes", "max_iters", "width", "blocks", "heads",
-                "halting", "halting_prior", "halting_beta", "halting_max_passes")
+                "halting", "halting_prior", "halting_beta", "halting_max_passes", "halting_pool", "halting_pretrain",
+                "halting_freeze")
+HALTING_POOLS = ("mean", "min")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ class ThinkingConfig:
     Learned halting (a variant with `halting = true`): PonderNet's halting head on the recurrent
     net (`ln.Halting`, `ln.fit_halting`), trained for `halting_max_passes` passes (default max_iters)
     with the geometric prior `halting_prior` (in (0, 1), about 1 / prior expected passes) and KL
-    weight `halting_beta`. At test it stops by halting probability (cumulative >= `halting_threshold`)
+    weight `halting_beta`; the head pools the state by `halting_pool` (mean, or min: one logit per
+    position, the sample's the least ready one's). `halting_pretrain` epochs (of train.epochs) first
+    train the net alone with its `backprop` (e.g. progressive), the rest with PonderNet's loss, the
+    net frozen there if `halting_freeze` (only the head learns when the loop is done). At test it stops by halting probability (cumulative >= `halting_threshold`)
     within max(test_passes) passes, and is compared with the fixed budget and `ln.early_exit`
     (`early_exit_criterion` below `early_exit_threshold`).
     """
@@ -96,6 +101,9 @@ class ThinkingConfig:
     halting_prior: float = 0.1
     halting_beta: float = 0.01
     halting_max_passes: Union[int, None] = None  # None: max_iters
+    halting_pool: Literal[HALTING_POOLS] = "mean"
+    halting_pretrain: int = 0  # epochs of train.epochs that train the net alone first, with its backprop
+    halting_freeze: bool = False  # the PonderNet epochs train the halting head only
     halting_threshold: float = 0.5
     early_exit_criterion: Literal[EARLY_EXIT_CRITERIA] = "residual"
     early_exit_threshold: float = 1e-3
@@ -119,6 +127,9 @@ class ThinkingVariantConfig:
     halting_prior: Union[float, None] = None
     halting_beta: Union[float, None] = None
     halting_max_passes: Union[int, None] = None
+    halting_pool: Union[Literal[HALTING_POOLS], None] = None
+    halting_pretrain: Union[int, None] = None
+    halting_freeze: Union[bool, None] = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,9 @@ class ThinkingVariant:
     halting_prior: float
     halting_beta: float
     halting_max_passes: int
+    halting_pool: str = "mean"
+    halting_pretrain: int = 0
+    halting_freeze: bool = False
     overrides: tuple = ()  # the variant keys set in [[variants]] (for the run's own config.toml)
 
     method = "thinking"  # summary.json's method (class attribute, not a field)
@@ -164,7 +178,8 @@ class ThinkingVariant:
             out["grad_passes"] = self.grad_passes
         if self.halting:
             out.update(halting_prior=self.halting_prior, halting_beta=self.halting_beta,
-                       halting_max_passes=self.halting_max_passes)
+                       halting_max_passes=self.halting_max_passes, halting_pool=self.halting_pool,
+                       halting_pretrain=self.halting_pretrain, halting_freeze=self.halting_freeze)
         return out
 
     def table(self) -> dict:
@@ -226,10 +241,10 @@ def check(exp: Any) -> None:
             "a sample stops once its cumulative halting probability reaches it; 0.5 is the median")
     if g.early_exit_threshold < 0:
         raise ConfigError(f"config key {where}early_exit_threshold must be >= 0; got {g.early_exit_threshold}")
-    _check_variant_values(where, g, g.task)
+    _check_variant_values(where, g, g.task, exp.train.epochs)
 
 
-def _check_variant_values(where: str, v: Any, task: str) -> None:
+def _check_variant_values(where: str, v: Any, task: str, epochs: int) -> None:
     """The keys a variant may override, as `where` + key (model.thinking. or variants[i].)."""
     _number(where + "alpha", v.alpha, 0, 1, (True, True), "the weight of the progressive term; 1: progressive only")
     _number(where + "halting_prior", v.halting_prior, 0, 1, (False, False),
@@ -249,10 +264,18 @@ def _check_variant_values(where: str, v: Any, task: str) -> None:
     if v.halting and v.model == "feedforward":
         raise ConfigError(f"config key {where}halting = true needs a looped model; model = 'feedforward' has one "
                           f"depth: use model = 'recurrent'")
-    if v.halting and v.backprop == "progressive":
+    if v.halting_pretrain < 0 or (v.halting and v.halting_pretrain >= epochs):
+        raise ConfigError(f"config key {where}halting_pretrain = {v.halting_pretrain} must be >= 0 and below "
+                          f"train.epochs = {epochs}: the last train.epochs - halting_pretrain epochs train with "
+                          f"PonderNet's loss, at least one")
+    if v.halting and v.backprop == "progressive" and not v.halting_pretrain:
         raise ConfigError(f"config key {where}halting = true trains with PonderNet's expected loss over every pass, "
                           f"which needs each pass's output with its graph; backprop = 'progressive' runs its passes "
-                          f"without one: set backprop = 'tied' (or 'truncated') for the halting variant")
+                          f"without one: set backprop = 'tied' (or 'truncated'), or halting_pretrain = <epochs> to "
+                          f"train the net with the progressive loss first and PonderNet's loss after")
+    if v.halting and v.halting_freeze and not v.halting_pretrain:
+        raise ConfigError(f"config key {where}halting_freeze = true trains only the halting head, on a net that "
+                          f"halting_pretrain = 0 leaves untrained: set halting_pretrain to the net's epochs")
 
 
 def expand(exp: Any) -> list[ThinkingVariant]:
@@ -267,7 +290,7 @@ def expand(exp: Any) -> list[ThinkingVariant]:
             if values[key] < 1:
                 raise ConfigError(f"config key {where}{key} must be >= 1; got {values[key]}")
         resolved = replace(g, **values)
-        _check_variant_values(where, resolved, g.task)
+        _check_variant_values(where, resolved, g.task, exp.train.epochs)
         if values["halting_max_passes"] is None:
             values["halting_max_passes"] = values["max_iters"]
         name = v.name or _default_name(values)
@@ -285,5 +308,5 @@ def _default_name(values: dict) -> str:
     return name + ("-halting" if values["halting"] else "")
 
 
-__all__ = ["BACKPROPS", "DIMS", "FAMILY", "IN_CHANNELS", "MODELS", "RECALLS", "TASKS", "ThinkingConfig",
+__all__ = ["BACKPROPS", "DIMS", "FAMILY", "HALTING_POOLS", "IN_CHANNELS", "MODELS", "RECALLS", "TASKS", "ThinkingConfig",
            "ThinkingVariant", "ThinkingVariantConfig", "check", "check_size", "expand", "test_examples"]
