@@ -98,6 +98,10 @@ def test_bad_settings_get_clear_errors(thinking, words):
     ({"halting": True, "halting_pretrain": 1}, r"halting_pretrain = 1 must be >= 0 and below train.epochs = 1"),
     ({"halting": True, "backprop": "tied", "halting_freeze": True}, "halting_pretrain = 0 leaves untrained"),
     ({"halting": True, "backprop": "tied", "halting_pool": "max"}, "halting_pool"),
+    ({"window": 3}, "for model = 'transformer' only"),
+    ({"model": "transformer", "window": 1}, "a sliding attention window of >= 2 positions"),
+    ({"model": "transformer", "backprop": "truncated", "min_passes": 9}, "min_passes = 9 must be in 1..max_iters = 4"),
+    ({"min_passes": 2}, "the progressive loss draws its own"),
 ])
 def test_bad_variants_get_clear_errors(variant, words):
     config = {**raw(), "variants": [{"name": "v", **variant}]}
@@ -220,6 +224,28 @@ def test_halting_without_freeze_trains_the_net_in_the_ponder_phase_too():
     history = X.train_halting(model, variant, exp, train, val, seed=0, engine={})
     assert len(history) == 2
     assert any(not torch.equal(v, before[k]) for k, v in model.model.state_dict().items())
+
+
+def test_a_windowed_transformer_variant_trains_with_random_pass_counts(monkeypatch):
+    exp = from_dict({**raw(), "variants": [{"name": "t", "model": "transformer", "backprop": "truncated",
+                                            "grad_passes": 2, "min_passes": 2, "window": 3, "heads": 2}]})
+    variant, = X.validate(exp)
+    model = X.build_model(exp, variant)
+    assert model[2].body.window == 3 and model[2].unroll == 4
+    seen = {}
+    real_fit = X.fit
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(X, "fit", spy)
+    from loopnets.experiments.config import to_dict
+
+    files = X.train_run(exp, variant, 0, to_dict(exp), 0.0)
+    summary = json.loads(files["summary.json"])
+    assert seen["random_passes"] == (2, 4)
+    assert summary["status"] == "finished" and summary["window"] == 3 and summary["min_passes"] == 2
 
 
 def test_halting_results_are_the_halting_models_own_stops():

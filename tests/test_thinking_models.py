@@ -10,6 +10,7 @@ import loopnets as ln
 from loopnets.data.algorithmic import mazes, prefix_sums
 from loopnets.training.losses import get_loss
 from loopnets.models.thinking import ResidualBlock, feedforward_conv, looped_transformer, recurrent_conv
+from loopnets.models.thinking.transformer import pre_norm_layer
 
 
 def test_recurrent_conv_1d_and_2d_keep_the_size_and_read_the_state_after_any_passes():
@@ -106,3 +107,48 @@ def test_looped_transformer_is_causal_trains_with_random_passes_and_runs_more_pa
     h = ln.fit(m, (xs, ys), (xs, ys), loss="cross_entropy", epochs=3, batch_size=16, progress=False,
                random_passes=(1, 4), optimizer=("adam", {"lr": 3e-3}))
     assert len(h) == 3 and h["val_loss"][-1] < h["val_loss"][0]
+
+
+def test_a_windowed_transformer_sees_exactly_its_window_per_layer_and_learns_its_offset_bias():
+    """window=w: each layer attends to itself and the w - 1 previous positions, so after the prelude,
+    k passes and the coda an output at i depends on inputs i - (w - 1)(k + 2)..i and no others."""
+    torch.manual_seed(0)
+    w, k = 3, 2
+    m = looped_transformer(1, d_model=16, nhead=2, ff=32, unroll=k, window=w).eval()
+    x = torch.randint(0, 2, (1, 1, 20)).float()
+    reach = (w - 1) * (k + 2)  # prelude + k core passes + coda, w - 1 positions each
+    for j in (0, 5):
+        x2 = x.clone()
+        x2[0, 0, j] = 1 - x2[0, 0, j]
+        moved = (m(x2) - m(x)).abs().sum(1)[0] > 1e-6
+        assert moved[j:j + reach + 1].all() and not moved[j + reach + 1:].any() and not moved[:j].any()
+    band = m[1].band(5, 0, x)
+    assert torch.isinf(band[0, 1]) and torch.isinf(band[4, 1]) and band[4, 2] == band[3, 1] == m[1].offset_bias[0, 2]
+    m.train()
+    loss = m(x).sum()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in m.named_parameters() if "offset_bias" in n)
+    with pytest.raises(ValueError, match="window must be None or an integer >= 2"):
+        looped_transformer(1, window=1)
+    with pytest.raises(ValueError, match="causal=True"):
+        looped_transformer(1, window=3, causal=False)
+
+
+def test_the_windowed_layers_compute_the_encoder_layers_own_forward_in_every_mode():
+    """pre_norm_layer is nn.TransformerEncoderLayer's norm-first forward (its training path), and a
+    windowed model gives the same numbers in eval mode without grad, where torch's fused path would
+    read the learned offset bias as a boolean mask."""
+    torch.manual_seed(0)
+    m = looped_transformer(1, d_model=16, nhead=2, ff=32, unroll=3, window=3)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "offset_bias" in name:
+                p.uniform_(-0.5, 0.5)
+    layer, h = m[1].layers[0], torch.randn(4, 8, 16)
+    mask = m[1].band(8, 0, h)
+    torch.testing.assert_close(pre_norm_layer(layer, h, mask), layer(h, src_mask=mask))  # training mode
+    x = torch.randint(0, 2, (4, 1, 8)).float()
+    trained = m(x)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), trained)

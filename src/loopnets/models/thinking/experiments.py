@@ -108,7 +108,8 @@ def build_model(exp: Experiment, variant: ThinkingVariant) -> nn.Module:
             return feedforward_conv(dim, channels, width=variant.width, blocks=variant.blocks, depth=variant.max_iters)
         if variant.model == "transformer":
             return looped_transformer(channels, d_model=variant.width, nhead=variant.heads, ff=2 * variant.width,
-                                      unroll=variant.max_iters, backprop=backprop_of(variant))
+                                      unroll=variant.max_iters, backprop=backprop_of(variant),
+                                      window=variant.window or None)
         recall = None if variant.recall == "none" else variant.recall
         net = recurrent_conv(dim, channels, width=variant.width, blocks=variant.blocks, recall=recall,
                              unroll=variant.max_iters, backprop=backprop_of(variant))
@@ -306,9 +307,10 @@ def train_run(exp: Experiment, variant: ThinkingVariant, seed: int, experiment: 
         if variant.halting:
             history = train_halting(model, variant, exp, train, val, seed, engine)
         else:
+            random = (variant.min_passes, variant.max_iters) if variant.min_passes else None
             history = fit(model, train, val, loss="cross_entropy", optimizer=optimizer, epochs=exp.train.epochs,
                           batch_size=exp.train.batch_size, seed=seed, progress=False,
-                          early_stopping=exp.train.early_stopping, **engine)
+                          early_stopping=exp.train.early_stopping, random_passes=random, **engine)
     except TrainingDiverged as err:
         history, status, error = err.history or History(), "diverged", str(err)
     probes = extra = None

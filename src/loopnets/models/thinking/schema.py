@@ -43,7 +43,8 @@ EARLY_EXIT_CRITERIA = ("residual", "entropy", "change")
 DIMS = {"prefix_sums": 1, "mazes": 2}  # conv dimension of each task
 IN_CHANNELS = {"prefix_sums": 1, "mazes": 3}
 # variant keys that override [model.thinking]'s setting of the same name
-VARIANT_KEYS = ("model", "recall", "backprop", "alpha", "grad_passes", "max_iters", "width", "blocks", "heads",
+VARIANT_KEYS = ("model", "recall", "backprop", "alpha", "grad_passes", "max_iters", "min_passes", "width", "blocks",
+                "heads", "window",
                 "halting", "halting_prior", "halting_beta", "halting_max_passes", "halting_pool", "halting_pretrain",
                 "halting_freeze")
 HALTING_POOLS = ("mean", "min")
@@ -65,9 +66,12 @@ class ThinkingConfig:
     residual blocks of `width` channels looped, head), feedforward (`feedforward_conv`, the same
     depth untied: max_iters x blocks blocks, no recall, one depth at test) or transformer
     (`looped_transformer`, prefix sums only: d_model = width, `heads` heads, one prelude and one coda
-    layer, the core looped). `recall` concat (DeepThinking) | add | none. Training passes
-    `max_iters`; `backprop` progressive (`ln.Progressive(alpha)`, DeepThinking's progressive loss),
-    tied (full graph) or truncated (`ln.Truncated(grad_passes)`).
+    layer, the core looped; `window` > 0: every layer attends to a sliding causal window of that
+    many positions with a learned bias per offset, 0: to every earlier position). `recall` concat
+    (DeepThinking) | add | none. Training passes `max_iters`, or with `min_passes` > 0 a pass count
+    drawn per step from min_passes..max_iters (`ln.fit(random_passes=...)`, the recurrent-depth
+    transformers' scheme); `backprop` progressive (`ln.Progressive(alpha)`, DeepThinking's
+    progressive loss), tied (full graph) or truncated (`ln.Truncated(grad_passes)`).
 
     Learned halting (a variant with `halting = true`): PonderNet's halting head on the recurrent
     net (`ln.Halting`, `ln.fit_halting`), trained for `halting_max_passes` passes (default max_iters)
@@ -92,11 +96,13 @@ class ThinkingConfig:
     width: int = 32
     blocks: int = 2
     heads: int = 4  # transformer only
+    window: int = 0  # transformer only: 0 every earlier position, w >= 2 a sliding causal window of w
     recall: Literal[RECALLS] = "concat"
     backprop: Literal[BACKPROPS] = "progressive"
     alpha: float = 1.0  # progressive only
     grad_passes: int = 1  # truncated only
     max_iters: int = 20
+    min_passes: int = 0  # > 0: each step trains min_passes..max_iters passes, drawn at random
     halting: bool = False
     halting_prior: float = 0.1
     halting_beta: float = 0.01
@@ -120,9 +126,11 @@ class ThinkingVariantConfig:
     alpha: Union[float, None] = None
     grad_passes: Union[int, None] = None
     max_iters: Union[int, None] = None
+    min_passes: Union[int, None] = None
     width: Union[int, None] = None
     blocks: Union[int, None] = None
     heads: Union[int, None] = None
+    window: Union[int, None] = None
     halting: Union[bool, None] = None
     halting_prior: Union[float, None] = None
     halting_beta: Union[float, None] = None
@@ -150,6 +158,8 @@ class ThinkingVariant:
     halting_prior: float
     halting_beta: float
     halting_max_passes: int
+    min_passes: int = 0
+    window: int = 0
     halting_pool: str = "mean"
     halting_pretrain: int = 0
     halting_freeze: bool = False
@@ -176,6 +186,10 @@ class ThinkingVariant:
             out["alpha"] = self.alpha
         if self.backprop == "truncated":
             out["grad_passes"] = self.grad_passes
+        if self.min_passes:
+            out["min_passes"] = self.min_passes
+        if self.model == "transformer":
+            out.update(heads=self.heads, window=self.window)
         if self.halting:
             out.update(halting_prior=self.halting_prior, halting_beta=self.halting_beta,
                        halting_max_passes=self.halting_max_passes, halting_pool=self.halting_pool,
@@ -258,6 +272,20 @@ def _check_variant_values(where: str, v: Any, task: str, epochs: int) -> None:
     if v.model == "transformer" and task != "prefix_sums":
         raise ConfigError(f"config key {where}model = 'transformer' runs on strings only (task prefix_sums); "
                           f"task is {task!r}: use model = 'recurrent' for mazes")
+    if v.window and (v.model != "transformer" or v.window < 2):
+        raise ConfigError(f"config key {where}window = {v.window}: a sliding attention window of >= 2 positions "
+                          f"(itself and the previous), for model = 'transformer' only; 0 attends to every earlier "
+                          f"position (model is {v.model!r})")
+    if v.window < 0:
+        raise ConfigError(f"config key {where}window must be >= 0; got {v.window}")
+    if v.min_passes and not 1 <= v.min_passes <= v.max_iters:
+        raise ConfigError(f"config key {where}min_passes = {v.min_passes} must be in 1..max_iters = {v.max_iters} "
+                          f"(each step draws its pass count from min_passes..max_iters), or 0 for max_iters always")
+    if v.min_passes and (v.backprop == "progressive" or v.model == "feedforward" or v.halting):
+        raise ConfigError(f"config key {where}min_passes draws a random pass count per step for backprop = 'tied' "
+                          f"or 'truncated' on a looped net without halting; the progressive loss draws its own "
+                          f"(alpha), a feedforward net has one depth and halting trains on halting_max_passes: "
+                          f"remove min_passes or change backprop")
     if v.model == "transformer" and v.width % v.heads:
         raise ConfigError(f"config key {where}width = {v.width} (the transformer's d_model) must be divisible by "
                           f"heads = {v.heads}")

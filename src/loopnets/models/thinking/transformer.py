@@ -15,12 +15,17 @@ Train it with `ln.fit(..., random_passes=(lo, hi))` and `backprop=ln.Truncated(g
 
 There is no positional encoding by default (causal attention carries the order, "NoPE"), so the
 model runs on strings of any length; `causal=False` gives bidirectional attention (then order is
-invisible: use it only for order-free tasks). Dropout inside the loop uses `ln.Dropout`, one mask
+invisible: use it only for order-free tasks). `window=w` makes every layer's attention local and
+causal, a sliding window (position i sees i-w+1..i) with a learned bias per offset (T5's relative
+position bias, cut to the window): each pass then moves information at most w-1 positions, like a
+convolution, and what a layer computes no longer depends on the string's length, the condition
+for a recurrence learned on short strings to run on long ones. Dropout inside the loop uses `ln.Dropout`, one mask
 for all passes of a forward call (an `nn.Dropout` would draw a new one every pass).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from loopnets.core.dropout import Dropout
@@ -38,14 +43,41 @@ def encoder_layer(d_model: int, nhead: int, ff: int, dropout: float) -> nn.Trans
     return layer
 
 
-class Encoder(nn.Module):
-    """Encoder layers on (B, L, d_model), with a causal mask when `causal`."""
+def pre_norm_layer(layer: nn.TransformerEncoderLayer, h: Tensor, mask: Tensor) -> Tensor:
+    """`layer`'s pre-norm forward with an additive float attention mask, from its own submodules.
 
-    def __init__(self, layers: list[nn.TransformerEncoderLayer], causal: bool):
+    Not `layer(h, src_mask=mask)`: in eval mode without grad, torch's fused encoder path (torch
+    2.13) reads a float mask as a boolean one (every nonzero entry masked), so a learned bias on the
+    window's offsets turned into masked keys and NaN rows; the same weights, this way, give the
+    training path's numbers in every mode (tests/test_thinking_models.py)."""
+    a = layer.norm1(h)
+    h = h + layer.dropout1(layer.self_attn(a, a, a, attn_mask=mask, need_weights=False)[0])
+    b = layer.norm2(h)
+    return h + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(b)))))
+
+
+class Encoder(nn.Module):
+    """Encoder layers on (B, L, d_model), with a causal mask when `causal`, or a sliding causal
+    window of `window` positions with a learned bias per offset (one per layer, shared by the heads)."""
+
+    def __init__(self, layers: list[nn.TransformerEncoderLayer], causal: bool, window: int | None = None):
         super().__init__()
-        self.layers, self.causal = nn.ModuleList(layers), causal
+        self.layers, self.causal, self.window = nn.ModuleList(layers), causal, window
+        self.offset_bias = nn.Parameter(torch.zeros(len(layers), window)) if window else None
+
+    def band(self, length: int, i: int, like: Tensor) -> Tensor:
+        """(L, L) additive mask of layer i: bias[i, q - k] for 0 <= q - k < window, -inf elsewhere."""
+        pos = torch.arange(length, device=like.device)
+        offset = pos[:, None] - pos[None, :]  # query - key
+        inside = (offset >= 0) & (offset < self.window)
+        bias = self.offset_bias[i].to(like.dtype)[offset.clamp(0, self.window - 1)]
+        return bias.masked_fill(~inside, float("-inf"))
 
     def forward(self, h: Tensor) -> Tensor:
+        if self.window:
+            for i, layer in enumerate(self.layers):
+                h = pre_norm_layer(layer, h, self.band(h.shape[1], i, h))
+            return h
         mask = nn.Transformer.generate_square_subsequent_mask(h.shape[1], device=h.device, dtype=h.dtype) \
             if self.causal else None
         for layer in self.layers:
@@ -77,7 +109,7 @@ class ToScores(nn.Module):
 
 def looped_transformer(in_channels: int, classes: int = 2, d_model: int = 32, nhead: int = 4, ff: int = 64,
                        prelude: int = 1, coda: int = 1, unroll: int = 4, backprop: Backprop | None = None,
-                       causal: bool = True, dropout: float = 0.0) -> nn.Sequential:
+                       causal: bool = True, dropout: float = 0.0, window: int | None = None) -> nn.Sequential:
     """Prelude, a core `TransformerEncoderLayer` looped `unroll` times (recall by addition), coda.
 
     Args:
@@ -89,6 +121,8 @@ def looped_transformer(in_channels: int, classes: int = 2, d_model: int = 32, nh
         backprop: the loop's mode, e.g. `ln.Truncated(grad_passes)`; default `ln.Tied()`.
         causal: causal self-attention (position i sees 1..i).
         dropout: inside every encoder layer, one mask per forward call inside the loop.
+        window: None (attention over all earlier positions) or w >= 2: every layer attends to its
+            own and the w - 1 previous positions, with a learned bias per offset (causal only).
 
     Returns:
         nn.Sequential(tokens, prelude, Loop(core), coda, scores): (B, in, L) -> (B, classes, L).
@@ -104,11 +138,17 @@ def looped_transformer(in_channels: int, classes: int = 2, d_model: int = 32, nh
                          f"use d_model={nhead * max(1, round(d_model / nhead))}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
-    make = lambda n: Encoder([encoder_layer(d_model, nhead, ff, dropout) for _ in range(n)], causal)  # noqa: E731
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be None or an integer >= 2 (a position attends to itself and the window - 1 "
+                             f"before it); got {window!r}")
+        if not causal:
+            raise ValueError("window is a causal sliding window: use it with causal=True")
+    make = lambda n: Encoder([encoder_layer(d_model, nhead, ff, dropout) for _ in range(n)], causal, window)  # noqa: E731
     core = Loop(make(1), unroll=unroll, backprop=backprop, merge="add")
     parts = [ToTokens(in_channels, d_model), *([make(prelude)] if prelude else []), core,
              *([make(coda)] if coda else []), ToScores(d_model, classes)]
     return nn.Sequential(*parts)
 
 
-__all__ = ["Encoder", "ToScores", "ToTokens", "encoder_layer", "looped_transformer"]
+__all__ = ["Encoder", "ToScores", "ToTokens", "encoder_layer", "looped_transformer", "pre_norm_layer"]
