@@ -53,10 +53,16 @@ CONFIGS = {  # key -> config file stem under configs/thinking (experiment thinki
     "no_progressive": "prefix-sums-no-progressive",
     "feedforward": "prefix-sums-feedforward",
     "halting": "prefix-sums-halting",
+    "transformer": "prefix-sums-transformer",
+    "mazes": "mazes-recall-progressive",
 }
+PREFIX = ("target", "no_recall", "no_progressive", "feedforward", "halting")  # one table: the same sizes and passes
+OTHERS = ("transformer", "mazes")  # a table each
 LABELS = {"target": "recall + progressive", "no_recall": "no recall (progressive)",
           "no_progressive": "recall, no progressive (tied)", "feedforward": "feedforward, same depth",
-          "halting": "recall + learned halting (tied)"}
+          "halting": "recall + learned halting (PonderNet head on the progressive net)",
+          "transformer": "looped transformer (sliding window, random passes, truncated backprop)",
+          "mazes": "mazes, recall + progressive"}
 OVERTHINKING = ("target", "no_recall", "no_progressive")
 ISSUE = 18
 KERNEL = 3  # the convolutions' kernel size (loopnets.models.thinking.recurrent.conv)
@@ -306,18 +312,62 @@ def halting_figure(h: dict) -> Figure:
 
 # --- the page --------------------------------------------------------------------------------------
 
-def table_rows(exps: dict) -> tuple[list, list]:
-    """(header pass counts, rows) of the accuracy table: one row per (experiment, size)."""
-    passes, rows = None, []
-    for key in CONFIGS:
-        if key not in exps or (g := grid(exps[key])) is None:
-            continue
-        passes = passes or g["passes"]
+def table_rows(exps: dict, keys: tuple = PREFIX) -> tuple[list, list]:
+    """(header pass counts, rows) of an accuracy table: one row per (experiment, size); the header is
+    every pass count any of them tested, a cell empty where its experiment did not test that count."""
+    grids = [(key, g) for key in keys if key in exps and (g := grid(exps[key])) is not None]
+    passes = sorted({p for _, g in grids for p in g["passes"]})
+    rows = []
+    for key, g in grids:
         for i, size in enumerate(g["sizes"]):
-            cells = [f"{100 * a:.1f}" if p in g["passes"] else "" for p, a in zip(passes, g["mean"][i])]
+            value = dict(zip(g["passes"], g["mean"][i]))
+            cells = [f"{100 * value[p]:.1f}" if p in value else "" for p in passes]
             rows.append({"label": LABELS[key], "size": size, "seeds": len(g["seeds"]),
                          "examples": g["examples"][i], "cells": cells})
-    return passes or [], rows
+    return passes, rows
+
+
+def verdict_maze_config(exps: dict, size: int, goal: float) -> dict:
+    """Hit when the maze config's seeds' mean exact accuracy at `size`, at its best test pass count, reaches `goal`."""
+    if "mazes" not in exps or (g := grid(exps["mazes"])) is None:
+        return no_result(exps, "mazes")
+    value, passes = at(g, size), best_passes(g, size)
+    return {"status": "hit" if value >= goal else "missed",
+            "text": f"{pct(value)} of {g['examples'][g['sizes'].index(size)]} mazes at {passes} passes, mean of "
+                    f"{seeds_text(g['seeds'])} (`{config_path('mazes')}`); target {pct(goal)}"}
+
+
+def paper_rows(exps: dict, rows: list[dict]) -> list[dict]:
+    """The papers' quoted numbers, each beside ours: our experiment's best accuracy at the same test
+    size, or where it did not test that size, its largest tested size."""
+    out = []
+    for r in rows:
+        key = r["compare"]
+        g = grid(exps[key]) if key in exps else None
+        spread = f" ± {r['spread']:.2f}" if "spread" in r else ""
+        ours, note = "not run yet", ""
+        if g is not None:
+            if r["test_size"] in g["sizes"]:
+                ours = f"{pct(at(g, r['test_size']))} at {best_passes(g, r['test_size'])} passes"
+            else:
+                largest = max(g["sizes"])
+                ours = f"not tested at {r['test_size']}; at {largest}: {pct(at(g, largest))}"
+            note = f"{seeds_text(g['seeds'])}, `{config_path(key)}`"
+        out.append({"model": r["model"], "task": r["task"], "train": r["train_size"], "test": r["test_size"],
+                    "unit": r["unit"], "theirs": f"{r['accuracy']:.2f}{spread} %" if "spread" in r else f"{r['accuracy']} %",
+                    "iterations": r.get("iterations", "not stated"), "where": r["where"], "quote": r["quote"],
+                    "ours": ours, "note": note})
+    return out
+
+
+def other_tables(exps: dict) -> list[dict]:
+    """One accuracy table per experiment of OTHERS (its own sizes and pass counts), with its settings."""
+    out = []
+    for key in OTHERS:
+        header, rows = table_rows(exps, (key,))
+        out.append({"key": key, "label": LABELS[key], "config": config_path(key), "header": header, "rows": rows,
+                    "missing": None if rows else no_result(exps, key)})
+    return out
 
 
 def settings_of(key: str) -> dict:
@@ -357,9 +407,9 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
         ("halting", verdict_halting(exps, targets["halting_bits"], targets["halting_within"],
                                     targets["halting_passes_share"])),
     ]
-    sizes = next((g["sizes"] for k in CONFIGS if k in exps and (g := grid(exps[k])) is not None), [])
+    sizes = next((g["sizes"] for k in PREFIX if k in exps and (g := grid(exps[k])) is not None), [])
     c["figure"] = c["overthinking_figure"] = c["halting_figure"] = None
-    fig = accuracy_figure(exps, tuple(CONFIGS), sizes, "Per-string accuracy against test-time passes")
+    fig = accuracy_figure(exps, PREFIX, sizes, "Per-string accuracy against test-time passes")
     if fig is not None:
         fig.savefig(out.parent / "thinking-longer-accuracy.png", dpi=110)
         c["figure"] = "thinking-longer-accuracy.png"
@@ -386,9 +436,14 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
                               "ee_accuracy": pct(h["ee_accuracy"][i])} for i, s in enumerate(h["sizes"])]
     c["bench"] = bench = benchmark_runs()
     c["maze_verdicts"] = [(f"Mazes, {t['maze_a']} x {t['maze_a']}: at least {pct(t['maze_accuracy_a'])} solved exactly",
+                           verdict_maze_config(exps, t["maze_a"], t["maze_accuracy_a"]),
                            verdict_maze(bench, t["maze_a"], t["maze_accuracy_a"])),
                           (f"Mazes, {t['maze_b']} x {t['maze_b']}: at least {pct(t['maze_accuracy_b'])} solved exactly",
+                           verdict_maze_config(exps, t["maze_b"], t["maze_accuracy_b"]),
                            verdict_maze(bench, t["maze_b"], t["maze_accuracy_b"]))]
+    c["others"] = other_tables(exps)
+    c["paper_rows"] = paper_rows(exps, p["results"].get("rows", []))
+    c["maze_gpu"] = tomllib.loads((ROOT / "configs/thinking/mazes-gpu.toml").read_text())
     c["walls"] = [{"config": config_path(k), "runs": len(finished(e)),
                    "train_minutes": f"{max(s['extra']['train_seconds'] for _, s in finished(e)) / 60:.1f}"
                    if finished(e) else "", "wall_minutes": f"{e.wall_minutes():.1f}", "threads": e.threads(),

@@ -115,6 +115,17 @@ def test_a_transformer_on_mazes_is_refused():
         from_dict(config)
 
 
+def test_mazes_drawn_two_pixels_per_cell_are_the_same_mazes_upsampled():
+    exp = from_dict({**raw(task="mazes", train_size=5, test_sizes=[7], pixels=2), "variants": [{"name": "rp"}]})
+    (x, y), _ = X.training_data(exp)
+    assert x.shape[-2:] == (10, 10) and y.shape[-2:] == (10, 10)
+    xt, yt = X.test_set(exp, 7, 3)
+    one, one_y = X.test_set(from_dict({**raw(task="mazes", train_size=5, test_sizes=[7]), "variants": [{}]}), 7, 3)
+    assert torch.equal(xt[..., ::2, ::2], one) and torch.equal(yt[..., ::2, ::2], one_y)
+    with pytest.raises(ConfigError, match="pixels = 2 draws each maze cell"):
+        from_dict(raw(pixels=2))
+
+
 def test_concat_recall_with_a_mismatched_projection_is_refused():
     body = nn.Sequential(ResidualBlock(1, 8))
     with pytest.raises(ValueError, match="projection returns width 6 but the body takes width 8"):

@@ -63,16 +63,21 @@ def test_seed(split_seed: int, size: int) -> int:
     return split_seed + TEST_SEED_OFFSET + size
 
 
-@functools.lru_cache(maxsize=4)
-def _generate(task: str, n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(task: str, n: int, size: int, seed: int, pixels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` instances of `task` at `size` from `seed` (mazes drawn `pixels` x `pixels` per cell)."""
+    if task == "mazes":
+        return mazes(n, size, seed=seed, pixels=pixels)
     return GENERATORS[task](n, size, seed=seed)
+
+
+_generate = functools.lru_cache(maxsize=4)(generate)  # training and validation sets, per process
 
 
 def training_data(exp: Experiment) -> tuple[tuple, tuple]:
     """((x, y) training, (x, y) validation) at model.thinking.train_size (cached per process)."""
     g, seed = exp.model.thinking, exp.data.split_seed
-    return (_generate(g.task, g.train_examples, g.train_size, seed),
-            _generate(g.task, g.val_examples, g.train_size, seed + 1))
+    return (_generate(g.task, g.train_examples, g.train_size, seed, g.pixels),
+            _generate(g.task, g.val_examples, g.train_size, seed + 1, g.pixels))
 
 
 def split_of(exp: Experiment) -> Split:
@@ -84,7 +89,7 @@ def split_of(exp: Experiment) -> Split:
 def test_set(exp: Experiment, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` fresh test instances of `size` (seeded by data.split_seed and the size)."""
     g = exp.model.thinking
-    return GENERATORS[g.task](n, size, seed=test_seed(exp.data.split_seed, size))
+    return generate(g.task, n, size, test_seed(exp.data.split_seed, size), g.pixels)
 
 
 # --------------------------------------------------------------------------- models
@@ -141,7 +146,7 @@ def validate(exp: Experiment) -> list[ThinkingVariant]:
 def memory_estimates(exp: Experiment) -> list:
     """Parameters of the built net; activations: batch x width x positions per conv, 2 per block, every pass."""
     g = exp.model.thinking
-    positions = g.train_size ** DIMS[g.task]
+    positions = (g.train_size * g.pixels) ** DIMS[g.task]
     out = []
     for variant in expand(exp):
         params = sum(p.numel() for p in build_model(exp, variant).parameters())

@@ -55,7 +55,8 @@ class ThinkingConfig:
     """`[model.thinking]`: easy-to-hard extrapolation with networks that think longer, family "thinking".
 
     Data (generated from data.split_seed, `loopnets.data.algorithmic`): `task` prefix_sums (n-bit
-    strings -> running parity) or mazes (odd side; -> the solution path). Training on
+    strings -> running parity) or mazes (odd side, drawn `pixels` x `pixels` positions per cell; -> the
+    solution path). Training on
     `train_examples` instances of `train_size` (bits / maze side), validation during training on
     `val_examples` of the same size, and after training per-instance (exact: every position right)
     accuracy on `test_examples` fresh instances of each of `test_sizes` at each of `test_passes`
@@ -91,6 +92,7 @@ class ThinkingConfig:
     test_sizes: list[int] = field(default_factory=lambda: [32, 128, 512])
     test_passes: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
     test_examples: Union[int, list[int]] = 200
+    pixels: int = 1  # mazes: positions per cell side (DeepThinking's images: 2)
     eval_batch: int = 100  # test instances per forward at evaluation
     model: Literal[MODELS] = "recurrent"
     width: int = 32
@@ -233,9 +235,12 @@ def check(exp: Any) -> None:
     where = "model.thinking."
     check_size(g.task, where + "train_size", g.train_size)
     for key in ("train_examples", "val_examples", "eval_batch", "width", "blocks", "heads", "grad_passes",
-                "max_iters"):
+                "max_iters", "pixels"):
         if getattr(g, key) < 1:
             raise ConfigError(f"config key {where}{key} must be >= 1; got {getattr(g, key)}")
+    if g.pixels != 1 and g.task != "mazes":
+        raise ConfigError(f"config key {where}pixels = {g.pixels} draws each maze cell as pixels x pixels positions; "
+                          f"task {g.task!r} has no cells: remove it")
     if not g.test_sizes:
         raise ConfigError(f"config key {where}test_sizes is empty; give the sizes to test, e.g. [32, 128, 512]")
     for i, size in enumerate(g.test_sizes):
