@@ -258,10 +258,15 @@ def verdict_halting(exps: dict, bits: int, within: float, share: float) -> dict:
     used = h["passes"][i] / h["max_passes"]
     ok = grows and abs(gap) <= within + 1e-12 and used <= share
     passes = ", ".join(f"{s} bits: {p:.1f}" for s, p in zip(h["sizes"], h["passes"]))
+    g = grid(exps["halting"])
+    row = g["mean"][g["sizes"].index(bits)]
+    enough = next(p for p, a in zip(g["passes"], row) if a >= row[-1] - within - 1e-12)
     text = (f"mean passes by size {passes} ({'growing' if grows else 'not growing'} with the size); at {bits} bits "
             f"halting {pct(h['accuracy'][i])} with {h['passes'][i]:.1f} passes ({pct(used)} of the fixed budget's "
             f"{h['max_passes']}) against the fixed budget's {pct(h['fixed'][i])}, a gap of {100 * gap:+.1f} points "
-            f"({seeds_text(h['seeds'])}); target: growing, within {100 * within:.0f} point, at most {pct(share)} of the passes")
+            f"({seeds_text(h['seeds'])}); target: growing, within {100 * within:.0f} point, at most {pct(share)} of the passes. "
+            f"A stricter budget for comparison: the fewest tested passes run for every string that come within "
+            f"{100 * within:.0f} point of the full budget's accuracy are {enough}")
     return {"status": "hit" if ok else "missed", "text": text}
 
 

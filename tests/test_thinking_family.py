@@ -348,6 +348,36 @@ def test_the_halting_verdict_needs_growing_passes_equal_accuracy_and_half_the_bu
     assert BT.verdict_halting({"halting": costly}, 512, 0.01, 0.5)["status"] == "missed"
     worse = fake(grid, record([20, 300, 480], [1, 0.9, 0.9], [1, 0.995, 0.95]))
     assert "-9.5 points" in BT.verdict_halting({"halting": worse}, 512, 0.01, 0.5)["text"]
+    late = fake({0: [[1, 1, 1], [0, 0.2, 1], [0, 0, 1]]}, record([20, 300, 480], [1, 1, 1], [1, 1, 1]))
+    assert "within 1 point of the full budget's accuracy are 1000" in BT.verdict_halting({"halting": late}, 512, 0.01, 0.5)["text"]
+    assert BT.verdict_halting({"halting": ok}, 512, 0.01, 0.5)["text"].endswith("accuracy are 10")
+
+
+def test_the_prefix_table_aligns_experiments_tested_at_different_pass_counts():
+    a = fake({0: [[1, 1, 1]] * 3}, passes=(10, 100, 1000))
+    b = fake({0: [[0.5, 0.25]] * 3}, passes=(10, 50))
+    header, rows = BT.table_rows({"target": a, "no_recall": b})
+    assert header == [10, 50, 100, 1000]
+    assert rows[0]["cells"] == ["100.0", "", "100.0", "100.0"] and rows[3]["cells"] == ["50.0", "25.0", "", ""]
+
+
+def test_the_maze_verdict_and_the_papers_rows_read_the_maze_config():
+    mazes = fake({0: [[1, 1, 1], [0.5, 0.92, 0.91], [0, 0.4, 0.3]], 1: [[1, 1, 1], [0.5, 0.9, 0.95], [0, 0.2, 0.3]]},
+                 sizes=(9, 25, 33))
+    v = BT.verdict_maze_config({"mazes": mazes}, 25, 0.9)
+    assert v["status"] == "hit" and "93.0 % of 10 mazes at 1000 passes" in v["text"]
+    assert BT.verdict_maze_config({"mazes": mazes}, 33, 0.5)["status"] == "missed"
+    assert BT.verdict_maze_config({}, 33, 0.5)["status"] == "not run yet"
+    rows = BT.paper_rows({"mazes": mazes}, [
+        {"compare": "mazes", "test_size": 33, "train_size": 9, "model": "m", "task": "mazes", "unit": "side",
+         "accuracy": 93.8, "where": "A.3", "quote": "q"},
+        {"compare": "mazes", "test_size": 59, "train_size": 9, "model": "m", "task": "mazes", "unit": "side",
+         "accuracy": 97.3, "spread": 0.68, "iterations": 984, "where": "Table 4", "quote": "q"},
+        {"compare": "target", "test_size": 512, "train_size": 32, "model": "m", "task": "prefix sums", "unit": "bits",
+         "accuracy": 97.12, "spread": 1.88, "where": "Table 3", "quote": "q"}])
+    assert rows[0]["ours"] == "30.0 % at 100 passes" and rows[0]["theirs"] == "93.8 %"
+    assert rows[1]["ours"] == "not tested at 59; at 33: 30.0 %" and rows[1]["theirs"] == "97.30 ± 0.68 %"
+    assert rows[2]["ours"] == "not run yet" and rows[2]["iterations"] == "not stated"
 
 
 def test_the_thinking_page_holds_no_typed_number(tmp_path):
