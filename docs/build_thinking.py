@@ -203,7 +203,11 @@ def halting(exp: Exp) -> dict | None:
             "ee_threshold": first["early_exit"]["threshold"],
             "passes": mean(lambda h: h["mean_passes"]), "accuracy": mean(lambda h: h["accuracy"]),
             "fixed": mean(lambda h: h["fixed_accuracy"]), "ee_passes": mean(lambda h: h["early_exit"]["mean_passes"]),
-            "ee_accuracy": mean(lambda h: h["early_exit"]["accuracy"])}
+            "ee_accuracy": mean(lambda h: h["early_exit"]["accuracy"]),
+            "sweep": [{"threshold": row["threshold"],
+                       "passes": mean(lambda h, i=i: h["sweep"][i]["mean_passes"]),
+                       "accuracy": mean(lambda h, i=i: h["sweep"][i]["accuracy"])}
+                      for i, row in enumerate(first.get("sweep", []))]}
 
 
 # --- formatting ------------------------------------------------------------------------------------
@@ -305,6 +309,8 @@ def halting_figure(h: dict) -> Figure:
                   (h["ee_passes"][i], h["ee_accuracy"][i], "^", "early_exit")]
         for x, y, marker, what in points:
             ax.scatter([x], [100 * y], marker=marker, color=f"C{i}", label=f"{size} bits, {what}")
+        curve = sorted([(s["passes"][i], s["accuracy"][i]) for s in h["sweep"]] + [(h["passes"][i], h["accuracy"][i])])
+        ax.plot([p for p, _ in curve], [100 * a for _, a in curve], color=f"C{i}", linewidth=0.8, alpha=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("mean passes used")
     ax.set_ylabel("per-string accuracy (%)")
@@ -439,6 +445,11 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
         c["halting_rows"] = [{"size": s, "passes": f"{h['passes'][i]:.1f}", "accuracy": pct(h["accuracy"][i]),
                               "fixed": pct(h["fixed"][i]), "ee_passes": f"{h['ee_passes'][i]:.1f}",
                               "ee_accuracy": pct(h["ee_accuracy"][i])} for i, s in enumerate(h["sizes"])]
+        c["sweep_rows"] = [{"threshold": row["threshold"], "size": size, "passes": f"{row['passes'][i]:.1f}",
+                            "accuracy": pct(row["accuracy"][i]), "fixed": pct(h["fixed"][i])}
+                           for row in [*h["sweep"], {"threshold": h["threshold"], "passes": h["passes"],
+                                                     "accuracy": h["accuracy"]}]
+                           for i, size in enumerate(h["sizes"])]
     c["bench"] = bench = benchmark_runs()
     c["maze_verdicts"] = [(f"Mazes, {t['maze_a']} x {t['maze_a']}: at least {pct(t['maze_accuracy_a'])} solved exactly",
                            verdict_maze_config(exps, t["maze_a"], t["maze_accuracy_a"]),

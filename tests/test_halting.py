@@ -26,20 +26,29 @@ def test_halting_distribution_is_the_formula_and_sums_to_one_with_the_remainder_
         torch.testing.assert_close(p[:, b], torch.tensor(want), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(p.sum(0), torch.ones(B), rtol=1e-12, atol=1e-12)
     prior = geometric_prior(0.3, 6)
-    torch.testing.assert_close(prior, torch.tensor([0.3 * 0.7**t for t in range(5)] + [0.7**5]))
+    torch.testing.assert_close(prior, torch.tensor([0.3 * 0.7**t / (1 - 0.7**6) for t in range(6)]))
     assert prior.sum().item() == pytest.approx(1.0, abs=1e-12)
 
 
 def test_ponder_loss_matches_the_formula():
     T, B, lambda_p, beta = 4, 3, 0.25, 0.07
     losses, p = torch.rand(T, B), halting_distribution(torch.rand(T, B))
-    prior = [lambda_p * (1 - lambda_p) ** t for t in range(T - 1)] + [(1 - lambda_p) ** (T - 1)]
+    prior = [lambda_p * (1 - lambda_p) ** t / (1 - (1 - lambda_p) ** T) for t in range(T)]  # PonderNet's truncation
     want = 0.0
     for b in range(B):
         expected = sum(p[t, b].item() * losses[t, b].item() for t in range(T))
         kl = sum(p[t, b].item() * math.log(p[t, b].item() / prior[t]) for t in range(T))
         want += (expected + beta * kl) / B
     assert ponder_loss(losses, p, lambda_p, beta).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_the_prior_pulls_towards_early_halting_not_to_the_last_pass():
+    """With the tail lumped on the last pass, halting always at T had the smallest KL of any single
+    pass (lambda_p = 0.1, T = 20), so a head trained on it never halted; renormalised, the first pass
+    has the smallest and the KL grows with the pass."""
+    prior = geometric_prior(0.1, 20)
+    kl_at = [-math.log(prior[t].item()) for t in range(20)]  # KL of halting surely at pass t + 1
+    assert kl_at == sorted(kl_at) and kl_at[-1] > kl_at[9] > kl_at[0]
 
 
 def test_the_log_distribution_is_the_log_of_the_distribution():
@@ -69,17 +78,20 @@ def test_a_saturated_halting_head_keeps_a_finite_gradient_in_float32():
 def test_the_min_pool_head_is_the_least_ready_positions_logit():
     head = halting_head(4, dim=1, pool="min")
     h = torch.randn(3, 4, 7)
-    per_position = head[0](h)[:, 0]  # (B, L) the 1 x 1 conv's logits
+    per_position = head[2](head[1](head[0](h)))[:, 0]  # (B, L): conv 3, ReLU, 1 x 1 conv
     torch.testing.assert_close(head(h), per_position.min(1).values)
     # one unfinished position holds the sample back however long the input: the mean head's logit
     # moves by 1 / length for it, the min head's by all of it
-    w = head[0]
     with torch.no_grad():
-        w.weight.zero_(), w.bias.fill_(5.0), w.weight[0, 0, 0].fill_(-10.0)
+        for conv in (head[0], head[2]):
+            conv.weight.zero_(), conv.bias.zero_()
+        head[0].weight[0, 0, 1] = 1.0  # hidden channel 0 = the state's channel 0 at the position
+        head[2].weight[0, 0, 0], head[2].bias[0] = -10.0, 5.0
     for length in (8, 512):
         h = torch.zeros(1, 4, length)
         h[0, 0, length // 2] = 1.0  # logit 5 - 10 = -5 there, 5 elsewhere
         assert head(h).item() == pytest.approx(-5.0)
+    assert halting_head(4, dim=2, pool="min")(torch.randn(2, 4, 5, 5)).shape == (2,)
     with pytest.raises(ValueError, match="vector state"):
         halting_head(4, dim=0, pool="min")
     with pytest.raises(ValueError, match="pool must be one of mean, min"):
@@ -110,7 +122,7 @@ def test_halting_loss_on_a_tiny_net_matches_the_formula_with_its_gradient():
     for t in range(4):
         p.append(survive * (lams[t] if t < 3 else 1.0))
         survive = survive * (1 - lams[t])
-    prior = torch.tensor([0.3 * 0.7**t for t in range(3)] + [0.7**3])
+    prior = torch.tensor([0.3 * 0.7**t / (1 - 0.7**4) for t in range(4)])
     want = sum(pt * L for pt, L in zip(p, Ls)) + 0.1 * sum(pt * (pt / prior[t]).log() for t, pt in enumerate(p))
     want = want.mean()
     torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)

@@ -272,6 +272,23 @@ def test_halting_results_are_the_halting_models_own_stops():
     exit_ = ln.early_exit(model.model, sets[8][0], criterion="residual", threshold=1e-3, max_passes=6)
     assert out["early_exit"]["mean_passes"] == [pytest.approx(exit_.passes.double().mean().item())]
     assert out["fixed_accuracy"] == [0.25]
+    assert out["sweep"] == []
+
+
+def test_the_halting_sweep_stops_at_each_threshold():
+    torch.manual_seed(1)
+    exp = from_dict(raw(halting_sweep=[0.2, 0.9]))
+    variant = next(v for v in X.validate(exp) if v.halting)
+    model = X.build_model(exp, variant)
+    sets = {8: X.test_set(exp, 8, 12)}
+    out = X.halting_results(exp, model, sets, {8: 0.25})
+    assert [row["threshold"] for row in out["sweep"]] == [0.2, 0.9]
+    for row in out["sweep"]:
+        stop = model.stop(sets[8][0], threshold=row["threshold"], max_passes=6)
+        assert row["mean_passes"] == [pytest.approx(stop.passes.double().mean().item())]
+    assert out["sweep"][0]["mean_passes"][0] <= out["sweep"][1]["mean_passes"][0]
+    with pytest.raises(ConfigError, match=r"halting_sweep\[1\] must be in \(0, 1\]"):
+        from_dict(raw(halting_sweep=[0.5, 1.5]))
 
 
 def test_test_sets_are_seeded_by_size_only():
@@ -410,6 +427,7 @@ def test_the_thinking_page_builds_from_run_folders(tmp_path):
     assert "fail visibly at 512 bits**: not run yet" in page  # the baselines are missing
     assert "`thinking-prefix-sums-no-recall`: `nice -n 15 loopnets run" in page
     assert "least 99.0 %**: missed. 0.0 % at" in page  # one epoch of a width-4 net solves no 512-bit string
+    assert "| 0.5 | 512 |" in page and "| 0.99 | 1024 |" in page  # the halting thresholds' trade-off rows
     assert (tmp_path / "thinking-longer-accuracy.png").is_file() and (tmp_path / "thinking-longer-halting.png").is_file()
     assert not unexplained_numbers(page, computed, build_lavik.thesis_numbers(BT.papers()))
 

@@ -11,11 +11,14 @@ so p is a distribution over the passes 1..T for every sample (sums to 1 exactly)
 minimises the expected loss over the halting pass plus a KL term to a geometric prior,
 
     L = mean_batch [ sum_t p_t L_t + beta * KL(p || p_G) ],
-    p_G(t) = lambda_p (1 - lambda_p)^(t-1) for t < T, p_G(T) = (1 - lambda_p)^(T-1)
+    p_G(t) = lambda_p (1 - lambda_p)^(t-1) / (1 - (1 - lambda_p)^T),   t = 1..T
 
-(the prior truncated at T the same way, with its tail on the last pass; PonderNet renormalises the
-truncated geometric instead, which differs only in the last pass's weight). Its mean, about
-1 / lambda_p passes, sets how long the network is encouraged to think.
+(the geometric truncated at T and renormalised, as PonderNet does). Its mean, about 1 / lambda_p
+passes when that is well below T, sets how long the network is encouraged to think. Not the
+geometric with its tail lumped on the last pass: that lump, (1 - lambda_p)^(T-1), is the largest
+single weight whenever lambda_p T is small (0.135 at lambda_p = 0.1, T = 20, against 0.1 on the first
+pass), so the KL term itself pulls every sample to run all T passes, and a head trained that way
+never halts (measured on prefix sums, issue 18).
 
 At inference a sample stops at the first pass where its cumulative halting probability
 sum_{s<=t} p_s reaches `threshold` (0.5: the median of its halting distribution), and the loop stops
@@ -79,10 +82,12 @@ def halting_log_distribution(logits: Tensor) -> Tensor:
 
 def geometric_prior(lambda_p: float, passes: int, dtype: torch.dtype | None = None,
                     device: torch.device | None = None) -> Tensor:
-    """(passes,) the geometric prior truncated at `passes`, its tail on the last pass (sums to 1)."""
+    """(passes,) the geometric prior truncated at `passes` and renormalised (sums to 1)."""
     lambda_p = check_prior(lambda_p)
     check_unroll(passes)
-    return halting_distribution(torch.full((passes,), lambda_p, dtype=dtype, device=device))
+    t = torch.arange(passes, dtype=dtype or torch.get_default_dtype(), device=device)
+    weights = lambda_p * (1 - lambda_p) ** t
+    return weights / weights.sum()
 
 
 def ponder_loss(losses: Tensor, p: Tensor, lambda_p: float, beta: float, log_p: Tensor | None = None) -> Tensor:
@@ -247,10 +252,13 @@ class PositionMin(nn.Module):
 def halting_head(width: int, dim: int = 1, pool: str = "mean") -> nn.Module:
     """A halting head for a conv state (B, width, *S) (dim 0: a vector state (B, width)).
 
-    pool "mean": global average pool, then one linear logit. "min": one logit per position (a 1 x 1
-    convolution), the sample's logit their minimum, so it halts only once every position is ready;
-    a mean over positions dilutes one unfinished position by the size, so a head trained on short
-    inputs halts too early on long ones, and the minimum does not (conv states only)."""
+    pool "mean": global average pool, then one linear logit. "min": one logit per position (a
+    convolution of kernel 3, ReLU, a 1 x 1 convolution to one channel), the sample's logit their
+    minimum, so it halts only once every position is ready; a mean over positions dilutes one
+    unfinished position by the size, so a head trained on short inputs halts too early on long ones,
+    and the minimum does not (conv states only). The hidden layer lets a position compare itself with
+    its neighbours: a single 1 x 1 convolution could not tell a finished position from a waiting one
+    on prefix sums (its halting pass did not grow with the length, issue 18)."""
     if dim not in (0, 1, 2):
         raise ValueError(f"dim must be 0 (vector state), 1 or 2 (conv states); got {dim!r}")
     if pool not in POOLS:
@@ -259,6 +267,7 @@ def halting_head(width: int, dim: int = 1, pool: str = "mean") -> nn.Module:
         if dim == 0:
             raise ValueError("pool='min' takes the minimum over positions, which a vector state (dim 0) has none "
                              "of: use pool='mean' (a linear logit of the state)")
-        return nn.Sequential((nn.Conv1d if dim == 1 else nn.Conv2d)(width, 1, 1), PositionMin())
+        conv = nn.Conv1d if dim == 1 else nn.Conv2d
+        return nn.Sequential(conv(width, width, 3, padding=1), nn.ReLU(), conv(width, 1, 1), PositionMin())
     avg = {0: [], 1: [nn.AdaptiveAvgPool1d(1), nn.Flatten()], 2: [nn.AdaptiveAvgPool2d(1), nn.Flatten()]}
     return nn.Sequential(*avg[dim], nn.Linear(width, 1))

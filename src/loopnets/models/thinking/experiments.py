@@ -20,6 +20,7 @@ summary.json `extra` (docs/contract-runs.md, family "thinking"):
               "fixed_depth": false},          # feedforward: true, its one depth in every column
      "halting": null | {"threshold", "max_passes", "sizes": [...],
               "mean_passes": [...], "accuracy": [...],          # stopping by halting probability
+              "sweep": [{"threshold", "mean_passes", "accuracy"}, ...],   # halting_sweep's thresholds
               "fixed_accuracy": [...],                          # max(test_passes) passes for all
               "early_exit": {"criterion", "threshold", "mean_passes": [...], "accuracy": [...]}}}
 
@@ -208,7 +209,16 @@ def halting_results(exp: Experiment, model: Halting, sets: dict, fixed: dict) ->
            "fixed_accuracy": [], "early_exit": {"criterion": g.early_exit_criterion,
                                                 "threshold": g.early_exit_threshold, "mean_passes": [], "accuracy": []}}
     model.eval()
+    out["sweep"] = [{"threshold": t, "mean_passes": [], "accuracy": []} for t in g.halting_sweep]
     for size, (x, y) in sets.items():
+        for row in out["sweep"]:
+            right = used = 0
+            for xb, yb in zip(x.split(g.eval_batch), y.split(g.eval_batch)):
+                stop = model.stop(xb, threshold=row["threshold"], max_passes=budget)
+                right += _exact(stop.output, yb)
+                used += int(stop.passes.sum())
+            row["mean_passes"].append(used / len(x))
+            row["accuracy"].append(right / len(x))
         halt = exit_ = passes_h = passes_e = 0
         for xb, yb in zip(x.split(g.eval_batch), y.split(g.eval_batch)):
             stop = model.stop(xb, max_passes=budget)

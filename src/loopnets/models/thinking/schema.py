@@ -81,7 +81,8 @@ class ThinkingConfig:
     position, the sample's the least ready one's). `halting_pretrain` epochs (of train.epochs) first
     train the net alone with its `backprop` (e.g. progressive), the rest with PonderNet's loss, the
     net frozen there if `halting_freeze` (only the head learns when the loop is done). At test it stops by halting probability (cumulative >= `halting_threshold`)
-    within max(test_passes) passes, and is compared with the fixed budget and `ln.early_exit`
+    within max(test_passes) passes (and at each of `halting_sweep`'s thresholds: passes against
+    accuracy), and is compared with the fixed budget and `ln.early_exit`
     (`early_exit_criterion` below `early_exit_threshold`).
     """
 
@@ -113,6 +114,7 @@ class ThinkingConfig:
     halting_pretrain: int = 0  # epochs of train.epochs that train the net alone first, with its backprop
     halting_freeze: bool = False  # the PonderNet epochs train the halting head only
     halting_threshold: float = 0.5
+    halting_sweep: list[float] = field(default_factory=list)  # more thresholds to test halting at
     early_exit_criterion: Literal[EARLY_EXIT_CRITERIA] = "residual"
     early_exit_threshold: float = 1e-3
 
@@ -258,6 +260,8 @@ def check(exp: Any) -> None:
         raise ConfigError(f"config key {where}test_examples must be >= 1 (instances per test size); got {counts}")
     _number(where + "halting_threshold", g.halting_threshold, 0, 1, (False, True),
             "a sample stops once its cumulative halting probability reaches it; 0.5 is the median")
+    for i, threshold in enumerate(g.halting_sweep):
+        _number(f"{where}halting_sweep[{i}]", threshold, 0, 1, (False, True), "a halting threshold, like halting_threshold")
     if g.early_exit_threshold < 0:
         raise ConfigError(f"config key {where}early_exit_threshold must be >= 0; got {g.early_exit_threshold}")
     _check_variant_values(where, g, g.task, exp.train.epochs)
