@@ -408,6 +408,7 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
                    f"accuracy within {100 * t['halting_within']:.0f} point with at most {pct(t['halting_passes_share'])} "
                    f"of its passes"}
     target = settings_of("target")
+    c["halting_settings"] = settings_of("halting")
     c["scale"] = {"width": f"{p['settings']['width'] / target['width']:.1f}",
                   "epochs": f"{p['settings']['epochs'] / target['epochs']:.0f}"}
     c["pass_header"], c["rows"] = table_rows(exps)
