@@ -230,8 +230,10 @@ def verdict_accuracy(exps: dict, key: str, bits: int, goal: float) -> dict:
     passes = best_passes(g, bits)
     each = ", ".join(f"seed {s}: {pct(at(g, bits, passes, s))}" for s in g["seeds"])
     status = "hit" if value >= goal else "missed"
+    reached = sum(at(g, bits, None, s) >= goal for s in g["seeds"])
     return {"status": status, "text": f"{pct(value)} at {passes} passes, mean of {seeds_text(g['seeds'])} ({each}); "
-                                      f"target {pct(goal)}"}
+                                      f"target {pct(goal)}; {reached} of {len(g['seeds'])} seeds reach it alone, "
+                                      f"each at its own best pass count"}
 
 
 def verdict_fails(exps: dict, bits: int, limit: float) -> dict:

@@ -336,6 +336,8 @@ def test_accuracy_verdicts_follow_the_seeds_mean_at_the_best_pass_count():
     good = fake({0: [[1, 1, 1], [0.2, 0.99, 1.0], [0, 0.5, 0.96]], 1: [[1, 1, 1], [0.1, 0.9, 0.99], [0, 0.4, 0.94]]})
     v = BT.verdict_accuracy({"target": good}, "target", 512, 0.99)
     assert v["status"] == "hit" and "99.5 % at 1000 passes" in v["text"] and "2 seeds (0, 1)" in v["text"]
+    assert "2 of 2 seeds reach it alone" in v["text"]
+    assert "1 of 2 seeds reach it alone" in BT.verdict_accuracy({"target": good}, "target", 1024, 0.95)["text"]
     assert BT.verdict_accuracy({"target": good}, "target", 1024, 0.96)["status"] == "missed"  # mean 0.95
     assert BT.verdict_accuracy({}, "target", 512, 0.99)["status"] == "not run yet"
     with pytest.raises(ValueError, match="no run tested size 2048"):
