@@ -198,7 +198,8 @@ def halting(exp: Exp) -> dict | None:
         return None
     mean = lambda get: [statistics.mean(v) for v in zip(*(get(h) for _, h in records))]  # noqa: E731
     first = records[0][1]
-    return {"sizes": first["sizes"], "max_passes": first["max_passes"], "threshold": first["threshold"],
+    return {"per_seed": records,
+            "sizes": first["sizes"], "max_passes": first["max_passes"], "threshold": first["threshold"],
             "seeds": [seed for seed, _ in records], "criterion": first["early_exit"]["criterion"],
             "ee_threshold": first["early_exit"]["threshold"],
             "passes": mean(lambda h: h["mean_passes"]), "accuracy": mean(lambda h: h["accuracy"]),
@@ -272,7 +273,10 @@ def verdict_halting(exps: dict, bits: int, within: float, share: float) -> dict:
             f"{h['max_passes']}) against the fixed budget's {pct(h['fixed'][i])}, a gap of {100 * gap:+.1f} points "
             f"({seeds_text(h['seeds'])}); target: growing, within {100 * within:.0f} point, at most {pct(share)} of the passes. "
             f"A stricter budget for comparison: the fewest tested passes run for every string that come within "
-            f"{100 * within:.0f} point of the full budget's accuracy are {enough}")
+            f"{100 * within:.0f} point of the full budget's accuracy are {enough}. Each seed at {bits} bits: "
+            + "; ".join(f"seed {seed}: halting {pct(r['accuracy'][i])} with {r['mean_passes'][i]:.1f} passes, the fixed "
+                        f"budget {pct(r['fixed_accuracy'][i])}, early_exit {pct(r['early_exit']['accuracy'][i])} with "
+                        f"{r['early_exit']['mean_passes'][i]:.1f}" for seed, r in h["per_seed"]))
     return {"status": "hit" if ok else "missed", "text": text}
 
 

@@ -369,7 +369,8 @@ def test_the_halting_verdict_needs_growing_passes_equal_accuracy_and_half_the_bu
     assert "-9.5 points" in BT.verdict_halting({"halting": worse}, 512, 0.01, 0.5)["text"]
     late = fake({0: [[1, 1, 1], [0, 0.2, 1], [0, 0, 1]]}, record([20, 300, 480], [1, 1, 1], [1, 1, 1]))
     assert "within 1 point of the full budget's accuracy are 1000" in BT.verdict_halting({"halting": late}, 512, 0.01, 0.5)["text"]
-    assert BT.verdict_halting({"halting": ok}, 512, 0.01, 0.5)["text"].endswith("accuracy are 10")
+    assert "accuracy are 10. Each seed at 512 bits: seed 0: halting 99.0 % with 300.0 passes, the fixed budget 99.5 %, " \
+           "early_exit 0.0 % with 1000.0" in BT.verdict_halting({"halting": ok}, 512, 0.01, 0.5)["text"]
 
 
 def test_the_prefix_table_aligns_experiments_tested_at_different_pass_counts():
