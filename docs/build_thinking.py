@@ -63,7 +63,7 @@ LABELS = {"target": "recall + progressive", "no_recall": "no recall (progressive
           "halting": "recall + learned halting (PonderNet head on the progressive net)",
           "transformer": "looped transformer (sliding window, random passes, truncated backprop)",
           "mazes": "mazes, recall + progressive"}
-OVERTHINKING = ("target", "no_recall", "no_progressive")
+OVERTHINKING = ("target", "no_recall", "no_progressive", "transformer")
 ISSUE = 18
 KERNEL = 3  # the convolutions' kernel size (loopnets.models.thinking.recurrent.conv)
 

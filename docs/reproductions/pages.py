@@ -51,7 +51,8 @@ PAGES = (
          partial=True),
     Page("docs/modes.md", "docs/build_modes.py", "configs/modes", partial=True),
     Page("docs/thinking-longer.md", "docs/build_thinking.py", "configs/thinking", partial=True,
-         optional=("thinking-prefix-sums-gpu",), why_optional="DeepThinking's full scale is a GPU config, not run here"),
+         optional=("thinking-prefix-sums-gpu", "thinking-mazes-gpu"),
+         why_optional="DeepThinking's full scale is a GPU config, not run here"),
 )
 
 
