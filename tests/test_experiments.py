@@ -8,7 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 import pytest
+import tomli_w
 from conftest import load_page_builder
 
 from loopnets.cli import main
@@ -153,6 +159,25 @@ def test_changed_config_is_refused_unless_fresh(tmp_path, capsys):
     assert main([*args, "train.epochs=2"]) == 2
     assert "holds runs of a different config" in capsys.readouterr().err
     assert main([*args, "train.epochs=2", "--fresh"]) == 0
+
+
+def test_a_folder_resumes_with_more_seeds_and_keys_the_schema_gained_but_not_with_fewer_seeds(tmp_path, capsys):
+    """More seeds run beside the finished ones; an experiment.toml written before a schema key existed
+    (the key missing, its default today) is the same config; a seed list that drops a finished seed is not."""
+    config = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    args = ["run", str(config), "--runs-dir", str(runs), "--no-progress", "--no-report"]
+    assert main([*args, "train.seeds=[0]"]) == 0
+    recorded = runs / "tiny" / "experiment.toml"
+    data = tomllib.loads(recorded.read_text())
+    assert data["train"]["loss"] == "auto"  # the default
+    del data["train"]["loss"]  # as a loopnets from before the key would have written it
+    recorded.write_text(tomli_w.dumps(data))
+    capsys.readouterr()
+    assert main([*args, "train.seeds=[0, 1]"]) == 0
+    assert "2 already finished, 2 to train" in capsys.readouterr().out
+    assert main([*args, "train.seeds=[1]"]) == 2
+    assert "holds runs of a different config" in capsys.readouterr().err
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from loopnets.experiments.config import ConfigError, Experiment, dumps, expand_variants, to_dict
+from loopnets.experiments.config import ConfigError, Experiment, dumps, expand_variants, from_dict, to_dict
 from loopnets.atomic import fsync_folder, write_atomic, write_new
 from loopnets.faults import FileFault, about
 
@@ -305,15 +305,28 @@ def _comparable(config: dict) -> dict:
 
 
 def _same_config(recorded: str, resolved: str) -> bool:
-    """Whether two resolved configs ask for the same runs: train.group_seeds only changes how they
-    train (the same results within rounding), so folders written before the key existed, or with the
-    other setting, resume."""
+    """Whether two resolved configs ask for the same runs.
+
+    - train.group_seeds only changes how they train (the same results within rounding), so folders
+      written before the key existed, or with the other setting, resume;
+    - a key the schema gained after the folder was written counts as its default: the recorded config
+      is resolved again by today's schema, which fills it in (a key that was removed, or a value
+      today's schema refuses, still differs);
+    - train.seeds may grow: the recorded seeds' runs are runs of the longer list too."""
     if recorded == resolved:
         return True
     old, new = tomllib.loads(recorded), tomllib.loads(resolved)
+    try:
+        old = tomllib.loads(dumps(to_dict(from_dict(old))))
+    except ConfigError:
+        pass
     for config in (old, new):
         config.get("train", {}).pop("group_seeds", None)
-    return old == new
+    old_seeds = old.get("train", {}).pop("seeds", None)
+    new_seeds = new.get("train", {}).pop("seeds", None)
+    seeds_grew = old_seeds == new_seeds or (isinstance(old_seeds, list) and isinstance(new_seeds, list)
+                                            and set(old_seeds) <= set(new_seeds))
+    return seeds_grew and old == new
 
 
 def _first_difference(old: str, new: str) -> str:
