@@ -200,40 +200,41 @@ def _exact(scores: torch.Tensor, y: torch.Tensor) -> int:
     return int((scores.argmax(1) == y).reshape(len(y), -1).all(1).sum())
 
 
+def _stopped(stop_batch, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
+    """(accuracy, mean passes) of an early stop: `stop_batch(xb)` gives each batch's `EarlyExit`."""
+    right = used = 0
+    for xb, yb in zip(x.split(batch), y.split(batch)):
+        stop = stop_batch(xb)
+        right += _exact(stop.output, yb)
+        used += int(stop.passes.sum())
+    return right / len(x), used / len(x)
+
+
 @torch.no_grad()
 def halting_results(exp: Experiment, model: Halting, sets: dict, fixed: dict) -> dict:
-    """Stopping by halting probability vs the fixed budget (max(test_passes)) and `ln.early_exit`."""
+    """Stopping by halting probability (at halting_threshold and each of halting_sweep) vs the fixed
+    budget (max(test_passes)) and `ln.early_exit`."""
     g = exp.model.thinking
     budget = max(g.test_passes)
     out = {"threshold": g.halting_threshold, "max_passes": budget, "sizes": [], "mean_passes": [], "accuracy": [],
+           "sweep": [{"threshold": t, "mean_passes": [], "accuracy": []} for t in g.halting_sweep],
            "fixed_accuracy": [], "early_exit": {"criterion": g.early_exit_criterion,
                                                 "threshold": g.early_exit_threshold, "mean_passes": [], "accuracy": []}}
     model.eval()
-    out["sweep"] = [{"threshold": t, "mean_passes": [], "accuracy": []} for t in g.halting_sweep]
+    exit_early = functools.partial(early_exit, model.model, criterion=g.early_exit_criterion,
+                                   threshold=g.early_exit_threshold, max_passes=budget)
     for size, (x, y) in sets.items():
-        for row in out["sweep"]:
-            right = used = 0
-            for xb, yb in zip(x.split(g.eval_batch), y.split(g.eval_batch)):
-                stop = model.stop(xb, threshold=row["threshold"], max_passes=budget)
-                right += _exact(stop.output, yb)
-                used += int(stop.passes.sum())
-            row["mean_passes"].append(used / len(x))
-            row["accuracy"].append(right / len(x))
-        halt = exit_ = passes_h = passes_e = 0
-        for xb, yb in zip(x.split(g.eval_batch), y.split(g.eval_batch)):
-            stop = model.stop(xb, max_passes=budget)
-            halt += _exact(stop.output, yb)
-            passes_h += int(stop.passes.sum())
-            ee = early_exit(model.model, xb, criterion=g.early_exit_criterion, threshold=g.early_exit_threshold,
-                            max_passes=budget)
-            exit_ += _exact(ee.output, yb)
-            passes_e += int(ee.passes.sum())
         out["sizes"].append(size)
-        out["mean_passes"].append(passes_h / len(x))
-        out["accuracy"].append(halt / len(x))
         out["fixed_accuracy"].append(fixed[size])
-        out["early_exit"]["mean_passes"].append(passes_e / len(x))
-        out["early_exit"]["accuracy"].append(exit_ / len(x))
+        rows = [(out, g.halting_threshold), *((row, row["threshold"]) for row in out["sweep"])]
+        for row, threshold in rows:
+            stop = functools.partial(model.stop, threshold=threshold, max_passes=budget)
+            accuracy, passes = _stopped(stop, x, y, g.eval_batch)
+            row["accuracy"].append(accuracy)
+            row["mean_passes"].append(passes)
+        accuracy, passes = _stopped(exit_early, x, y, g.eval_batch)
+        out["early_exit"]["accuracy"].append(accuracy)
+        out["early_exit"]["mean_passes"].append(passes)
     return out
 
 
