@@ -283,7 +283,8 @@ def train_halting(model: Halting, variant: ThinkingVariant, exp: Experiment, tra
     first = HaltingHistory()
     if variant.halting_pretrain:
         done = fit(model.model, train, val, loss="cross_entropy", optimizer=(exp.train.optimizer, _optimizer_args(exp)),
-                   epochs=variant.halting_pretrain, batch_size=exp.train.batch_size, seed=seed, progress=False, **engine)
+                   epochs=variant.halting_pretrain, batch_size=exp.train.batch_size, seed=seed, progress=False,
+                   **engine)
         first = HaltingHistory(records=[HaltingHistory.RECORD(**asdict(r)) for r in done.records],
                                best_epoch=done.best_epoch)
     if variant.halting_freeze:
@@ -304,7 +305,8 @@ def train_halting(model: Halting, variant: ThinkingVariant, exp: Experiment, tra
 
 def _joined(first: HaltingHistory, second: HaltingHistory) -> HaltingHistory:
     offset = len(first)
-    records = first.records + [HaltingHistory.RECORD(**{**asdict(r), "epoch": r.epoch + offset}) for r in second.records]
+    records = first.records + [HaltingHistory.RECORD(**{**asdict(r), "epoch": r.epoch + offset})
+                               for r in second.records]
     best = second.best_epoch + offset if second.best_epoch is not None else first.best_epoch
     return HaltingHistory(records=records, stopped_early=second.stopped_early, best_epoch=best,
                           diverged=second.diverged)

@@ -80,7 +80,8 @@ class ThinkingConfig:
     weight `halting_beta`; the head pools the state by `halting_pool` (mean, or min: one logit per
     position, the sample's the least ready one's). `halting_pretrain` epochs (of train.epochs) first
     train the net alone with its `backprop` (e.g. progressive), the rest with PonderNet's loss, the
-    net frozen there if `halting_freeze` (only the head learns when the loop is done). At test it stops by halting probability (cumulative >= `halting_threshold`)
+    net frozen there if `halting_freeze` (only the head learns when the loop is done). At test it
+    stops by halting probability (cumulative >= `halting_threshold`)
     within max(test_passes) passes (and at each of `halting_sweep`'s thresholds: passes against
     accuracy), and is compared with the fixed budget and `ln.early_exit`
     (`early_exit_criterion` below `early_exit_threshold`).
@@ -261,7 +262,8 @@ def check(exp: Any) -> None:
     _number(where + "halting_threshold", g.halting_threshold, 0, 1, (False, True),
             "a sample stops once its cumulative halting probability reaches it; 0.5 is the median")
     for i, threshold in enumerate(g.halting_sweep):
-        _number(f"{where}halting_sweep[{i}]", threshold, 0, 1, (False, True), "a halting threshold, like halting_threshold")
+        _number(f"{where}halting_sweep[{i}]", threshold, 0, 1, (False, True),
+                "a halting threshold, like halting_threshold")
     if g.early_exit_threshold < 0:
         raise ConfigError(f"config key {where}early_exit_threshold must be >= 0; got {g.early_exit_threshold}")
     _check_variant_values(where, g, g.task, exp.train.epochs)
@@ -285,8 +287,6 @@ def _check_variant_values(where: str, v: Any, task: str, epochs: int) -> None:
         raise ConfigError(f"config key {where}window = {v.window}: a sliding attention window of >= 2 positions "
                           f"(itself and the previous), for model = 'transformer' only; 0 attends to every earlier "
                           f"position (model is {v.model!r})")
-    if v.window < 0:
-        raise ConfigError(f"config key {where}window must be >= 0; got {v.window}")
     if v.min_passes and not 1 <= v.min_passes <= v.max_iters:
         raise ConfigError(f"config key {where}min_passes = {v.min_passes} must be in 1..max_iters = {v.max_iters} "
                           f"(each step draws its pass count from min_passes..max_iters), or 0 for max_iters always")
@@ -345,5 +345,6 @@ def _default_name(values: dict) -> str:
     return name + ("-halting" if values["halting"] else "")
 
 
-__all__ = ["BACKPROPS", "DIMS", "FAMILY", "HALTING_POOLS", "IN_CHANNELS", "MODELS", "RECALLS", "TASKS", "ThinkingConfig",
-           "ThinkingVariant", "ThinkingVariantConfig", "check", "check_size", "expand", "test_examples"]
+__all__ = ["BACKPROPS", "DIMS", "FAMILY", "HALTING_POOLS", "IN_CHANNELS", "MODELS", "RECALLS", "TASKS",
+           "ThinkingConfig", "ThinkingVariant", "ThinkingVariantConfig", "check", "check_size", "expand",
+           "test_examples"]

@@ -144,7 +144,9 @@ def looped_transformer(in_channels: int, classes: int = 2, d_model: int = 32, nh
                              f"before it); got {window!r}")
         if not causal:
             raise ValueError("window is a causal sliding window: use it with causal=True")
-    make = lambda n: Encoder([encoder_layer(d_model, nhead, ff, dropout) for _ in range(n)], causal, window)  # noqa: E731
+    def make(n: int) -> Encoder:
+        return Encoder([encoder_layer(d_model, nhead, ff, dropout) for _ in range(n)], causal, window)
+
     core = Loop(make(1), unroll=unroll, backprop=backprop, merge="add")
     parts = [ToTokens(in_channels, d_model), *([make(prelude)] if prelude else []), core,
              *([make(coda)] if coda else []), ToScores(d_model, classes)]
