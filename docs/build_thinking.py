@@ -344,16 +344,6 @@ def table_rows(exps: dict, keys: tuple = PREFIX) -> tuple[list, list]:
     return passes, rows
 
 
-def verdict_maze_config(exps: dict, size: int, goal: float) -> dict:
-    """Hit when the maze config's seeds' mean exact accuracy at `size`, at its best test pass count, reaches `goal`."""
-    if "mazes" not in exps or (g := grid(exps["mazes"])) is None:
-        return no_result(exps, "mazes")
-    value, passes = at(g, size), best_passes(g, size)
-    return {"status": "hit" if value >= goal else "missed",
-            "text": f"{pct(value)} of {g['examples'][g['sizes'].index(size)]} mazes at {passes} passes, mean of "
-                    f"{seeds_text(g['seeds'])} (`{config_path('mazes')}`); target {pct(goal)}"}
-
-
 def paper_rows(exps: dict, rows: list[dict]) -> list[dict]:
     """The papers' quoted numbers, each beside ours: our experiment's best accuracy at the same test
     size, or where it did not test that size, its largest tested size."""
@@ -361,7 +351,6 @@ def paper_rows(exps: dict, rows: list[dict]) -> list[dict]:
     for r in rows:
         key = r["compare"]
         g = grid(exps[key]) if key in exps else None
-        spread = f" ± {r['spread']:.2f}" if "spread" in r else ""
         ours, note = "not run yet", ""
         if g is not None:
             if r["test_size"] in g["sizes"]:
@@ -371,7 +360,7 @@ def paper_rows(exps: dict, rows: list[dict]) -> list[dict]:
                 ours = f"not tested at {r['test_size']}; at {largest}: {pct(at(g, largest))}"
             note = f"{seeds_text(g['seeds'])}, `{config_path(key)}`"
         out.append({"model": r["model"], "task": r["task"], "train": r["train_size"], "test": r["test_size"],
-                    "unit": r["unit"], "theirs": f"{r['accuracy']:.2f}{spread} %" if "spread" in r else f"{r['accuracy']} %",
+                    "unit": r["unit"], "theirs": f"{r['accuracy']:.2f} ± {r['spread']:.2f} %" if "spread" in r else f"{r['accuracy']} %",
                     "iterations": r.get("iterations", "not stated"), "where": r["where"], "quote": r["quote"],
                     "ours": ours, "note": note})
     return out
@@ -459,10 +448,10 @@ def context(exps: dict[str, Exp], out: Path) -> dict:
                            for i, size in enumerate(h["sizes"])]
     c["bench"] = bench = benchmark_runs()
     c["maze_verdicts"] = [(f"Mazes, {t['maze_a']} x {t['maze_a']}: at least {pct(t['maze_accuracy_a'])} solved exactly",
-                           verdict_maze_config(exps, t["maze_a"], t["maze_accuracy_a"]),
+                           verdict_accuracy(exps, "mazes", t["maze_a"], t["maze_accuracy_a"]),
                            verdict_maze(bench, t["maze_a"], t["maze_accuracy_a"])),
                           (f"Mazes, {t['maze_b']} x {t['maze_b']}: at least {pct(t['maze_accuracy_b'])} solved exactly",
-                           verdict_maze_config(exps, t["maze_b"], t["maze_accuracy_b"]),
+                           verdict_accuracy(exps, "mazes", t["maze_b"], t["maze_accuracy_b"]),
                            verdict_maze(bench, t["maze_b"], t["maze_accuracy_b"]))]
     c["others"] = other_tables(exps)
     c["paper_rows"] = paper_rows(exps, p["results"].get("rows", []))

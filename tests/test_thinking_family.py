@@ -384,10 +384,10 @@ def test_the_prefix_table_aligns_experiments_tested_at_different_pass_counts():
 def test_the_maze_verdict_and_the_papers_rows_read_the_maze_config():
     mazes = fake({0: [[1, 1, 1], [0.5, 0.92, 0.91], [0, 0.4, 0.3]], 1: [[1, 1, 1], [0.5, 0.9, 0.95], [0, 0.2, 0.3]]},
                  sizes=(9, 25, 33))
-    v = BT.verdict_maze_config({"mazes": mazes}, 25, 0.9)
-    assert v["status"] == "hit" and "93.0 % of 10 mazes at 1000 passes" in v["text"]
-    assert BT.verdict_maze_config({"mazes": mazes}, 33, 0.5)["status"] == "missed"
-    assert BT.verdict_maze_config({}, 33, 0.5)["status"] == "not run yet"
+    v = BT.verdict_accuracy({"mazes": mazes}, "mazes", 25, 0.9)
+    assert v["status"] == "hit" and "93.0 % at 1000 passes" in v["text"] and "2 of 2 seeds reach it alone" in v["text"]
+    assert BT.verdict_accuracy({"mazes": mazes}, "mazes", 33, 0.5)["status"] == "missed"
+    assert "mazes-recall-progressive.toml" in BT.verdict_accuracy({}, "mazes", 33, 0.5)["text"]
     rows = BT.paper_rows({"mazes": mazes}, [
         {"compare": "mazes", "test_size": 33, "train_size": 9, "model": "m", "task": "mazes", "unit": "side",
          "accuracy": 93.8, "where": "A.3", "quote": "q"},
