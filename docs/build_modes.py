@@ -6,7 +6,7 @@
 Reads the committed results (docs/reproductions/results/modes-*/, written by collect.py) or, with
 --runs-dir, run folders, through the report's own reader (`loopnets.report.results.load_experiment`),
 and writes modes.md from modes.md.j2 with its figures beside it (modes-<task>.png). Every number the
-template prints passes through a template field (build_lavik's Recorder), so tests/test_modes_page.py can
+template prints passes through a template field (build_lavik's Recorder), so tests/test_modes.py can
 tell computed numbers from typed ones. Each finding states the rule that decides it; the accuracy
 finding is paired over seeds (verdicts.py). A task not committed yet shows the command that produces it.
 
